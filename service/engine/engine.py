@@ -1,0 +1,483 @@
+"""The engine's async facade: validate in Python, change state in one Lua script, decode.
+
+Every method that changes a session runs exactly one script (claim runs a read first, to merge
+withParams in Python: Lua's cjson cannot round-trip arbitrary JSON). Methods return what the
+caller must do next (``Outcome.scheduled`` to enqueue, ``Outcome.finalized`` to announce).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from service.engine.errors import InvalidError, NotFoundError
+from service.engine.keys import session_keys
+from service.engine.kwargs import merge_kwargs
+from service.engine.models import (
+    RESOLVED_STATUSES,
+    STATUSES,
+    UID_PATTERN,
+    Claim,
+    Instance,
+    Name,
+    Outcome,
+    SessionConfig,
+    SessionSnapshot,
+    Subscription,
+    TaskConfig,
+    UnresolvedInstance,
+    UnresolvedTask,
+)
+from service.engine.scripts import RedisClient, ScriptRunner
+
+_UID = re.compile(UID_PATTERN)
+_NAME = TypeAdapter(Name)
+_INSTANCE = re.compile(r"^(?P<task>[^#]+)#(?P<n>\d+)$")
+_SUBSCRIPTIONS = TypeAdapter(list[Subscription])
+RESERVED_METADATA = frozenset({"timestamps"})
+ERROR_LEVEL = 40
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _raw_map(values: Mapping[str, Any]) -> str:
+    """A map of JSON texts: Lua decodes the outer object and keeps each value as raw text."""
+    return _json({key: _json(value) for key, value in values.items()})
+
+
+def decode_instance(name: str, raw: str | bytes) -> Instance:
+    """An instance record as the scripts keep it (lib.lua) turned into the public model."""
+    record = orjson.loads(raw)
+    kwargs = {key: orjson.loads(value) for key, value in (record.get("kwargs") or {}).items()}
+    metadata = {key: orjson.loads(value) for key, value in (record.get("meta") or {}).items()}
+    metadata["timestamps"] = record.get("ts") or {}
+    return Instance(
+        name=name,
+        task=record["task"],
+        status=record["status"],
+        kwargs=kwargs,
+        abandonState=record.get("abandon") or [],
+        metadata=metadata,
+    )
+
+
+def _pairs(flat: list[Any]) -> Iterable[tuple[str, Any]]:
+    return zip(flat[::2], flat[1::2], strict=True)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """cjson encodes an empty Lua table as {}: read it back as the empty list it was."""
+    return value if isinstance(value, list) else []
+
+
+def _sort_key(instance: Instance) -> tuple[str, int]:
+    return instance.task, instance.number
+
+
+class Engine:
+    """Sessions in Redis (standalone or Cluster).
+
+    ``finalize``: run the finalization recipe after every change (the ``finalizing`` manager).
+    ``session_ttl``: seconds a session is kept after its last change (0: until deleted).
+    ``lease_ms``: how long a claim holds an instance before the sweeper may re-dispatch it.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str = "trg",
+        finalize: bool = True,
+        session_ttl: int = 0,
+        lease_ms: int = 30_000,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.finalize = finalize
+        self.session_ttl = session_ttl
+        self.lease_ms = lease_ms
+        self.scripts = ScriptRunner(client)
+
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Engine:
+        """An engine on a new connection pool (``cluster``: the URL names one cluster node)."""
+        client: RedisClient
+        if cluster:
+            client = RedisCluster.from_url(url, decode_responses=True)
+        else:
+            client = Redis.from_url(url, decode_responses=True)
+        return cls(client, **options)
+
+    async def load_scripts(self) -> None:
+        await self.scripts.load_all()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _keys(self, uid: str) -> list[str]:
+        if not isinstance(uid, str) or not _UID.match(uid):
+            raise InvalidError(
+                "uid: 1 to 200 characters from letters, digits and _ - . : @ + expected"
+            )
+        return session_keys(uid, self.prefix)
+
+    async def _run(self, script: str, uid: str, *args: str | int | float) -> Any:
+        common = [self.session_ttl, "1" if self.finalize else "0"]
+        return await self.scripts.run(script, self._keys(uid), [*common, *args])
+
+    async def _transition(self, script: str, uid: str, *args: str | int | float) -> Outcome:
+        answer = orjson.loads(await self._run(script, uid, *args))
+        record = answer.pop("record", None)
+        outcome = Outcome.model_validate(answer)
+        if record is not None and outcome.instance is not None:
+            outcome.record = decode_instance(outcome.instance, record)
+        return outcome
+
+    @staticmethod
+    def _check_name(value: str, field: str) -> str:
+        try:
+            return _NAME.validate_python(value)
+        except ValidationError as error:
+            raise InvalidError(f"{field}: {error.errors()[0]['msg']}") from None
+
+    @staticmethod
+    def _check_instance(name: str) -> str:
+        if not isinstance(name, str) or not _INSTANCE.match(name):
+            raise InvalidError("instance: '<task>#<n>' expected")
+        return name
+
+    @staticmethod
+    def _check_object(value: Any, field: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise InvalidError(f"{field}: a JSON object expected")
+        try:
+            orjson.dumps(value)
+        except TypeError as error:
+            raise InvalidError(f"{field}: not JSON-serializable ({error})") from None
+        return value
+
+    def _check_kwargs_map(self, kwargs: Any, field: str) -> dict[str, Any]:
+        mapping = self._check_object(kwargs, field)
+        for trigger, value in mapping.items():
+            self._check_name(trigger, f"{field}.{trigger}")
+            self._check_object(value, f"{field}.{trigger}")
+        return mapping
+
+    def _check_metadata(self, metadata: Any, field: str = "metadata") -> dict[str, Any]:
+        mapping = self._check_object(metadata, field)
+        reserved = RESERVED_METADATA & mapping.keys()
+        if reserved:
+            raise InvalidError(f"{field}.{min(reserved)}: written by the engine only")
+        return mapping
+
+    # -- configuration ----------------------------------------------------------------------
+
+    async def configure(
+        self, uid: str, config: SessionConfig | Mapping[str, Any], *, replace: bool = False
+    ) -> SessionConfig:
+        """Merge (B1, PATCH) or replace (PUT) the configuration; returns the resulting one."""
+        if not isinstance(config, SessionConfig):
+            try:
+                config = SessionConfig.model_validate(config)
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise InvalidError(f"{where}: {first['msg']}") from None
+        given = [
+            [name, _json(task.model_dump(mode="json")), _json(task.engine_view())]
+            for name, task in config.tasks.items()
+        ]
+        webhooks = (
+            ""
+            if config.webhooks is None
+            else _json([hook.model_dump(mode="json") for hook in config.webhooks])
+        )
+        mode = "replace" if replace else "merge"
+        answer = await self._run("configure", uid, mode, _json(given), webhooks)
+        return self._decode_config(answer)
+
+    @staticmethod
+    def _decode_config(answer: str) -> SessionConfig:
+        data = orjson.loads(answer)
+        tasks = {name: TaskConfig.model_validate_json(raw) for name, raw in _as_list(data["tasks"])}
+        webhooks = data.get("webhooks")
+        return SessionConfig(
+            tasks=tasks,
+            webhooks=_SUBSCRIPTIONS.validate_json(webhooks) if webhooks else None,
+        )
+
+    async def get_config(self, uid: str) -> SessionConfig:
+        return self._decode_config(await self._run("readConfig", uid))
+
+    # -- firing and running -----------------------------------------------------------------
+
+    async def fire(self, uid: str, trigger: str, kwargs: Mapping[str, Any] | None = None) -> Outcome:
+        """Fire ``trigger`` (section D). Creates the session if needed."""
+        self._check_name(trigger, "trigger")
+        payload = self._check_object(kwargs, "kwargs")
+        return await self._transition("fire", uid, trigger, _json(payload))
+
+    async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
+        """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).
+
+        The kwargs are merged here (E1) from a read of the instance and its task, and the claim
+        checks that the task was not reconfigured in between (it retries the read if it was).
+        """
+        self._check_instance(name)
+        lease = lease_ms or self.lease_ms
+        for _ in range(10):
+            raw_record, raw_task, version = await self._run("peekInstance", uid, name)
+            instance = decode_instance(name, raw_record)
+            task = TaskConfig.model_validate_json(raw_task) if raw_task else None
+            kwargs = merge_kwargs(task.withParams if task else {}, instance.kwargs)
+            token = secrets.token_hex(16)
+            answer = orjson.loads(
+                await self._run("claim", uid, name, token, lease, _json(kwargs), version or "")
+            )
+            if answer["state"] == "stale":
+                continue
+            claim = Claim.model_validate(answer)
+            if claim.state == "claimed":
+                claim.task, claim.kwargs = task, kwargs
+                instance.status = "running"
+                claim.instance = instance
+            return claim
+        raise InvalidError(f"instance {name}: its task keeps being reconfigured; claim again")
+
+    async def renew_lease(
+        self, uid: str, name: str, token: str, *, lease_ms: int | None = None
+    ) -> int:
+        """Extend a running instance's lease; returns the new expiry (ms since the epoch)."""
+        self._check_instance(name)
+        answer = await self._run("renewLease", uid, name, token, lease_ms or self.lease_ms)
+        return int(orjson.loads(answer)["expires"])
+
+    async def complete(
+        self,
+        uid: str,
+        name: str,
+        token: str,
+        result: Mapping[str, Any] | None = None,
+        *,
+        log_level: int = 0,
+    ) -> Outcome:
+        """running -> finished with ``result`` and its cascade, atomically (F2, F4)."""
+        self._check_instance(name)
+        payload = self._check_object(result, "result")
+        return await self._transition("complete", uid, name, token, _json(payload), int(log_level))
+
+    async def fail(
+        self,
+        uid: str,
+        name: str,
+        token: str,
+        exception_type: str,
+        exception_info: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        log_level: int = 0,
+    ) -> Outcome:
+        """running -> failed with the cause (F3). No cascade."""
+        self._check_instance(name)
+        payload = self._check_object(context, "exceptionContext")
+        return await self._transition(
+            "fail", uid, name, token, str(exception_type), str(exception_info),
+            _json(payload), int(log_level),
+        )  # fmt: skip
+
+    async def retry(
+        self,
+        uid: str,
+        name: str,
+        token: str,
+        *,
+        cooldown: float = 0.0,
+        kwargs: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        cause: tuple[str, str, Mapping[str, Any] | None] | None = None,
+        log_level: int = 0,
+    ) -> Outcome:
+        """Retry requested by the running task (G): replayed + clone due after ``cooldown``,
+        or failed with MaxRetriesExceeded past the task's ``maxRetries``.
+        ``kwargs`` None keeps the instance's kwargs, else replaces the whole map (G7)."""
+        self._check_instance(name)
+        if not isinstance(cooldown, int | float) or cooldown < 0 or cooldown > 10**8:
+            raise InvalidError("cooldown: a number of seconds >= 0 expected")
+        replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
+        meta = _raw_map(self._check_metadata(metadata))
+        cause_type, cause_info, cause_context = cause or ("", "", None)
+        context = _json(self._check_object(cause_context, "exceptionContext"))
+        return await self._transition(
+            "retry", uid, name, token, _json(cooldown), replacement, meta,
+            str(cause_type), str(cause_info), context, int(log_level),
+        )  # fmt: skip
+
+    async def replay(
+        self, uid: str, name: str, kwargs: Mapping[str, Any] | None = None
+    ) -> Outcome:
+        """H1: a failed instance becomes replayed and its clone is scheduled at once.
+        ``kwargs`` None keeps the parent's; a map (even {}) replaces them whole."""
+        self._check_instance(name)
+        replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
+        return await self._transition("replay", uid, name, replacement)
+
+    async def skip(
+        self,
+        uid: str,
+        name: str,
+        *,
+        cascade: bool = False,
+        result: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """H2: a failed instance becomes skipped; with ``cascade`` its task's name fires."""
+        self._check_instance(name)
+        payload = self._check_object(result, "result")
+        return await self._transition("skip", uid, name, "1" if cascade else "0", _json(payload))
+
+    async def set_status(
+        self,
+        uid: str,
+        name: str,
+        status: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        cascade: bool = False,
+        cascade_kwargs: Mapping[str, Any] | None = None,
+        token: str | None = None,
+    ) -> Outcome:
+        """H3 (operators, external workers: no transition check) or F6 (``token``: the running
+        task chooses its end)."""
+        self._check_instance(name)
+        if status not in STATUSES:
+            raise InvalidError(f"status: one of {', '.join(STATUSES)} expected")
+        meta = _raw_map(self._check_metadata(metadata))
+        kwargs = _json(self._check_object(cascade_kwargs, "cascadeKwargs"))
+        return await self._transition(
+            "setStatus", uid, name, status, meta, "1" if cascade else "0", kwargs, token or ""
+        )
+
+    async def set_metadata(self, uid: str, name: str, metadata: Mapping[str, Any]) -> Instance:
+        """H4: shallow-merge metadata, any status."""
+        self._check_instance(name)
+        if not isinstance(metadata, Mapping):
+            raise InvalidError("metadata: a JSON object expected")
+        outcome = await self._transition(
+            "setMetadata", uid, name, _raw_map(self._check_metadata(dict(metadata)))
+        )
+        assert outcome.record is not None
+        return outcome.record
+
+    async def mark_logs_resolved(self, uid: str, name: str) -> Instance:
+        """H5."""
+        return await self.set_metadata(uid, name, {"logsResolved": True})
+
+    async def finalize_if_ready(self, uid: str) -> Outcome:
+        """L1 on demand (every transition already runs it when ``finalize`` is on)."""
+        return await self._transition("finalizeIfReady", uid)
+
+    async def ack_dispatched(self, uid: str, names: Iterable[str]) -> int:
+        """Drop instances handed to the broker from the outbox (those already due)."""
+        names = [self._check_instance(name) for name in names]
+        if not names:
+            return 0
+        return int(await self._run("ackDispatched", uid, *names))
+
+    async def delete(self, uid: str) -> bool:
+        """Remove the session; True if it existed."""
+        return bool(await self._run("delete", uid))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def snapshot(self, uid: str) -> SessionSnapshot:
+        meta_flat, tasks_flat, inst_flat, latest_flat = await self._run("readSession", uid)
+        meta = dict(_pairs(meta_flat))
+        webhooks = meta.get("webhooks")
+        return SessionSnapshot(
+            uid=uid,
+            tasks={name: TaskConfig.model_validate_json(raw) for name, raw in _pairs(tasks_flat)},
+            instances={
+                name: decode_instance(name, raw)
+                for name, raw in sorted(_pairs(inst_flat), key=lambda p: _instance_order(p[0]))
+            },
+            latestKwargs={key: orjson.loads(raw) for key, raw in _pairs(latest_flat)},
+            finalized=meta.get("finalized") == "1",
+            finalizedAt=int(meta["finalizedAt"]) if "finalizedAt" in meta else None,
+            created=int(meta["created"]),
+            updated=int(meta["updated"]),
+            version=int(meta["version"]),
+            webhooks=_SUBSCRIPTIONS.validate_json(webhooks) if webhooks else None,
+        )
+
+    async def instances(
+        self, uid: str, *, status: str | None = None, task: str | None = None
+    ) -> list[Instance]:
+        """Instances filtered by status and/or task, sorted by task then number."""
+        if status is not None and status not in STATUSES:
+            raise InvalidError(f"status: one of {', '.join(STATUSES)} expected")
+        if task is not None:
+            self._check_name(task, "task")
+        flat = await self._run("readInstances", uid, status or "", task or "")
+        return sorted((decode_instance(n, raw) for n, raw in _pairs(flat)), key=_sort_key)
+
+    async def instance(self, uid: str, name: str) -> Instance:
+        self._check_instance(name)
+        flat = await self._run("readInstances", uid, "", "", name)
+        if not flat:
+            raise NotFoundError(f"instance {name} does not exist")
+        return decode_instance(flat[0], flat[1])
+
+    async def unresolved(self, uid: str) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
+        """K2 and K1 in one consistent read, each with what it is still waiting for."""
+        data = orjson.loads(await self._run("readUnresolved", uid))
+        tasks = [
+            UnresolvedTask(
+                name=name, config=TaskConfig.model_validate_json(raw), waitingFor=waiting
+            )
+            for name, raw, waiting in _as_list(data["tasks"])
+        ]
+        instances = [
+            UnresolvedInstance(
+                **decode_instance(name, raw).model_dump(), waitingFor=waiting
+            )
+            for name, raw, waiting in _as_list(data["instances"])
+        ]
+        instances.sort(key=_sort_key)
+        return tasks, instances
+
+    async def unresolved_tasks(self, uid: str) -> list[UnresolvedTask]:
+        return (await self.unresolved(uid))[0]
+
+    async def unresolved_instances(self, uid: str) -> list[UnresolvedInstance]:
+        return (await self.unresolved(uid))[1]
+
+    async def instances_with_unresolved_logs(self, uid: str) -> list[Instance]:
+        """I6: relevant logs (not abandoned, replayed or skipped) at ERROR or above, not marked
+        resolved."""
+        return [
+            instance
+            for instance in await self.instances(uid)
+            if instance.status not in ("abandoned", "replayed", "skipped")
+            and int(instance.metadata.get("logLevel") or 0) >= ERROR_LEVEL
+            and instance.metadata.get("logsResolved") is not True
+        ]
+
+
+def _instance_order(name: str) -> tuple[str, int]:
+    task, _, number = name.rpartition("#")
+    return task, int(number)
+
+
+__all__ = ["RESOLVED_STATUSES", "Engine", "decode_instance"]

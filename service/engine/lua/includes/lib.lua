@@ -1,0 +1,407 @@
+--[=[
+Shared library, prepended to every script by service/engine/scripts.py (Redis has no includes).
+
+Every script receives the same ten keys of ONE session, all under the hash tag {<uid>}, in this
+order (service/engine/keys.py builds them; no key name is ever built here, so every script runs
+unchanged on Redis Cluster):
+
+  KEYS[1]  meta    hash  created, updated (ms), version, cfgv (config version), npos (next task
+                         position), finalized ("1"), finalizedAt (ms), webhooks (raw JSON)
+  KEYS[2]  tasks   hash  task name -> task configuration as the client gave it (raw JSON text)
+  KEYS[3]  defs    hash  task name -> what the scripts need of it (cjson): after (effective, with
+                         the andEvery trigger), unless, every, maxRetries, pos, v
+  KEYS[4]  trig    hash  trigger name -> cjson list of the tasks that use it (after/andEvery/unless)
+  KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (cjson, see below)
+  KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
+                         instances of one status, or of one status and one task, without scanning
+  KEYS[7]  latest  hash  trigger name -> kwargs of its most recent fire (raw JSON text)
+  KEYS[8]  counts  hash  task name -> instances created so far (the next instance number)
+  KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, waiting to be handed to a worker
+  KEYS[10] leases  zset  instance -> lease expiry (ms) of running instances
+
+Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the finalization
+check after the change (the `finalizing` manager). Script arguments start at ARGV[3].
+
+Instance record: {task, status, kwargs = {trigger = raw JSON}, abandon = [trigger],
+meta = {key = raw JSON}, ts = {name = ISO time}, lease = {token, exp, attempt}?}.
+User payloads (kwargs, results, metadata values) stay raw JSON text: Lua's cjson would turn []
+into {} and round numbers to 14 digits, so Lua never decodes them. Python decodes on read.
+
+Errors are returned with redis.error_reply("<KIND> <message>") before any write, so a refused
+change leaves nothing behind. KIND is NOT_FOUND, CONFLICT or INVALID (see errors.py).
+]=]
+
+pcall(redis.replicate_commands) -- Redis < 7 needs it before TIME followed by writes.
+
+local K = {
+  meta = KEYS[1], tasks = KEYS[2], defs = KEYS[3], trig = KEYS[4], inst = KEYS[5],
+  idx = KEYS[6], latest = KEYS[7], counts = KEYS[8], outbox = KEYS[9], leases = KEYS[10],
+}
+local TTL = tonumber(ARGV[1]) or 0
+local FINALIZE = ARGV[2] == '1'
+local FINAL_TRIGGER = 'sessionFinalized'
+local UNRESOLVED = {'unstarted', 'scheduled', 'running', 'failed'}
+local STATUSES = {
+  unstarted = true, scheduled = true, running = true, finished = true,
+  failed = true, replayed = true, skipped = true, abandoned = true,
+}
+
+local _t = redis.call('TIME')
+local NOW = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
+
+local function fail_with(kind, message)
+  return redis.error_reply(kind .. ' ' .. message)
+end
+
+-- ISO-8601 UTC time of a millisecond epoch (Hinnant's civil-from-days; Lua here has no os.date).
+local function iso(ms)
+  local secs = math.floor(ms / 1000)
+  local days = math.floor(secs / 86400)
+  local rem = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
+    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, ms % 1000)
+end
+local NOW_ISO = iso(NOW)
+
+local function contains(list, value)
+  for _, item in ipairs(list) do
+    if item == value then return true end
+  end
+  return false
+end
+
+-- JSON object text from a table of raw JSON values (keys encoded, values spliced as they are).
+local function raw_object(map)
+  local parts = {}
+  for key, raw in pairs(map) do
+    parts[#parts + 1] = cjson.encode(key) .. ':' .. raw
+  end
+  table.sort(parts)
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+---------------------------------------------------------------------------------------------
+-- Session metadata
+---------------------------------------------------------------------------------------------
+
+local function session_exists()
+  return redis.call('EXISTS', K.meta) == 1
+end
+
+-- Creates the session if needed and bumps its version: called once by every changing script.
+local function touch()
+  if redis.call('HSETNX', K.meta, 'created', NOW) == 1 then
+    redis.call('HSET', K.meta, 'version', 0, 'cfgv', 0, 'npos', 0)
+  end
+  redis.call('HSET', K.meta, 'updated', NOW)
+  redis.call('HINCRBY', K.meta, 'version', 1)
+end
+
+-- Applies the session TTL to every key that exists (no-op when the TTL setting is off).
+local function apply_ttl()
+  if TTL <= 0 then return end
+  for _, key in ipairs(KEYS) do
+    redis.call('EXPIRE', key, TTL)
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Instances
+---------------------------------------------------------------------------------------------
+
+local function task_of(name)
+  return string.match(name, '^(.*)#%d+$')
+end
+
+local function number_of(name)
+  return tonumber(string.match(name, '#(%d+)$'))
+end
+
+local function load_instance(name)
+  local raw = redis.call('HGET', K.inst, name)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function load_def(task)
+  local raw = redis.call('HGET', K.defs, task)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+-- Writes the record and keeps every index (idx, outbox, leases) in step with its status.
+-- `old_status` is the status the record had when loaded (nil for a new instance).
+local function save_instance(name, rec, old_status)
+  if old_status ~= rec.status then
+    if old_status then
+      redis.call('ZREM', K.idx, old_status .. ':' .. name)
+    end
+    redis.call('ZADD', K.idx, 0, rec.status .. ':' .. name)
+    if old_status == 'scheduled' then redis.call('ZREM', K.outbox, name) end
+    if old_status == 'running' then
+      redis.call('ZREM', K.leases, name)
+      rec.lease = nil
+    end
+  end
+  redis.call('HSET', K.inst, name, cjson.encode(rec))
+end
+
+-- Status change with its timestamps (`created` is set when the record is created).
+local function set_status(rec, status)
+  rec.status = status
+  rec.ts[status] = NOW_ISO
+  rec.ts.lastModified = NOW_ISO
+end
+
+local function new_instance(task)
+  local n = redis.call('HINCRBY', K.counts, task, 1) - 1
+  local name = task .. '#' .. n
+  local rec = {
+    task = task, status = 'unstarted', kwargs = {}, abandon = {}, meta = {},
+    ts = {created = NOW_ISO, lastModified = NOW_ISO, unstarted = NOW_ISO},
+  }
+  return name, rec
+end
+
+-- Names of the instances of `task` with `status`, in instance-number order.
+local function instances_with(status, task)
+  local prefix = '[' .. status .. ':' .. task .. '#'
+  local members = redis.call('ZRANGEBYLEX', K.idx, prefix, prefix .. '\255')
+  local names = {}
+  local cut = #status + 2
+  for i, member in ipairs(members) do
+    names[i] = string.sub(member, cut)
+  end
+  table.sort(names, function(a, b) return number_of(a) < number_of(b) end)
+  return names
+end
+
+local function has_unresolved(task)
+  for _, status in ipairs(UNRESOLVED) do
+    local prefix = '[' .. status .. ':' .. task .. '#'
+    if redis.call('ZLEXCOUNT', K.idx, prefix, prefix .. '\255') > 0 then return true end
+  end
+  return false
+end
+
+-- Marks the instance scheduled and puts it in the outbox, due at `due` (ms).
+local function schedule(name, rec, old_status, due)
+  set_status(rec, 'scheduled')
+  save_instance(name, rec, old_status)
+  redis.call('ZADD', K.outbox, due, name)
+end
+
+-- I3: can_abandon and can_run, against the task's current definition (B11).
+local function can_abandon(rec, def)
+  if rec.status ~= 'unstarted' or #def.unless == 0 then return false end
+  for _, trigger in ipairs(def.unless) do
+    if not contains(rec.abandon, trigger) then return false end
+  end
+  return true
+end
+
+local function can_run(rec, def)
+  if rec.status ~= 'unstarted' then return false end
+  for _, trigger in ipairs(def.after) do
+    if rec.kwargs[trigger] == nil then return false end
+  end
+  return not can_abandon(rec, def)
+end
+
+-- D6: offer a fire to an unstarted instance. Returns true when it absorbed an after-trigger.
+local function absorb(rec, def, trigger, kwargs)
+  local took = false
+  if contains(def.after, trigger) and rec.kwargs[trigger] == nil then
+    rec.kwargs[trigger] = kwargs
+    took = true
+  end
+  if contains(def.unless, trigger) and not contains(rec.abandon, trigger) then
+    rec.abandon[#rec.abandon + 1] = trigger
+  end
+  return took
+end
+
+---------------------------------------------------------------------------------------------
+-- Firing (section D) and finalization (L1)
+---------------------------------------------------------------------------------------------
+
+-- The outcome every changing script returns: fires (each with what it scheduled and
+-- abandoned, in order, for post-fire hooks), and whether the session was just finalized.
+local function new_outcome()
+  return {fires = {}, finalized = false}
+end
+
+-- D7: a new instance pre-filled from the latest kwargs of the other triggers.
+local function prefill(rec, def, trigger)
+  local others = {}
+  for _, t in ipairs(def.after) do
+    if t ~= trigger then others[#others + 1] = t end
+  end
+  if #others > 0 then
+    local values = redis.call('HMGET', K.latest, unpack(others))
+    for i, t in ipairs(others) do
+      if values[i] then rec.kwargs[t] = values[i] end
+    end
+  end
+  for _, t in ipairs(def.unless) do
+    if t ~= trigger and redis.call('HEXISTS', K.latest, t) == 1 then
+      rec.abandon[#rec.abandon + 1] = t
+    end
+  end
+end
+
+-- The tasks a trigger is relevant to (D3), in configuration order (D4).
+local function relevant_tasks(trigger)
+  local raw = redis.call('HGET', K.trig, trigger)
+  if not raw then return {} end
+  local names = cjson.decode(raw)
+  local defs = redis.call('HMGET', K.defs, unpack(names))
+  local tasks = {}
+  for i, name in ipairs(names) do
+    if defs[i] then tasks[#tasks + 1] = {name = name, def = cjson.decode(defs[i])} end
+  end
+  table.sort(tasks, function(a, b) return a.def.pos < b.def.pos end)
+  return tasks
+end
+
+-- D4-D8 for one relevant task; appends to record.scheduled / record.abandoned.
+local function fire_into_task(task, def, trigger, kwargs, record)
+  local open = instances_with('unstarted', task)
+  local candidates = {}
+  local absorbed = false
+  for _, name in ipairs(open) do
+    local rec = load_instance(name)
+    if absorb(rec, def, trigger, kwargs) then absorbed = true end
+    candidates[#candidates + 1] = {name = name, rec = rec, old = 'unstarted'}
+  end
+  local exists = tonumber(redis.call('HGET', K.counts, task) or '0') > 0
+  if not exists or (trigger == def.every and not absorbed) then
+    local name, rec = new_instance(task)
+    prefill(rec, def, trigger)
+    absorb(rec, def, trigger, kwargs)
+    candidates[#candidates + 1] = {name = name, rec = rec, old = nil}
+  end
+  for _, c in ipairs(candidates) do
+    if can_abandon(c.rec, def) then
+      set_status(c.rec, 'abandoned')
+      save_instance(c.name, c.rec, c.old)
+      record.abandoned[#record.abandoned + 1] = c.name
+    elseif can_run(c.rec, def) then
+      schedule(c.name, c.rec, c.old, NOW)
+      record.scheduled[#record.scheduled + 1] = c.name
+    else
+      save_instance(c.name, c.rec, c.old)
+    end
+  end
+end
+
+local function fire(trigger, kwargs, outcome)
+  local record = {trigger = trigger, scheduled = {}, abandoned = {}}
+  for _, task in ipairs(relevant_tasks(trigger)) do
+    fire_into_task(task.name, task.def, trigger, kwargs, record)
+  end
+  redis.call('HSET', K.latest, trigger, kwargs) -- D9
+  if trigger == FINAL_TRIGGER and redis.call('HSETNX', K.meta, 'finalized', '1') == 1 then
+    redis.call('HSET', K.meta, 'finalizedAt', NOW)
+    outcome.finalized = true
+  end
+  outcome.fires[#outcome.fires + 1] = record
+  return record
+end
+
+-- L1, atomically: every unresolved task (K2) waits for sessionFinalized -> fire it, once.
+-- A session with no task is never finalized (the original would finalize it on its first
+-- fire, before any configuration arrived; see the engine's notes).
+local function finalize_if_ready(outcome)
+  if not FINALIZE or redis.call('HEXISTS', K.latest, FINAL_TRIGGER) == 1 then return end
+  local defs = redis.call('HGETALL', K.defs)
+  if #defs == 0 then return end
+  for i = 1, #defs, 2 do
+    local task, def = defs[i], cjson.decode(defs[i + 1])
+    local unresolved = redis.call('HEXISTS', K.counts, task) == 0 or has_unresolved(task)
+    if unresolved and not contains(def.after, FINAL_TRIGGER) then return end
+  end
+  fire(FINAL_TRIGGER, '{}', outcome)
+end
+
+-- Ends every changing script: finalization check, TTL, and the encoded outcome.
+local function finish(outcome, extra)
+  finalize_if_ready(outcome)
+  apply_ttl()
+  if extra then
+    for key, value in pairs(extra) do outcome[key] = value end
+  end
+  if outcome.instance then outcome.record = redis.call('HGET', K.inst, outcome.instance) end
+  return cjson.encode(outcome)
+end
+
+-- Loads an instance for a transition or returns the error reply to send (second value).
+local function instance_or_error(name)
+  local rec = load_instance(name)
+  if not rec then
+    return nil, fail_with('NOT_FOUND', 'instance ' .. name .. ' does not exist')
+  end
+  return rec, nil
+end
+
+-- For worker transitions: the instance must be running under this lease token.
+local function check_lease(name, rec, token)
+  if rec.status ~= 'running' then
+    return fail_with('CONFLICT', 'instance ' .. name .. ' is ' .. rec.status .. ', not running')
+  end
+  if not rec.lease or rec.lease.token ~= token then
+    return fail_with('CONFLICT', 'stale lease token for instance ' .. name)
+  end
+  return nil
+end
+
+-- H1 clone: next number (C4), abandon state copied, kwargs as given, parent and depth only.
+local function clone_of(parent_name, parent, kwargs)
+  local name, rec = new_instance(parent.task)
+  for i, t in ipairs(parent.abandon) do rec.abandon[i] = t end
+  rec.kwargs = kwargs
+  local depth = tonumber(parent.meta.depth or '0') or 0
+  rec.meta.parent = cjson.encode(parent_name)
+  rec.meta.depth = tostring(depth + 1)
+  return name, rec
+end
+
+-- Replacement kwargs argument: "" keeps the parent's, else a cjson map trigger -> raw JSON.
+local function replacement_kwargs(arg, parent)
+  if arg == '' then return parent.kwargs end
+  return cjson.decode(arg)
+end
+
+---------------------------------------------------------------------------------------------
+-- Reading the configuration
+---------------------------------------------------------------------------------------------
+
+-- Every configured task as {name, def}, in configuration order.
+local function tasks_in_order()
+  local defs = redis.call('HGETALL', K.defs)
+  local order = {}
+  for i = 1, #defs, 2 do
+    order[#order + 1] = {name = defs[i], def = cjson.decode(defs[i + 1])}
+  end
+  table.sort(order, function(a, b) return a.def.pos < b.def.pos end)
+  return order
+end
+
+-- cjson {tasks = [[name, raw config], ...] in order, webhooks = raw JSON or nil}.
+local function config_reply()
+  local tasks = {}
+  for i, item in ipairs(tasks_in_order()) do
+    tasks[i] = {item.name, redis.call('HGET', K.tasks, item.name)}
+  end
+  return cjson.encode({tasks = tasks, webhooks = redis.call('HGET', K.meta, 'webhooks')})
+end

