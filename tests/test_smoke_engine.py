@@ -26,3 +26,18 @@ async def test_n5_cascade_absorbed_by_piled_up_instances(any_engine: Engine) -> 
     c1 = await engine.instance("app:1", "t_c#1")
     assert c0.kwargs["C"] == {"n": 1} and c1.kwargs["C"] == {"n": 2}
     assert c0.kwargs["t_a"] == {"kwargs": {"C": {"n": 1}, "D": {"n": 3}}}
+
+
+async def test_settle_runs_cascades(any_engine: Engine) -> None:
+    from tests.support import settle
+
+    engine = any_engine
+    await engine.configure(
+        "s",
+        {"tasks": {"t_a": {"after": ["D"], "run": "P"}, "t_b": {"after": ["t_a"], "run": "X"}}},
+    )
+    await engine.fire("s", "D")
+    assert await settle(engine, "s") == ["t_a#0", "t_b#0"]
+    snap = await engine.snapshot("s")
+    assert snap.instances["t_b#0"].status == "failed"
+    assert snap.instances["t_b#0"].metadata["exceptionType"] == "builtins.RuntimeError"
