@@ -14,8 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        print("triggers serve: the HTTP API is not built yet (see the REST API issue)",
-              file=sys.stderr)
+        print(
+            "triggers serve: the HTTP API is not built yet (see the REST API issue)",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 CLUSTER_SLOTS = 16384
 CLUSTER_BUS_OFFSET = 10000
+
+
+def _command(client: redis.Redis, *args: object) -> Any:
+    """A raw command (redis-py leaves execute_command untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 class RedisServerError(RuntimeError):
@@ -96,7 +102,7 @@ class RedisServer:
         self.cluster = cluster
         self.port = port or free_port(with_cluster_bus=cluster)
         self._own_dir = data_dir is None
-        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="triggers-redis-"))
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="triggers-redis-"))
         self.appendonly = appendonly
         self.extra_config = dict(extra_config or {})
         self.process: subprocess.Popen[bytes] | None = None
@@ -227,13 +233,13 @@ class RedisClusterServer:
             first = index * per_node
             last = CLUSTER_SLOTS - 1 if index == len(self.nodes) - 1 else first + per_node - 1
             client = node.client()
-            client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+            _command(client, "CLUSTER ADDSLOTS", *range(first, last + 1))
             client.close()
 
     def _meet(self) -> None:
         first = self.nodes[0].client()
         for node in self.nodes[1:]:
-            first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            _command(first, "CLUSTER MEET", "127.0.0.1", node.port)
         first.close()
 
     def _wait_until_ok(self, timeout: float) -> None:
@@ -247,11 +253,10 @@ class RedisClusterServer:
     def _node_ready(self, node: RedisServer) -> bool:
         client = node.client()
         try:
-            fields = client.execute_command("CLUSTER INFO")
-            return (
-                str(fields.get("cluster_state")) == "ok"
-                and int(fields.get("cluster_known_nodes", 0)) == len(self.nodes)
-            )
+            fields = _command(client, "CLUSTER INFO")
+            return str(fields.get("cluster_state")) == "ok" and int(
+                fields.get("cluster_known_nodes", 0)
+            ) == len(self.nodes)
         except redis.RedisError:
             return False
         finally:

@@ -9,12 +9,14 @@ phx-class-registry is its maintained successor). Groups: ``triggers.managers``,
 
 from __future__ import annotations
 
+from typing import Any
+
 from class_registry.entry_points import EntryPointClassRegistry
 
 MANAGERS_GROUP = "triggers.managers"
 STORAGES_GROUP = "triggers.storages"
 RUNNERS_GROUP = "triggers.runners"
 
-managers = EntryPointClassRegistry(MANAGERS_GROUP)
-storages = EntryPointClassRegistry(STORAGES_GROUP)
-runners = EntryPointClassRegistry(RUNNERS_GROUP)
+managers: EntryPointClassRegistry[Any] = EntryPointClassRegistry(MANAGERS_GROUP)
+storages: EntryPointClassRegistry[Any] = EntryPointClassRegistry(STORAGES_GROUP)
+runners: EntryPointClassRegistry[Any] = EntryPointClassRegistry(RUNNERS_GROUP)

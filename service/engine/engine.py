@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import session_keys
-from service.engine.kwargs import merge_kwargs
+from service.engine.merge import merge_kwargs
 from service.engine.models import (
     RESOLVED_STATUSES,
     STATUSES,
@@ -224,7 +224,9 @@ class Engine:
 
     # -- firing and running -----------------------------------------------------------------
 
-    async def fire(self, uid: str, trigger: str, kwargs: Mapping[str, Any] | None = None) -> Outcome:
+    async def fire(
+        self, uid: str, trigger: str, kwargs: Mapping[str, Any] | None = None
+    ) -> Outcome:
         """Fire ``trigger`` (section D). Creates the session if needed."""
         self._check_name(trigger, "trigger")
         payload = self._check_object(kwargs, "kwargs")
@@ -325,9 +327,7 @@ class Engine:
             str(cause_type), str(cause_info), context, int(log_level),
         )  # fmt: skip
 
-    async def replay(
-        self, uid: str, name: str, kwargs: Mapping[str, Any] | None = None
-    ) -> Outcome:
+    async def replay(self, uid: str, name: str, kwargs: Mapping[str, Any] | None = None) -> Outcome:
         """H1: a failed instance becomes replayed and its clone is scheduled at once.
         ``kwargs`` None keeps the parent's; a map (even {}) replaces them whole."""
         self._check_instance(name)
@@ -449,9 +449,7 @@ class Engine:
             for name, raw, waiting in _as_list(data["tasks"])
         ]
         instances = [
-            UnresolvedInstance(
-                **decode_instance(name, raw).model_dump(), waitingFor=waiting
-            )
+            UnresolvedInstance(**decode_instance(name, raw).model_dump(), waitingFor=waiting)
             for name, raw, waiting in _as_list(data["instances"])
         ]
         instances.sort(key=_sort_key)

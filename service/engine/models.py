@@ -81,7 +81,11 @@ class TaskConfig(BaseModel):
         extra="allow",
         json_schema_extra={
             "examples": [
-                {"after": ["flora_page3", "fauna_page6"], "run": "t_compare", "unless": ["withdrawn"]},
+                {
+                    "after": ["flora_page3", "fauna_page6"],
+                    "run": "t_compare",
+                    "unless": ["withdrawn"],
+                },
                 {"after": [], "andEvery": "pageReceived", "run": "https://tasks.example/page"},
             ]
         },
@@ -124,14 +128,20 @@ class TaskConfig(BaseModel):
         if self.andEvery is not None:
             after.append(self.andEvery)
         if not after:
-            raise ValueError("'after' is empty and there is no 'andEvery': the task could never run")
+            raise ValueError(
+                "'after' is empty and there is no 'andEvery': the task could never run"
+            )
         self.after = _dedupe(after)
         self.unless = _dedupe(self.unless)
         return self
 
     def engine_view(self) -> JsonObject:
         """What the scripts need of the task (the ``defs`` hash), nothing user-defined."""
-        view: JsonObject = {"after": self.after, "unless": self.unless, "maxRetries": self.maxRetries}
+        view: JsonObject = {
+            "after": self.after,
+            "unless": self.unless,
+            "maxRetries": self.maxRetries,
+        }
         if self.andEvery is not None:
             view["every"] = self.andEvery
         return view
