@@ -1,0 +1,29 @@
+"""Builds the engine and the manager the settings name (registries keyed by name, L3)."""
+
+from __future__ import annotations
+
+from service.engine import Engine
+from service.managers import Manager
+from service.registry import managers
+from service.settings import Settings
+
+
+def build_manager(settings: Settings) -> Manager:
+    """The manager registered under ``TRIGGERS_MANAGER`` (entry point group triggers.managers)."""
+    manager = managers.get(settings.manager)
+    if not isinstance(manager, Manager):
+        raise TypeError(f"manager {settings.manager!r} is not a service.managers.Manager")
+    return manager
+
+
+def build_engine(settings: Settings, url: str, manager: Manager | None = None) -> Engine:
+    """An engine on ``url`` configured as the settings and the manager say."""
+    manager = manager or build_manager(settings)
+    return Engine.from_url(
+        url,
+        cluster=settings.redis_cluster,
+        prefix=settings.key_prefix,
+        finalize=manager.finalize,
+        session_ttl=settings.session_ttl or 0,
+        lease_ms=int(settings.lease_seconds * 1000),
+    )
