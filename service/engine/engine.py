@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -59,7 +60,7 @@ def decode_instance(name: str, raw: str | bytes) -> Instance:
     record = orjson.loads(raw)
     kwargs = {key: orjson.loads(value) for key, value in (record.get("kwargs") or {}).items()}
     metadata = {key: orjson.loads(value) for key, value in (record.get("meta") or {}).items()}
-    metadata["timestamps"] = record.get("ts") or {}
+    metadata["timestamps"] = {key: iso_time(ms) for key, ms in (record.get("ts") or {}).items()}
     return Instance(
         name=name,
         task=record["task"],
@@ -68,6 +69,12 @@ def decode_instance(name: str, raw: str | bytes) -> Instance:
         abandonState=record.get("abandon") or [],
         metadata=metadata,
     )
+
+
+def iso_time(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds and a Z: unambiguous, unlike the original's naive times."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ms) % 1000:03d}Z"
 
 
 def _pairs(flat: list[Any]) -> Iterable[tuple[str, Any]]:

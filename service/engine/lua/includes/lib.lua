@@ -23,7 +23,8 @@ Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the 
 check after the change (the `finalizing` manager). Script arguments start at ARGV[3].
 
 Instance record: {task, status, kwargs = {trigger = raw JSON}, abandon = [trigger],
-meta = {key = raw JSON}, ts = {name = ISO time}, lease = {token, exp, attempt}?}.
+meta = {key = raw JSON}, ts = {name = time in ms}, lease = {token, exp, attempt}?}.
+Times are kept as epoch milliseconds (half the bytes of ISO text); Python formats them.
 User payloads (kwargs, results, metadata values) stay raw JSON text: Lua's cjson would turn []
 into {} and round numbers to 14 digits, so Lua never decodes them. Python decodes on read.
 
@@ -53,25 +54,6 @@ local function fail_with(kind, message)
   return redis.error_reply(kind .. ' ' .. message)
 end
 
--- ISO-8601 UTC time of a millisecond epoch (Hinnant's civil-from-days; Lua here has no os.date).
-local function iso(ms)
-  local secs = math.floor(ms / 1000)
-  local days = math.floor(secs / 86400)
-  local rem = secs - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
-    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, ms % 1000)
-end
-local NOW_ISO = iso(NOW)
 
 local function contains(list, value)
   for _, item in ipairs(list) do
@@ -159,8 +141,8 @@ end
 -- Status change with its timestamps (`created` is set when the record is created).
 local function set_status(rec, status)
   rec.status = status
-  rec.ts[status] = NOW_ISO
-  rec.ts.lastModified = NOW_ISO
+  rec.ts[status] = NOW
+  rec.ts.lastModified = NOW
 end
 
 local function new_instance(task)
@@ -168,7 +150,7 @@ local function new_instance(task)
   local name = task .. '#' .. n
   local rec = {
     task = task, status = 'unstarted', kwargs = {}, abandon = {}, meta = {},
-    ts = {created = NOW_ISO, lastModified = NOW_ISO, unstarted = NOW_ISO},
+    ts = {created = NOW, lastModified = NOW, unstarted = NOW},
   }
   return name, rec
 end
