@@ -4,8 +4,14 @@
 lua/ holds one script per transition plus includes/lib.lua, the shared part.
 """
 
-from service.engine.engine import Engine
-from service.engine.errors import ConflictError, EngineError, InvalidError, NotFoundError
+from service.engine.engine import Engine, Idempotency
+from service.engine.errors import (
+    ConflictError,
+    EngineError,
+    IdempotencyMismatchError,
+    InvalidError,
+    NotFoundError,
+)
 from service.engine.models import (
     Claim,
     FireRecord,
@@ -25,6 +31,8 @@ __all__ = [
     "Engine",
     "EngineError",
     "FireRecord",
+    "Idempotency",
+    "IdempotencyMismatchError",
     "Instance",
     "InvalidError",
     "NotFoundError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service.engine.errors import InvalidError, NotFoundError
-from service.engine.keys import session_keys
+from service.engine.keys import idempotency_key, session_keys
 from service.engine.merge import merge_kwargs
 from service.engine.models import (
     RESOLVED_STATUSES,
@@ -44,6 +45,17 @@ _INSTANCE = re.compile(r"^(?P<task>[^#]+)#(?P<n>\d+)$")
 _SUBSCRIPTIONS = TypeAdapter(list[Subscription])
 RESERVED_METADATA = frozenset({"timestamps"})
 ERROR_LEVEL = 40
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key for one changing call: the script stores its answer under
+    ``key_digest`` with the request's ``fingerprint`` and returns the stored answer, without
+    doing the work again, to a later call with the same key and fingerprint."""
+
+    key_digest: str
+    fingerprint: str
+    ttl_ms: int = 24 * 3600 * 1000
 
 
 def _json(value: Any) -> str:
@@ -132,19 +144,38 @@ class Engine:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _keys(self, uid: str) -> list[str]:
+    def _keys(self, uid: str, idempotency: Idempotency | None) -> list[str]:
         if not isinstance(uid, str) or not _UID.match(uid):
             raise InvalidError(
                 "uid: 1 to 200 characters from letters, digits and _ - . : @ + expected"
             )
-        return session_keys(uid, self.prefix)
+        digest = idempotency.key_digest if idempotency else None
+        return [*session_keys(uid, self.prefix), idempotency_key(uid, digest, self.prefix)]
 
-    async def _run(self, script: str, uid: str, *args: str | int | float) -> Any:
-        common = [self.session_ttl, "1" if self.finalize else "0"]
-        return await self.scripts.run(script, self._keys(uid), [*common, *args])
+    async def _run(
+        self,
+        script: str,
+        uid: str,
+        *args: str | int | float,
+        idempotency: Idempotency | None = None,
+    ) -> Any:
+        common = [
+            self.session_ttl,
+            "1" if self.finalize else "0",
+            idempotency.fingerprint if idempotency else "",
+            idempotency.ttl_ms if idempotency else 0,
+        ]
+        keys = self._keys(uid, idempotency)
+        return await self.scripts.run(script, keys, [*common, *args])
 
-    async def _transition(self, script: str, uid: str, *args: str | int | float) -> Outcome:
-        answer = orjson.loads(await self._run(script, uid, *args))
+    async def _transition(
+        self,
+        script: str,
+        uid: str,
+        *args: str | int | float,
+        idempotency: Idempotency | None = None,
+    ) -> Outcome:
+        answer = orjson.loads(await self._run(script, uid, *args, idempotency=idempotency))
         record = answer.pop("record", None)
         outcome = Outcome.model_validate(answer)
         if record is not None and outcome.instance is not None:
@@ -193,7 +224,12 @@ class Engine:
     # -- configuration ----------------------------------------------------------------------
 
     async def configure(
-        self, uid: str, config: SessionConfig | Mapping[str, Any], *, replace: bool = False
+        self,
+        uid: str,
+        config: SessionConfig | Mapping[str, Any],
+        *,
+        replace: bool = False,
+        idempotency: Idempotency | None = None,
     ) -> SessionConfig:
         """Merge (B1, PATCH) or replace (PUT) the configuration; returns the resulting one."""
         if not isinstance(config, SessionConfig):
@@ -213,7 +249,9 @@ class Engine:
             else _json([hook.model_dump(mode="json") for hook in config.webhooks])
         )
         mode = "replace" if replace else "merge"
-        answer = await self._run("configure", uid, mode, _json(given), webhooks)
+        answer = await self._run(
+            "configure", uid, mode, _json(given), webhooks, idempotency=idempotency
+        )
         return self._decode_config(answer)
 
     @staticmethod
@@ -232,12 +270,17 @@ class Engine:
     # -- firing and running -----------------------------------------------------------------
 
     async def fire(
-        self, uid: str, trigger: str, kwargs: Mapping[str, Any] | None = None
+        self,
+        uid: str,
+        trigger: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        idempotency: Idempotency | None = None,
     ) -> Outcome:
         """Fire ``trigger`` (section D). Creates the session if needed."""
         self._check_name(trigger, "trigger")
         payload = self._check_object(kwargs, "kwargs")
-        return await self._transition("fire", uid, trigger, _json(payload))
+        return await self._transition("fire", uid, trigger, _json(payload), idempotency=idempotency)
 
     async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).
@@ -334,12 +377,19 @@ class Engine:
             str(cause_type), str(cause_info), context, int(log_level),
         )  # fmt: skip
 
-    async def replay(self, uid: str, name: str, kwargs: Mapping[str, Any] | None = None) -> Outcome:
+    async def replay(
+        self,
+        uid: str,
+        name: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        idempotency: Idempotency | None = None,
+    ) -> Outcome:
         """H1: a failed instance becomes replayed and its clone is scheduled at once.
         ``kwargs`` None keeps the parent's; a map (even {}) replaces them whole."""
         self._check_instance(name)
         replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
-        return await self._transition("replay", uid, name, replacement)
+        return await self._transition("replay", uid, name, replacement, idempotency=idempotency)
 
     async def skip(
         self,
@@ -348,11 +398,15 @@ class Engine:
         *,
         cascade: bool = False,
         result: Mapping[str, Any] | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Outcome:
         """H2: a failed instance becomes skipped; with ``cascade`` its task's name fires."""
         self._check_instance(name)
         payload = self._check_object(result, "result")
-        return await self._transition("skip", uid, name, "1" if cascade else "0", _json(payload))
+        flag = "1" if cascade else "0"
+        return await self._transition(
+            "skip", uid, name, flag, _json(payload), idempotency=idempotency
+        )
 
     async def set_status(
         self,
@@ -364,6 +418,7 @@ class Engine:
         cascade: bool = False,
         cascade_kwargs: Mapping[str, Any] | None = None,
         token: str | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Outcome:
         """H3 (operators, external workers: no transition check) or F6 (``token``: the running
         task chooses its end)."""
@@ -373,23 +428,32 @@ class Engine:
         meta = _raw_map(self._check_metadata(metadata))
         kwargs = _json(self._check_object(cascade_kwargs, "cascadeKwargs"))
         return await self._transition(
-            "setStatus", uid, name, status, meta, "1" if cascade else "0", kwargs, token or ""
-        )
+            "setStatus", uid, name, status, meta, "1" if cascade else "0", kwargs, token or "",
+            idempotency=idempotency,
+        )  # fmt: skip
 
-    async def set_metadata(self, uid: str, name: str, metadata: Mapping[str, Any]) -> Instance:
+    async def set_metadata(
+        self,
+        uid: str,
+        name: str,
+        metadata: Mapping[str, Any],
+        *,
+        idempotency: Idempotency | None = None,
+    ) -> Instance:
         """H4: shallow-merge metadata, any status."""
         self._check_instance(name)
         if not isinstance(metadata, Mapping):
             raise InvalidError("metadata: a JSON object expected")
-        outcome = await self._transition(
-            "setMetadata", uid, name, _raw_map(self._check_metadata(dict(metadata)))
-        )
+        raw = _raw_map(self._check_metadata(dict(metadata)))
+        outcome = await self._transition("setMetadata", uid, name, raw, idempotency=idempotency)
         assert outcome.record is not None
         return outcome.record
 
-    async def mark_logs_resolved(self, uid: str, name: str) -> Instance:
+    async def mark_logs_resolved(
+        self, uid: str, name: str, *, idempotency: Idempotency | None = None
+    ) -> Instance:
         """H5."""
-        return await self.set_metadata(uid, name, {"logsResolved": True})
+        return await self.set_metadata(uid, name, {"logsResolved": True}, idempotency=idempotency)
 
     async def finalize_if_ready(self, uid: str) -> Outcome:
         """L1 on demand (every transition already runs it when ``finalize`` is on)."""
@@ -402,9 +466,9 @@ class Engine:
             return 0
         return int(await self._run("ackDispatched", uid, *names))
 
-    async def delete(self, uid: str) -> bool:
+    async def delete(self, uid: str, *, idempotency: Idempotency | None = None) -> bool:
         """Remove the session; True if it existed."""
-        return bool(await self._run("delete", uid))
+        return str(await self._run("delete", uid, idempotency=idempotency)) == "1"
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -37,8 +37,14 @@ class InvalidError(EngineError):
     kind = "INVALID"
 
 
+class IdempotencyMismatchError(EngineError):
+    """The Idempotency-Key was already used with another request (HTTP 422)."""
+
+    kind = "IDEMPOTENCY"
+
+
 _KINDS: dict[str, type[EngineError]] = {
-    cls.kind: cls for cls in (NotFoundError, ConflictError, InvalidError)
+    cls.kind: cls for cls in (NotFoundError, ConflictError, InvalidError, IdempotencyMismatchError)
 }
 
 

@@ -26,3 +26,12 @@ def session_keys(uid: str, prefix: str = "trg") -> list[str]:
     if "{" in uid or "}" in uid:
         raise ValueError("a session UID may not contain '{' or '}'")
     return [f"{prefix}:{{{uid}}}:{name}" for name in KEY_NAMES]
+
+
+def idempotency_key(uid: str, key_digest: str | None, prefix: str = "trg") -> str:
+    """The record of one Idempotency-Key, in the session's slot (the 11th key of every script).
+
+    ``key_digest`` is a hash of the client's key (bounded length, any characters); None gives
+    the placeholder passed when a request has no key (scripts never write it then).
+    """
+    return f"{prefix}:{{{uid}}}:idem:{key_digest or '-'}"

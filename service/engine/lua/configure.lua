@@ -1,20 +1,22 @@
 --[=[
 configure: merge (PATCH) or replace (PUT) the session's task configuration (B1, B9).
 
-Keys: all ten session keys (see includes/lib.lua); writes meta, tasks, defs, trig.
-ARGV[3] mode: "merge" (tasks named replace those of the same name, others stay) or "replace"
+Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs, trig.
+ARGV[5] mode: "merge" (tasks named replace those of the same name, others stay) or "replace"
         (the configuration becomes exactly the tasks given)
-ARGV[4] cjson array of [name, raw config JSON, defs JSON {after, unless, every?, maxRetries}]
-ARGV[5] raw JSON list of webhook subscriptions, or "" to keep the current ones (merge only)
+ARGV[6] cjson array of [name, raw config JSON, defs JSON {after, unless, every?, maxRetries}]
+ARGV[7] raw JSON list of webhook subscriptions, or "" to keep the current ones (merge only)
 Returns: cjson {tasks = [[name, raw config], ...] in configuration order, webhooks = raw|nil}.
 Errors: INVALID when the result would hold a ring of andEvery cascades (M12): each completion
 of one task would create a new instance of the next, forever. Checked before any write.
 Creates no instance and applies no earlier fire (D13); instances keep following their task's
 current definition (B11).
 ]=]
-local mode = ARGV[3]
-local given = cjson.decode(ARGV[4])
-local webhooks = ARGV[5]
+local replayed = replayed_answer()
+if replayed then return replayed end
+local mode = ARGV[5]
+local given = cjson.decode(ARGV[6])
+local webhooks = ARGV[7]
 
 -- andEvery links of the configuration as it will be: task -> the trigger that repeats it.
 local every = {}
@@ -110,4 +112,4 @@ elseif mode == 'replace' then
 end
 apply_ttl()
 
-return config_reply()
+return answer(config_reply())

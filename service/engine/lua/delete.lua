@@ -1,7 +1,10 @@
 --[=[
-delete: remove the session and everything in it. Keys: all ten session keys, all deleted.
-Returns 1 if the session existed, else 0.
+delete: remove the session and everything in it. Keys: all session keys; the ten of the
+session are deleted (Idempotency-Key records expire on their own).
+Returns "1" if the session existed, else "0".
 ]=]
-local existed = session_exists() and 1 or 0
-redis.call('DEL', unpack(KEYS))
-return existed
+local replayed = replayed_answer()
+if replayed then return replayed end
+local existed = session_exists() and '1' or '0'
+for i = 1, 10 do redis.call('DEL', KEYS[i]) end
+return answer(existed)

@@ -1,17 +1,17 @@
 --[=[
 readInstances: instances of the session, filtered without scanning where an index allows it.
 
-Keys: all ten session keys; reads meta, inst, idx, counts.
-ARGV[3] status filter or "", ARGV[4] task filter or "", ARGV[5..] explicit instance names
+Keys: all session keys; reads meta, inst, idx, counts.
+ARGV[5] status filter or "", ARGV[6] task filter or "", ARGV[7..] explicit instance names
 (when given, only those, and the filters are not used).
 Returns a flat list name, record, ... (an explicit name that does not exist is left out).
 NOT_FOUND for an unknown session.
 ]=]
 if not session_exists() then return fail_with('NOT_FOUND', 'session does not exist') end
-local status, task = ARGV[3], ARGV[4]
+local status, task = ARGV[5], ARGV[6]
 local names = {}
-if #ARGV >= 5 then
-  for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
+if #ARGV >= 7 then
+  for i = 7, #ARGV do names[#names + 1] = ARGV[i] end
 elseif status ~= '' then
   local prefix = '[' .. status .. ':' .. task
   if task ~= '' then prefix = prefix .. '#' end

@@ -1,7 +1,7 @@
 --[=[
 readSession: the whole session in one consistent read (for GET /sessions/{uid}).
 
-Keys: all ten session keys; reads meta, tasks, defs, inst, latest.
+Keys: all session keys; reads meta, tasks, defs, inst, latest.
 Returns {meta (flat hash), tasks [name, raw config, ...] in configuration order,
 instances (flat hash name -> record), latest (flat hash trigger -> raw kwargs)}.
 NOT_FOUND for an unknown session.

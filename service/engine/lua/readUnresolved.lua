@@ -1,7 +1,7 @@
 --[=[
 readUnresolved: unresolved tasks (K2) and unresolved instances (K1), each with waitingFor.
 
-Keys: all ten session keys; reads meta, tasks, defs, inst, idx, counts, latest.
+Keys: all session keys; reads meta, tasks, defs, inst, idx, counts, latest.
 waitingFor of an unstarted instance: the triggers of its task's effective after it still lacks.
 waitingFor of a task: the union over its unstarted instances; for a task with no instance, the
 triggers of its after that never fired, or its whole after if all did (configuring applies no

@@ -1,12 +1,12 @@
 --[=[
 renewLease: the running worker extends its lease so the sweeper does not re-dispatch it.
 
-Keys: all ten session keys; writes inst and leases.
-ARGV[3] instance name, ARGV[4] lease token, ARGV[5] lease length in ms from now
+Keys: all session keys; writes inst and leases.
+ARGV[5] instance name, ARGV[6] lease token, ARGV[7] lease length in ms from now
 Returns cjson {expires = ms}. CONFLICT when the instance is not running under this token (the
 lease was lost: the worker should stop and report nothing).
 ]=]
-local name, token, lease_ms = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local name, token, lease_ms = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local rec, err = instance_or_error(name)
 if err then return err end
 local stale = check_lease(name, rec, token)

@@ -1,15 +1,17 @@
 --[=[
 replay: an operator re-runs a failed instance as a clone (H1).
 
-Keys: all ten session keys; writes inst, idx, counts, outbox, meta.
-ARGV[3] instance name
-ARGV[4] replacement kwargs: "" keeps the parent's; else cjson map trigger -> raw JSON, which
+Keys: all session keys; writes inst, idx, counts, outbox, meta.
+ARGV[5] instance name
+ARGV[6] replacement kwargs: "" keeps the parent's; else cjson map trigger -> raw JSON, which
         replaces the parent's whole map ({} means no kwargs)
 The parent becomes replayed; the clone (next number, abandon state copied, metadata = parent
 and depth only) is scheduled at once without can_run or can_abandon checks.
 Returns: the outcome, with replayed (parent) and clone (name). CONFLICT unless failed.
 ]=]
-local name = ARGV[3]
+local replayed = replayed_answer()
+if replayed then return replayed end
+local name = ARGV[5]
 local rec, err = instance_or_error(name)
 if err then return err end
 if rec.status ~= 'failed' then
@@ -21,6 +23,6 @@ local outcome = new_outcome()
 touch()
 set_status(rec, 'replayed')
 save_instance(name, rec, 'failed')
-local clone_name, clone = clone_of(name, rec, replacement_kwargs(ARGV[4], rec))
+local clone_name, clone = clone_of(name, rec, replacement_kwargs(ARGV[6], rec))
 schedule(clone_name, clone, nil, NOW)
 return finish(outcome, {instance = name, replayed = name, clone = clone_name})

@@ -2,18 +2,20 @@
 setStatus: put an instance in a status (H3 for operators and external workers; F6/F7 for a
 running task that chooses its own end, which presents its lease token).
 
-Keys: all ten session keys; writes inst, idx, outbox, leases, meta, and what a fire writes.
-ARGV[3] instance name
-ARGV[4] status (one of the eight of I1; Python validated it)
-ARGV[5] metadata: cjson map key -> raw JSON, shallow-merged
-ARGV[6] "1" to fire the cascade (the task's name) whatever the status
-ARGV[7] cascade kwargs (raw JSON object text)
-ARGV[8] lease token, or "" for an operator (no transition check, as H3)
+Keys: all session keys; writes inst, idx, outbox, leases, meta, and what a fire writes.
+ARGV[5] instance name
+ARGV[6] status (one of the eight of I1; Python validated it)
+ARGV[7] metadata: cjson map key -> raw JSON, shallow-merged
+ARGV[8] "1" to fire the cascade (the task's name) whatever the status
+ARGV[9] cascade kwargs (raw JSON object text)
+ARGV[10] lease token, or "" for an operator (no transition check, as H3)
 Indexes follow the status: unstarted rejoins the instances that absorb fires (it is evaluated
 at the next relevant fire, D14); scheduled enters the outbox so a worker (or the external
 runner) picks it up; leaving running drops the lease.
 ]=]
-local name, status, token = ARGV[3], ARGV[4], ARGV[8]
+local replayed = replayed_answer()
+if replayed then return replayed end
+local name, status, token = ARGV[5], ARGV[6], ARGV[10]
 local rec, err = instance_or_error(name)
 if err then return err end
 if not STATUSES[status] then
@@ -27,11 +29,11 @@ end
 local outcome = new_outcome()
 touch()
 local old = rec.status
-for key, raw in pairs(cjson.decode(ARGV[5])) do rec.meta[key] = raw end
+for key, raw in pairs(cjson.decode(ARGV[7])) do rec.meta[key] = raw end
 set_status(rec, status)
 save_instance(name, rec, old)
 if status == 'scheduled' and old ~= 'scheduled' then
   redis.call('ZADD', K.outbox, NOW, name)
 end
-if ARGV[6] == '1' then fire(rec.task, ARGV[7], outcome) end
+if ARGV[8] == '1' then fire(rec.task, ARGV[9], outcome) end
 return finish(outcome, {instance = name})

@@ -1,7 +1,7 @@
 --[=[
 Shared library, prepended to every script by service/engine/scripts.py (Redis has no includes).
 
-Every script receives the same ten keys of ONE session, all under the hash tag {<uid>}, in this
+Every script receives the same eleven keys of ONE session, all under the hash tag {<uid>}, in this
 order (service/engine/keys.py builds them; no key name is ever built here, so every script runs
 unchanged on Redis Cluster):
 
@@ -18,9 +18,18 @@ unchanged on Redis Cluster):
   KEYS[8]  counts  hash  task name -> instances created so far (the next instance number)
   KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, waiting to be handed to a worker
   KEYS[10] leases  zset  instance -> lease expiry (ms) of running instances
+  KEYS[11] idem    string  this request's Idempotency-Key record (a placeholder, never written,
+                         when the request has no key): {fp, answer}
 
 Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the finalization
-check after the change (the `finalizing` manager). Script arguments start at ARGV[3].
+check after the change (the `finalizing` manager), ARGV[3] the request fingerprint for the
+Idempotency-Key ("" when none), ARGV[4] how long the record is kept (ms). Script arguments start
+at ARGV[5].
+
+Idempotency: a changing script first calls replayed_answer(); when the record holds an answer
+for the same fingerprint it returns that answer and changes nothing, so repeated requests have
+one effect even when they race. Its answer is stored by answer() in the same atomic step as the
+change it describes, so a crash can never separate the two.
 
 Instance record: {task, status, kwargs = {trigger = raw JSON}, abandon = [trigger],
 meta = {key = raw JSON}, ts = {name = time in ms}, lease = {token, exp, attempt}?}.
@@ -37,9 +46,12 @@ pcall(redis.replicate_commands) -- Redis < 7 needs it before TIME followed by wr
 local K = {
   meta = KEYS[1], tasks = KEYS[2], defs = KEYS[3], trig = KEYS[4], inst = KEYS[5],
   idx = KEYS[6], latest = KEYS[7], counts = KEYS[8], outbox = KEYS[9], leases = KEYS[10],
+  idem = KEYS[11],
 }
 local TTL = tonumber(ARGV[1]) or 0
 local FINALIZE = ARGV[2] == '1'
+local IDEM_FP = ARGV[3] or ''
+local IDEM_TTL = tonumber(ARGV[4]) or 0
 local FINAL_TRIGGER = 'sessionFinalized'
 local UNRESOLVED = {'unstarted', 'scheduled', 'running', 'failed'}
 local STATUSES = {
@@ -89,12 +101,33 @@ local function touch()
   redis.call('HINCRBY', K.meta, 'version', 1)
 end
 
--- Applies the session TTL to every key that exists (no-op when the TTL setting is off).
+-- Applies the session TTL to every session key (no-op when the TTL setting is off).
 local function apply_ttl()
   if TTL <= 0 then return end
-  for _, key in ipairs(KEYS) do
-    redis.call('EXPIRE', key, TTL)
+  for i = 1, 10 do
+    redis.call('EXPIRE', KEYS[i], TTL)
   end
+end
+
+-- The stored answer of an earlier request with the same Idempotency-Key and fingerprint
+-- (nil when there is none); an error reply when the key was used for another request.
+local function replayed_answer()
+  if IDEM_FP == '' then return nil end
+  local raw = redis.call('GET', K.idem)
+  if not raw then return nil end
+  local record = cjson.decode(raw)
+  if record.fp ~= IDEM_FP then
+    return fail_with('IDEMPOTENCY', 'Idempotency-Key already used with another request')
+  end
+  return record.answer
+end
+
+-- Returns a changing script's encoded answer, storing it for its Idempotency-Key if any.
+local function answer(encoded)
+  if IDEM_FP ~= '' then
+    redis.call('SET', K.idem, cjson.encode({fp = IDEM_FP, answer = encoded}), 'PX', IDEM_TTL)
+  end
+  return encoded
 end
 
 ---------------------------------------------------------------------------------------------
@@ -324,7 +357,7 @@ local function finish(outcome, extra)
     for key, value in pairs(extra) do outcome[key] = value end
   end
   if outcome.instance then outcome.record = redis.call('HGET', K.inst, outcome.instance) end
-  return cjson.encode(outcome)
+  return answer(cjson.encode(outcome))
 end
 
 -- Loads an instance for a transition or returns the error reply to send (second value).
