@@ -6,6 +6,7 @@ Names are fixed by API.md (``TRIGGERS_REDIS_URL``, ...). README.md lists every s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,25 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a claimed instance is held before the sweeper may re-dispatch it "
         "(the running worker renews it).",
+    )
+    auth: Literal["on", "off"] = Field(
+        default="on", description="API key authentication; off only when said explicitly."
+    )
+    api_keys: str | None = Field(
+        default=None,
+        description="JSON list of API keys: name, sha256 of the secret, UID prefixes, scopes "
+        "(see service/api/auth.py; `triggers api-key` makes one).",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    idempotency_ttl: int = Field(
+        default=24 * 3600, ge=1, description="Seconds an Idempotency-Key's answer is kept."
+    )
+    strict_redis: bool = Field(
+        default=False,
+        description="Refuse to start when Redis' maxmemory-policy is not noeviction "
+        "(otherwise: a warning).",
     )
     key_prefix: str = Field(
         default="trg",

@@ -9,15 +9,19 @@ other's keys and nothing needs flushing (safe even against a shared server).
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service.engine import Engine
 from service.redis_server import RedisClusterServer, RedisServer
+from service.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +56,7 @@ async def engine(redis_url: str) -> AsyncIterator[Engine]:
 
 
 @pytest.fixture(params=["redis", "cluster"])
-async def any_engine(
-    request: pytest.FixtureRequest, redis_url: str
-) -> AsyncIterator[Engine]:
+async def any_engine(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Engine]:
     """The same engine tests on a standalone Redis and on a three-master Redis Cluster."""
     client: Redis | RedisCluster
     if request.param == "cluster":
@@ -66,3 +68,56 @@ async def any_engine(
     await engine.load_scripts()
     yield engine
     await engine.aclose()
+
+
+class LiveServer:
+    """The API app served by a real uvicorn on a loopback port, in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        from service.api.app import create_app
+        from service.redis_server import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning",
+            lifespan="on",
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def api_settings(redis_url: str, **overrides: object) -> Settings:
+    """Settings for a test server: its own key prefix, the given overrides."""
+    values: dict[str, object] = {
+        "redis_url": redis_url, "auth": "off", "key_prefix": unique_prefix(), **overrides,
+    }  # fmt: skip
+    return Settings.model_validate(values)
+
+
+@pytest.fixture(scope="session")
+def api_url(redis_url: str) -> Iterator[str]:
+    """A live API server (auth off) shared by the API tests; each test uses its own UIDs."""
+    with LiveServer(api_settings(redis_url)) as server:
+        yield server.url
+
+
+@pytest.fixture
+async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+        yield client

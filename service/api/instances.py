@@ -1,0 +1,174 @@
+"""Instance routes: listing, unresolved instances, one instance, and operator transitions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+
+from service.api.context import Ctx, IdempotencyKey, require
+from service.api.params import InstanceName, Uid, problems
+from service.api.schemas import (
+    InstancesAnswer,
+    ReplayAnswer,
+    ReplayBody,
+    SkipBody,
+    StatusBody,
+    UnresolvedInstancesAnswer,
+)
+from service.api.views import unresolved_instance_view
+from service.engine import Instance
+from service.engine.models import Name, Status
+
+router = APIRouter(tags=["instances"])
+
+
+@router.get(
+    "/sessions/{uid}/instances",
+    response_model=InstancesAnswer,
+    dependencies=[require("read")],
+    responses=problems(404),
+    summary="Instances, optionally filtered by status and task",
+)
+async def list_instances(
+    uid: Uid,
+    ctx: Ctx,
+    status: Annotated[Status | None, Query()] = None,
+    task: Annotated[Name | None, Query()] = None,
+) -> InstancesAnswer:
+    return InstancesAnswer(instances=await ctx.engine.instances(uid, status=status, task=task))
+
+
+@router.get(
+    "/sessions/{uid}/instances/unresolved",
+    response_model=UnresolvedInstancesAnswer,
+    dependencies=[require("read")],
+    responses=problems(404),
+    summary="Unresolved instances, each with the triggers it misses and why it waits",
+)
+async def unresolved_instances(uid: Uid, ctx: Ctx) -> UnresolvedInstancesAnswer:
+    instances = await ctx.engine.unresolved_instances(uid)
+    return UnresolvedInstancesAnswer(instances=[unresolved_instance_view(i) for i in instances])
+
+
+@router.get(
+    "/sessions/{uid}/instances/{name}",
+    response_model=Instance,
+    dependencies=[require("read")],
+    responses=problems(404),
+    summary="One instance",
+)
+async def get_instance(uid: Uid, name: InstanceName, ctx: Ctx) -> Instance:
+    return await ctx.engine.instance(uid, name)
+
+
+@router.post(
+    "/sessions/{uid}/instances/{name}/replay",
+    response_model=ReplayAnswer,
+    dependencies=[require("operate")],
+    responses=problems(404, 409, 413),
+    summary="Replay a failed instance as a new instance",
+)
+async def replay(
+    uid: Uid,
+    name: InstanceName,
+    request: Request,
+    ctx: Ctx,
+    body: Annotated[ReplayBody | None, Body()] = None,
+    key: IdempotencyKey = None,
+) -> ReplayAnswer:
+    kwargs = body.kwargs if body else None
+    raw = await request.body()
+    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+        outcome = await ctx.engine.replay(uid, name, kwargs, idempotency=idem)
+    if outcome.record is not None:
+        await ctx.manager.after_replay(uid, outcome.record)
+    assert outcome.clone is not None
+    return ReplayAnswer(replayed=name, instance=outcome.clone)
+
+
+@router.post(
+    "/sessions/{uid}/instances/{name}/skip",
+    response_model=Instance,
+    dependencies=[require("operate")],
+    responses=problems(404, 409, 413),
+    summary="Skip a failed instance, optionally firing its cascade",
+)
+async def skip(
+    uid: Uid,
+    name: InstanceName,
+    request: Request,
+    ctx: Ctx,
+    body: Annotated[SkipBody | None, Body()] = None,
+    key: IdempotencyKey = None,
+) -> Instance:
+    body = body or SkipBody()
+    raw = await request.body()
+    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+        outcome = await ctx.engine.skip(
+            uid, name, cascade=body.cascade, result=body.result, idempotency=idem
+        )
+    await ctx.manager.after_transition(uid, outcome)
+    assert outcome.record is not None
+    await ctx.manager.after_skip(uid, outcome.record, body.cascade)
+    return outcome.record
+
+
+@router.post(
+    "/sessions/{uid}/instances/{name}/status",
+    response_model=Instance,
+    dependencies=[require("operate")],
+    responses=problems(404, 413),
+    summary="Set an instance's status (external workers, operators); optional cascade",
+)
+async def set_status(
+    uid: Uid,
+    name: InstanceName,
+    body: StatusBody,
+    request: Request,
+    ctx: Ctx,
+    key: IdempotencyKey = None,
+) -> Instance:
+    raw = await request.body()
+    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+        outcome = await ctx.engine.set_status(
+            uid, name, body.status, metadata=body.metadata, cascade=body.cascade,
+            cascade_kwargs=body.cascadeKwargs, idempotency=idem,
+        )  # fmt: skip
+    await ctx.manager.after_transition(uid, outcome)
+    assert outcome.record is not None
+    return outcome.record
+
+
+@router.patch(
+    "/sessions/{uid}/instances/{name}/metadata",
+    response_model=Instance,
+    dependencies=[require("operate")],
+    responses=problems(404, 413),
+    summary="Merge keys into an instance's metadata",
+)
+async def patch_metadata(
+    uid: Uid,
+    name: InstanceName,
+    body: Annotated[dict[str, Any], Body(examples=[{"reviewedBy": "ops"}])],
+    request: Request,
+    ctx: Ctx,
+    key: IdempotencyKey = None,
+) -> Instance:
+    raw = await request.body()
+    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+        return await ctx.engine.set_metadata(uid, name, body, idempotency=idem)
+
+
+@router.post(
+    "/sessions/{uid}/instances/{name}/logs-resolved",
+    response_model=Instance,
+    dependencies=[require("operate")],
+    responses=problems(404),
+    summary="Mark an instance's error logs as looked at",
+)
+async def logs_resolved(
+    uid: Uid, name: InstanceName, request: Request, ctx: Ctx, key: IdempotencyKey = None
+) -> Instance:
+    async with ctx.idempotency.request(uid, key, request.method, request.url.path, b"") as idem:
+        return await ctx.engine.mark_logs_resolved(uid, name, idempotency=idem)

@@ -1,0 +1,181 @@
+"""Errors as ``application/problem+json`` (RFC 9457), one stable ``type`` per kind of error.
+
+Every refusal names what was wrong: ``errors`` lists each offending field (a dotted path into
+the request: ``body.tasks.t_a.after``, ``path.uid``, ``header.Idempotency-Key``) with a message.
+The ``type`` URIs are relative and resolve on the service itself (GET /problems/{kind}).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.engine import ConflictError, EngineError, IdempotencyMismatchError, NotFoundError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+KINDS: dict[str, tuple[int, str]] = {
+    "validation-error": (422, "The request is not valid"),
+    "malformed-json": (400, "The body is not valid JSON"),
+    "not-found": (404, "No such session or instance"),
+    "conflict": (409, "The instance's status does not allow this"),
+    "payload-too-large": (413, "The body is larger than the limit"),
+    "unauthorized": (401, "A valid API key is required"),
+    "forbidden": (403, "This API key may not do this"),
+    "idempotency-in-flight": (409, "A request with this Idempotency-Key is still in progress"),
+    "idempotency-key-reused": (422, "This Idempotency-Key was used with another request"),
+    "method-not-allowed": (405, "Method not allowed"),
+    "unsupported-media-type": (415, "The body must be application/json"),
+    "unavailable": (503, "A backing service (Redis) is unavailable"),
+    "internal-error": (500, "Internal error"),
+}
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the offending field, e.g. body.trigger")
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(examples=["/problems/not-found"])
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class ProblemError(Exception):
+    """Raise to answer with a problem document."""
+
+    def __init__(
+        self,
+        kind: str,
+        detail: str | None = None,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or kind)
+        self.kind = kind
+        self.detail = detail
+        self.errors = errors or []
+        self.headers = headers or {}
+
+
+def problem_body(kind: str, detail: str | None, errors: list[FieldError], path: str) -> Problem:
+    status, title = KINDS[kind]
+    return Problem(
+        type=f"/problems/{kind}", title=title, status=status, detail=detail, instance=path,
+        errors=errors,
+    )  # fmt: skip
+
+
+def problem_response(
+    kind: str,
+    detail: str | None = None,
+    *,
+    errors: list[FieldError] | None = None,
+    path: str = "",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = problem_body(kind, detail, errors or [], path)
+    return Response(
+        orjson.dumps(body.model_dump(exclude_none=True)),
+        status_code=body.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _field_of_engine_message(message: str) -> list[FieldError]:
+    """Engine messages start with the field they concern ("trigger: ...") when there is one."""
+    field, sep, rest = message.partition(": ")
+    if sep and " " not in field:
+        return [FieldError(field=field, message=rest)]
+    return []
+
+
+def from_engine_error(error: EngineError) -> ProblemError:
+    """The problem an engine refusal answers with: 404, 409 or 422, naming the field."""
+    fields = _field_of_engine_message(error.message)
+    if isinstance(error, NotFoundError):
+        kind = "not-found"
+    elif isinstance(error, ConflictError):
+        kind = "conflict"
+    elif isinstance(error, IdempotencyMismatchError):
+        kind = "idempotency-key-reused"
+        fields = [FieldError(field="header.Idempotency-Key", message="reused with another body")]
+    else:
+        kind = "validation-error"
+        fields = [FieldError(field=f"body.{f.field}", message=f.message) for f in fields]
+    return ProblemError(kind, error.message, errors=fields)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_errors(error: RequestValidationError) -> tuple[str, list[FieldError]]:
+    """The kind (malformed JSON or validation) and the offending fields of a request error."""
+    fields = []
+    kind = "validation-error"
+    for item in error.errors():
+        message = str(item.get("msg", "invalid"))
+        location = _location(tuple(item.get("loc", ())))
+        if item.get("type") == "json_invalid":
+            kind = "malformed-json"
+            location = "body"
+            message = f"{message} at position {item.get('loc', ('', '?'))[-1]}"
+        fields.append(FieldError(field=location, message=message))
+    return kind, fields
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem document (never a bare 500)."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, error: ProblemError) -> Response:
+        return problem_response(
+            error.kind, error.detail, errors=error.errors, path=request.url.path,
+            headers=error.headers,
+        )  # fmt: skip
+
+    @app.exception_handler(EngineError)
+    async def _engine(request: Request, error: EngineError) -> Response:
+        return await _problem(request, from_engine_error(error))
+
+    @app.exception_handler(RedisError)
+    async def _redis(request: Request, error: RedisError) -> Response:
+        logging.getLogger("service.api").error("redis error on %s: %s", request.url.path, error)
+        return problem_response(
+            "unavailable", "state store unavailable; retry", path=request.url.path,
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> Response:
+        kind, fields = validation_errors(error)
+        return problem_response(kind, "see errors", errors=fields, path=request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> Response:
+        kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+            error.status_code, "validation-error"
+        )
+        return problem_response(kind, str(error.detail), path=request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> Response:
+        logging.getLogger("service.api").exception("unexpected error on %s", request.url.path)
+        return problem_response("internal-error", type(error).__name__, path=request.url.path)

@@ -1,0 +1,123 @@
+"""Session routes: configuration, fire, the session's state, unresolved tasks, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from service.api.context import Ctx, IdempotencyKey, require
+from service.api.params import Uid, problems
+from service.api.schemas import (
+    ConfigBody,
+    FireAnswer,
+    FireBody,
+    SessionAnswer,
+    UnresolvedTasksAnswer,
+)
+from service.api.views import fire_answer, session_answer, unresolved_task_view
+from service.engine import SessionConfig
+
+router = APIRouter(tags=["sessions"])
+
+
+async def _configure(
+    uid: str, body: ConfigBody, request: Request, ctx: Ctx, key: str | None, replace: bool
+) -> ConfigBody:
+    config = SessionConfig(tasks=body.tasks, webhooks=body.webhooks)
+    raw = await request.body()
+    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+        result = await ctx.engine.configure(uid, config, replace=replace, idempotency=idem)
+    return ConfigBody(tasks=result.tasks, webhooks=result.webhooks)
+
+
+@router.patch(
+    "/sessions/{uid}/config",
+    response_model=ConfigBody,
+    dependencies=[require("configure")],
+    responses=problems(409, 413),
+    summary="Merge tasks into the configuration (tasks named replace those of that name)",
+)
+async def patch_config(
+    uid: Uid, body: ConfigBody, request: Request, ctx: Ctx, key: IdempotencyKey = None
+) -> ConfigBody:
+    return await _configure(uid, body, request, ctx, key, replace=False)
+
+
+@router.put(
+    "/sessions/{uid}/config",
+    response_model=ConfigBody,
+    dependencies=[require("configure")],
+    responses=problems(409, 413),
+    summary="Replace the whole configuration",
+)
+async def put_config(
+    uid: Uid, body: ConfigBody, request: Request, ctx: Ctx, key: IdempotencyKey = None
+) -> ConfigBody:
+    return await _configure(uid, body, request, ctx, key, replace=True)
+
+
+@router.get(
+    "/sessions/{uid}/config",
+    response_model=ConfigBody,
+    dependencies=[require("read")],
+    responses=problems(404),
+    summary="The session's configuration",
+)
+async def get_config(uid: Uid, ctx: Ctx) -> ConfigBody:
+    config = await ctx.engine.get_config(uid)
+    return ConfigBody(tasks=config.tasks, webhooks=config.webhooks)
+
+
+@router.post(
+    "/sessions/{uid}/fire",
+    response_model=FireAnswer,
+    dependencies=[require("fire")],
+    responses=problems(409, 413),
+    summary="Fire a trigger (creates the session if it does not exist)",
+)
+async def fire(
+    uid: Uid, body: FireBody, request: Request, ctx: Ctx, key: IdempotencyKey = None
+) -> FireAnswer:
+    raw = await request.body()
+    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+        outcome = await ctx.engine.fire(uid, body.trigger, body.kwargs, idempotency=idem)
+    await ctx.manager.after_transition(uid, outcome)
+    return fire_answer(uid, body.trigger, outcome)
+
+
+@router.get(
+    "/sessions/{uid}",
+    response_model=SessionAnswer,
+    dependencies=[require("read")],
+    responses=problems(404),
+    summary="The whole state of a session",
+)
+async def get_session(uid: Uid, ctx: Ctx) -> SessionAnswer:
+    return session_answer(await ctx.engine.snapshot(uid))
+
+
+@router.get(
+    "/sessions/{uid}/tasks/unresolved",
+    response_model=UnresolvedTasksAnswer,
+    dependencies=[require("read")],
+    responses=problems(404),
+    summary="Tasks with no instance yet or an unresolved one, and what they wait for",
+)
+async def unresolved_tasks(uid: Uid, ctx: Ctx) -> UnresolvedTasksAnswer:
+    tasks, instances = await ctx.engine.unresolved(uid)
+    return UnresolvedTasksAnswer(tasks=[unresolved_task_view(t, instances) for t in tasks])
+
+
+@router.delete(
+    "/sessions/{uid}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[require("configure")],
+    responses=problems(),
+    summary="Delete the session and everything in it (204 also when it did not exist)",
+)
+async def delete_session(
+    uid: Uid, request: Request, ctx: Ctx, key: IdempotencyKey = None
+) -> Response:
+    async with ctx.idempotency.request(uid, key, request.method, request.url.path, b"") as idem:
+        await ctx.engine.delete(uid, idempotency=idem)
+    return Response(status_code=204)
