@@ -7,6 +7,7 @@ caller must do next (``Outcome.scheduled`` to enqueue, ``Outcome.finalized`` to 
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -39,12 +41,13 @@ from service.engine.models import (
 )
 from service.engine.scripts import RedisClient, ScriptRunner
 
-_UID = re.compile(UID_PATTERN)
+_UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
 _NAME = TypeAdapter(Name)
-_INSTANCE = re.compile(r"^(?P<task>[^#]+)#(?P<n>\d+)$")
+_INSTANCE = re.compile(r"(?P<task>[^#\x00-\x1f\x7f]{1,200})#(?P<n>\d{1,18})")
 _SUBSCRIPTIONS = TypeAdapter(list[Subscription])
 RESERVED_METADATA = frozenset({"timestamps"})
 ERROR_LEVEL = 40
+MAX_LEASE_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ class Engine:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _keys(self, uid: str, idempotency: Idempotency | None) -> list[str]:
-        if not isinstance(uid, str) or not _UID.match(uid):
+        if not isinstance(uid, str) or not _UID.fullmatch(uid):
             raise InvalidError(
                 "uid: 1 to 200 characters from letters, digits and _ - . : @ + expected"
             )
@@ -191,7 +194,7 @@ class Engine:
 
     @staticmethod
     def _check_instance(name: str) -> str:
-        if not isinstance(name, str) or not _INSTANCE.match(name):
+        if not isinstance(name, str) or not _INSTANCE.fullmatch(name):
             raise InvalidError("instance: '<task>#<n>' expected")
         return name
 
@@ -208,11 +211,36 @@ class Engine:
         return value
 
     def _check_kwargs_map(self, kwargs: Any, field: str) -> dict[str, Any]:
+        """A per-trigger kwargs map: each value an object (null becomes {}, as A5 says)."""
         mapping = self._check_object(kwargs, field)
-        for trigger, value in mapping.items():
-            self._check_name(trigger, f"{field}.{trigger}")
-            self._check_object(value, f"{field}.{trigger}")
-        return mapping
+        return {
+            self._check_name(trigger, f"{field}.{trigger}"): self._check_object(
+                value, f"{field}.{trigger}"
+            )
+            for trigger, value in mapping.items()
+        }
+
+    @staticmethod
+    def _check_token(token: Any) -> str:
+        if not isinstance(token, str):
+            raise InvalidError("token: the lease token of a claim (a string) expected")
+        return token
+
+    @staticmethod
+    def _check_lease(lease_ms: Any, default: int) -> int:
+        if lease_ms is None:
+            return default
+        if isinstance(lease_ms, bool) or not isinstance(lease_ms, int):
+            raise InvalidError("lease_ms: a whole number of milliseconds expected")
+        if not 0 < lease_ms <= MAX_LEASE_MS:
+            raise InvalidError(f"lease_ms: between 1 and {MAX_LEASE_MS} expected")
+        return lease_ms
+
+    @staticmethod
+    def _check_level(level: Any) -> int:
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
+            raise InvalidError("log_level: a logging level from 0 to 100 expected")
+        return level
 
     def _check_metadata(self, metadata: Any, field: str = "metadata") -> dict[str, Any]:
         mapping = self._check_object(metadata, field)
@@ -239,10 +267,13 @@ class Engine:
                 first = error.errors()[0]
                 where = ".".join(str(part) for part in first["loc"])
                 raise InvalidError(f"{where}: {first['msg']}") from None
-        given = [
-            [name, _json(task.model_dump(mode="json")), _json(task.engine_view())]
-            for name, task in config.tasks.items()
-        ]
+        try:
+            given = [
+                [name, _json(task.model_dump(mode="json")), _json(task.engine_view())]
+                for name, task in config.tasks.items()
+            ]
+        except (PydanticSerializationError, TypeError) as error:
+            raise InvalidError(f"tasks: a value is not JSON ({error})") from None
         webhooks = (
             ""
             if config.webhooks is None
@@ -289,7 +320,7 @@ class Engine:
         checks that the task was not reconfigured in between (it retries the read if it was).
         """
         self._check_instance(name)
-        lease = lease_ms or self.lease_ms
+        lease = self._check_lease(lease_ms, self.lease_ms)
         for _ in range(10):
             raw_record, raw_task, version = await self._run("peekInstance", uid, name)
             instance = decode_instance(name, raw_record)
@@ -314,7 +345,8 @@ class Engine:
     ) -> int:
         """Extend a running instance's lease; returns the new expiry (ms since the epoch)."""
         self._check_instance(name)
-        answer = await self._run("renewLease", uid, name, token, lease_ms or self.lease_ms)
+        lease = self._check_lease(lease_ms, self.lease_ms)
+        answer = await self._run("renewLease", uid, name, self._check_token(token), lease)
         return int(orjson.loads(answer)["expires"])
 
     async def complete(
@@ -329,7 +361,9 @@ class Engine:
         """running -> finished with ``result`` and its cascade, atomically (F2, F4)."""
         self._check_instance(name)
         payload = self._check_object(result, "result")
-        return await self._transition("complete", uid, name, token, _json(payload), int(log_level))
+        level = self._check_level(log_level)
+        token = self._check_token(token)
+        return await self._transition("complete", uid, name, token, _json(payload), level)
 
     async def fail(
         self,
@@ -346,8 +380,8 @@ class Engine:
         self._check_instance(name)
         payload = self._check_object(context, "exceptionContext")
         return await self._transition(
-            "fail", uid, name, token, str(exception_type), str(exception_info),
-            _json(payload), int(log_level),
+            "fail", uid, name, self._check_token(token), str(exception_type),
+            str(exception_info), _json(payload), self._check_level(log_level),
         )  # fmt: skip
 
     async def retry(
@@ -366,15 +400,20 @@ class Engine:
         or failed with MaxRetriesExceeded past the task's ``maxRetries``.
         ``kwargs`` None keeps the instance's kwargs, else replaces the whole map (G7)."""
         self._check_instance(name)
-        if not isinstance(cooldown, int | float) or cooldown < 0 or cooldown > 10**8:
-            raise InvalidError("cooldown: a number of seconds >= 0 expected")
+        if (
+            isinstance(cooldown, bool)
+            or not isinstance(cooldown, int | float)
+            or not math.isfinite(cooldown)
+            or not 0 <= cooldown <= 10**8
+        ):
+            raise InvalidError("cooldown: a number of seconds from 0 to 10**8 expected")
         replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
         meta = _raw_map(self._check_metadata(metadata))
         cause_type, cause_info, cause_context = cause or ("", "", None)
         context = _json(self._check_object(cause_context, "exceptionContext"))
         return await self._transition(
-            "retry", uid, name, token, _json(cooldown), replacement, meta,
-            str(cause_type), str(cause_info), context, int(log_level),
+            "retry", uid, name, self._check_token(token), _json(cooldown), replacement, meta,
+            str(cause_type), str(cause_info), context, self._check_level(log_level),
         )  # fmt: skip
 
     async def replay(
@@ -428,7 +467,8 @@ class Engine:
         meta = _raw_map(self._check_metadata(metadata))
         kwargs = _json(self._check_object(cascade_kwargs, "cascadeKwargs"))
         return await self._transition(
-            "setStatus", uid, name, status, meta, "1" if cascade else "0", kwargs, token or "",
+            "setStatus", uid, name, status, meta, "1" if cascade else "0", kwargs,
+            "" if token is None else self._check_token(token) or "-",
             idempotency=idempotency,
         )  # fmt: skip
 
@@ -461,6 +501,9 @@ class Engine:
 
     async def ack_dispatched(self, uid: str, names: Iterable[str]) -> int:
         """Drop instances handed to the broker from the outbox (those already due)."""
+        self._keys(uid, None)
+        if isinstance(names, str):
+            raise InvalidError("names: a list of instance names expected")
         names = [self._check_instance(name) for name in names]
         if not names:
             return 0

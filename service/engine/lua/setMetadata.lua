@@ -12,6 +12,6 @@ local rec, err = instance_or_error(name)
 if err then return err end
 touch()
 for key, raw in pairs(cjson.decode(ARGV[6])) do rec.meta[key] = raw end
-rec.ts.lastModified = NOW_ISO
+rec.ts.lastModified = NOW
 save_instance(name, rec, rec.status)
 return finish(new_outcome(), {instance = name})
