@@ -30,7 +30,6 @@ from service.engine.models import (
     UID_PATTERN,
     Claim,
     Instance,
-    Name,
     Outcome,
     SessionConfig,
     SessionSnapshot,
@@ -42,7 +41,7 @@ from service.engine.models import (
 from service.engine.scripts import RedisClient, ScriptRunner
 
 _UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
-_NAME = TypeAdapter(Name)
+_NAME_RE = re.compile(r"[^#\x00-\x1f\x7f]{1,200}")
 _INSTANCE = re.compile(r"(?P<task>[^#\x00-\x1f\x7f]{1,200})#(?P<n>\d{1,18})")
 _SUBSCRIPTIONS = TypeAdapter(list[Subscription])
 RESERVED_METADATA = frozenset({"timestamps"})
@@ -187,10 +186,10 @@ class Engine:
 
     @staticmethod
     def _check_name(value: str, field: str) -> str:
-        try:
-            return _NAME.validate_python(value)
-        except ValidationError as error:
-            raise InvalidError(f"{field}: {error.errors()[0]['msg']}") from None
+        """Task and trigger names (API.md): 1-200 characters, no '#', no control characters."""
+        if isinstance(value, str) and _NAME_RE.fullmatch(value):
+            return value
+        raise InvalidError(f"{field}: 1 to 200 characters without '#' or control characters")
 
     @staticmethod
     def _check_instance(name: str) -> str:
@@ -204,11 +203,20 @@ class Engine:
             return {}
         if not isinstance(value, dict):
             raise InvalidError(f"{field}: a JSON object expected")
+        Engine._payload(value, field)
+        return value
+
+    @staticmethod
+    def _payload(value: Any, field: str) -> str:
+        """JSON text of an object argument (None: {}), refusing what is not a JSON object."""
+        if value is None:
+            return "{}"
+        if not isinstance(value, dict):
+            raise InvalidError(f"{field}: a JSON object expected")
         try:
-            orjson.dumps(value)
+            return orjson.dumps(value).decode()
         except TypeError as error:
             raise InvalidError(f"{field}: not JSON-serializable ({error})") from None
-        return value
 
     def _check_kwargs_map(self, kwargs: Any, field: str) -> dict[str, Any]:
         """A per-trigger kwargs map: each value an object (null becomes {}, as A5 says)."""
@@ -310,8 +318,8 @@ class Engine:
     ) -> Outcome:
         """Fire ``trigger`` (section D). Creates the session if needed."""
         self._check_name(trigger, "trigger")
-        payload = self._check_object(kwargs, "kwargs")
-        return await self._transition("fire", uid, trigger, _json(payload), idempotency=idempotency)
+        payload = self._payload(kwargs, "kwargs")
+        return await self._transition("fire", uid, trigger, payload, idempotency=idempotency)
 
     async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).

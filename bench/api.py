@@ -1,0 +1,138 @@
+"""API benchmark: fire requests per second through the real server, against the stack's limit.
+
+One uvicorn process (uvloop, httptools) serves the real app plus one extra route,
+``POST /bench/noop``, that does exactly one EVALSHA of a no-op Lua script: the cheapest request
+that still crosses FastAPI, pydantic, redis-py and Redis, i.e. the limit of this stack. The same
+load generator (bench/loadgen.py, N keep-alive connections) drives each endpoint in turn for the
+same time; the script prints requests per second, p50 and p99 latency, and the ratio.
+
+Goal (issue "REST API"): fire at 0.85 or more of the limit.
+Run: ``.venv/bin/python bench/api.py [--seconds 10] [--connections 32]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+from fastapi import Request
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.loadgen import LoadResult, encode_request, run_load
+from service.redis_server import RedisServer, free_port
+
+UID = "bench:api"
+
+
+class NoopBody(BaseModel):
+    trigger: str
+
+
+class NoopAnswer(BaseModel):
+    ok: int
+
+
+def serve(redis_url: str, port: int) -> None:
+    """Child process: the real app with the no-op route added, in one uvicorn worker."""
+    import uvicorn
+    from service.api.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(redis_url=redis_url, auth="off", key_prefix="bench"))
+    app_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        async with app_lifespan(app):
+            app.state.noop_sha = await app.state.context.engine.client.script_load("return 1")
+            yield
+
+    app.router.lifespan_context = lifespan
+
+    @app.post("/bench/noop", response_model=NoopAnswer)
+    async def noop(body: NoopBody, request: Request) -> NoopAnswer:
+        client = request.app.state.context.engine.client
+        sha = request.app.state.noop_sha
+        return NoopAnswer(ok=await client.evalsha(sha, 1, "{bench}:noop", body.trigger))
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)  # fmt: skip
+
+
+def wait_ready(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("bench server did not start")
+
+
+def report(name: str, result: LoadResult) -> None:
+    if result.errors:
+        print(f"{name}: {result.errors} errors, statuses {result.statuses}")
+    print(
+        f"{name:<18} {result.rate:>10.0f} {result.percentile(0.5):>9.2f} "
+        f"{result.percentile(0.99):>9.2f} {result.errors:>7}"
+    )
+
+
+async def measure(port: int, seconds: float, connections: int) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        config = {"tasks": {"t_page": {"after": ["applicant"], "andEvery": "page", "run": "P"}}}
+        await client.put(f"/sessions/{UID}/config", json=config)
+        await client.post(f"/sessions/{UID}/fire", json={"trigger": "applicant"})
+    body = orjson.dumps({"trigger": "page", "kwargs": {"page": 3, "responses": {"q1": "yes"}}})
+    fire = encode_request("POST", f"/sessions/{UID}/fire", body)
+    noop = encode_request("POST", "/bench/noop", orjson.dumps({"trigger": "page"}))
+    await run_load("127.0.0.1", port, noop, connections=connections, seconds=2)  # warm-up
+    results = {}
+    for name, request in (("noop EVALSHA", noop), ("fire", fire), ("noop EVALSHA (2)", noop)):
+        results[name] = await run_load(
+            "127.0.0.1", port, request, connections=connections, seconds=seconds
+        )
+    print(f"{'endpoint':<18} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    for name, result in results.items():
+        report(name, result)
+    limit = (results["noop EVALSHA"].rate + results["noop EVALSHA (2)"].rate) / 2
+    print(f"\nfire / limit: {results['fire'].rate / limit:.2f} (goal >= 0.85); "
+          f"{connections} connections, {seconds:.0f} s each, one uvicorn worker")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    with ExitStack() as stack:
+        url = os.environ.get("TRIGGERS_REDIS_URL") or stack.enter_context(RedisServer()).url
+        port = free_port()
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--serve", url, "--port", str(port)],
+        )
+        stack.callback(child.wait)
+        stack.callback(child.terminate)
+        wait_ready(port)
+        asyncio.run(measure(port, args.seconds, args.connections))
+
+
+if __name__ == "__main__":
+    main()
