@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 import orjson
 
@@ -24,6 +24,7 @@ from service.engine.keys import idempotency_key
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 IN_FLIGHT_MS = 60_000
+_NO_KEY: AbstractAsyncContextManager[None] = nullcontext()
 
 
 def _digest(value: bytes) -> str:
@@ -40,15 +41,20 @@ class IdempotencyStore:
     def _record_key(self, uid: str, digest: str) -> str:
         return idempotency_key(uid, digest, self.engine.prefix)
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self, uid: str, key: str | None, method: str, path: str, body: bytes
-    ) -> AsyncIterator[Idempotency | None]:
-        """Yields the Idempotency to pass to the engine (None without a key). Raises a
-        ProblemError for a key in flight or reused; stores refusals raised inside the block."""
+    ) -> AbstractAsyncContextManager[Idempotency | None]:
+        """A context giving the Idempotency to pass to the engine (None without a key: the
+        common case costs nothing). Raises a ProblemError for a key in flight or reused, and
+        stores the refusals raised inside the block."""
         if key is None:
-            yield None
-            return
+            return _NO_KEY
+        return self._keyed(uid, key, method, path, body)
+
+    @asynccontextmanager
+    async def _keyed(
+        self, uid: str, key: str, method: str, path: str, body: bytes
+    ) -> AsyncIterator[Idempotency | None]:
         if not _KEY.match(key):
             raise ProblemError(
                 "validation-error",
