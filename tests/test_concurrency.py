@@ -51,9 +51,7 @@ async def _concurrent_fires(engine: Engine, url: str, cluster: bool) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)
     processes = [
-        context.Process(
-            target=_fire_many, args=(url, cluster, engine.prefix, worker, barrier)
-        )
+        context.Process(target=_fire_many, args=(url, cluster, engine.prefix, worker, barrier))
         for worker in range(PROCESSES)
     ]
     for process in processes:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
-from service.api import health, instances, problems, sessions
+from service.api import health, instances, openapi, problems, sessions
 from service.api.auth import Authenticator, parse_api_keys
-from service.api.context import ApiContext, document_bearer_auth
+from service.api.context import ApiContext
+from service.api.gate import Gate
 from service.api.idempotency import IdempotencyStore
 from service.api.limits import BodySizeLimit
 from service.engine import Engine
@@ -98,14 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instances.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Gate, auth=auth)  # added last: runs first, before any body is read
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = document_bearer_auth(get_openapi(
-                title=app.title, version=app.version, description=app.description,
-                routes=app.routes,
-            ))  # fmt: skip
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    openapi.install(app)
     return app

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 
-from service.api.context import Ctx, IdempotencyKey, require
-from service.api.params import InstanceName, Uid, problems
+from service.api.context import Ctx, IdempotencyKey
+from service.api.params import InstanceName, Uid, mutating_problems, problems
 from service.api.schemas import (
     InstancesAnswer,
     ReplayAnswer,
@@ -26,7 +26,6 @@ router = APIRouter(tags=["instances"])
 @router.get(
     "/sessions/{uid}/instances",
     response_model=InstancesAnswer,
-    dependencies=[require("read")],
     responses=problems(404),
     summary="Instances, optionally filtered by status and task",
 )
@@ -42,7 +41,6 @@ async def list_instances(
 @router.get(
     "/sessions/{uid}/instances/unresolved",
     response_model=UnresolvedInstancesAnswer,
-    dependencies=[require("read")],
     responses=problems(404),
     summary="Unresolved instances, each with the triggers it misses and why it waits",
 )
@@ -54,7 +52,6 @@ async def unresolved_instances(uid: Uid, ctx: Ctx) -> UnresolvedInstancesAnswer:
 @router.get(
     "/sessions/{uid}/instances/{name}",
     response_model=Instance,
-    dependencies=[require("read")],
     responses=problems(404),
     summary="One instance",
 )
@@ -65,8 +62,7 @@ async def get_instance(uid: Uid, name: InstanceName, ctx: Ctx) -> Instance:
 @router.post(
     "/sessions/{uid}/instances/{name}/replay",
     response_model=ReplayAnswer,
-    dependencies=[require("operate")],
-    responses=problems(404, 409, 413),
+    responses=mutating_problems(404),
     summary="Replay a failed instance as a new instance",
 )
 async def replay(
@@ -90,8 +86,7 @@ async def replay(
 @router.post(
     "/sessions/{uid}/instances/{name}/skip",
     response_model=Instance,
-    dependencies=[require("operate")],
-    responses=problems(404, 409, 413),
+    responses=mutating_problems(404),
     summary="Skip a failed instance, optionally firing its cascade",
 )
 async def skip(
@@ -117,8 +112,7 @@ async def skip(
 @router.post(
     "/sessions/{uid}/instances/{name}/status",
     response_model=Instance,
-    dependencies=[require("operate")],
-    responses=problems(404, 413),
+    responses=mutating_problems(404),
     summary="Set an instance's status (external workers, operators); optional cascade",
 )
 async def set_status(
@@ -143,8 +137,7 @@ async def set_status(
 @router.patch(
     "/sessions/{uid}/instances/{name}/metadata",
     response_model=Instance,
-    dependencies=[require("operate")],
-    responses=problems(404, 413),
+    responses=mutating_problems(404),
     summary="Merge keys into an instance's metadata",
 )
 async def patch_metadata(
@@ -163,8 +156,7 @@ async def patch_metadata(
 @router.post(
     "/sessions/{uid}/instances/{name}/logs-resolved",
     response_model=Instance,
-    dependencies=[require("operate")],
-    responses=problems(404),
+    responses=mutating_problems(404),
     summary="Mark an instance's error logs as looked at",
 )
 async def logs_resolved(

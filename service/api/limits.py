@@ -6,13 +6,18 @@ the bytes of bodies sent without a length (chunked), stopping as soon as the lim
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.problems import problem_response
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from receive() when a body without Content-Length passes the limit. An
+    HTTPException, because FastAPI's body parsing re-raises those (others become a 400)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="body over the limit")
 
 
 class BodySizeLimit:

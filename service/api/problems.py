@@ -39,6 +39,16 @@ KINDS: dict[str, tuple[int, str]] = {
 }
 
 
+HTTP_KINDS = {
+    400: "malformed-json",  # FastAPI: "There was an error parsing the body"
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+}
+BODY_KINDS = {"malformed-json", "payload-too-large", "unsupported-media-type"}
+
+
 class FieldError(BaseModel):
     field: str = Field(description="Dotted path of the offending field, e.g. body.trigger")
     message: str
@@ -170,10 +180,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> Response:
-        kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
-            error.status_code, "validation-error"
-        )
-        return problem_response(kind, str(error.detail), path=request.url.path)
+        kind = HTTP_KINDS.get(error.status_code, "validation-error")
+        fields = [FieldError(field="body", message=str(error.detail))] if kind in BODY_KINDS else []
+        return problem_response(kind, str(error.detail), errors=fields, path=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
 
 from service.engine.models import (
@@ -141,7 +141,7 @@ class SkipBody(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"cascade": True, "result": {"r": 1}}]}
     )
 
-    cascade: bool = False
+    cascade: StrictBool = False
     result: JsonObject | None = None
 
 
@@ -158,7 +158,7 @@ class StatusBody(BaseModel):
 
     status: Status
     metadata: JsonObject | None = None
-    cascade: bool = False
+    cascade: StrictBool = False
     cascadeKwargs: JsonObject | None = None
 
 

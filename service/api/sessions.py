@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from service.api.context import Ctx, IdempotencyKey, require
-from service.api.params import Uid, problems
+from service.api.context import Ctx, IdempotencyKey
+from service.api.params import Uid, mutating_problems, problems
 from service.api.schemas import (
     ConfigBody,
     FireAnswer,
@@ -32,8 +32,7 @@ async def _configure(
 @router.patch(
     "/sessions/{uid}/config",
     response_model=ConfigBody,
-    dependencies=[require("configure")],
-    responses=problems(409, 413),
+    responses=mutating_problems(),
     summary="Merge tasks into the configuration (tasks named replace those of that name)",
 )
 async def patch_config(
@@ -45,8 +44,7 @@ async def patch_config(
 @router.put(
     "/sessions/{uid}/config",
     response_model=ConfigBody,
-    dependencies=[require("configure")],
-    responses=problems(409, 413),
+    responses=mutating_problems(),
     summary="Replace the whole configuration",
 )
 async def put_config(
@@ -58,7 +56,6 @@ async def put_config(
 @router.get(
     "/sessions/{uid}/config",
     response_model=ConfigBody,
-    dependencies=[require("read")],
     responses=problems(404),
     summary="The session's configuration",
 )
@@ -70,8 +67,7 @@ async def get_config(uid: Uid, ctx: Ctx) -> ConfigBody:
 @router.post(
     "/sessions/{uid}/fire",
     response_model=FireAnswer,
-    dependencies=[require("fire")],
-    responses=problems(409, 413),
+    responses=mutating_problems(),
     summary="Fire a trigger (creates the session if it does not exist)",
 )
 async def fire(
@@ -87,7 +83,6 @@ async def fire(
 @router.get(
     "/sessions/{uid}",
     response_model=SessionAnswer,
-    dependencies=[require("read")],
     responses=problems(404),
     summary="The whole state of a session",
 )
@@ -98,7 +93,6 @@ async def get_session(uid: Uid, ctx: Ctx) -> SessionAnswer:
 @router.get(
     "/sessions/{uid}/tasks/unresolved",
     response_model=UnresolvedTasksAnswer,
-    dependencies=[require("read")],
     responses=problems(404),
     summary="Tasks with no instance yet or an unresolved one, and what they wait for",
 )
@@ -111,8 +105,7 @@ async def unresolved_tasks(uid: Uid, ctx: Ctx) -> UnresolvedTasksAnswer:
     "/sessions/{uid}",
     status_code=204,
     response_class=Response,
-    dependencies=[require("configure")],
-    responses=problems(),
+    responses=mutating_problems(),
     summary="Delete the session and everything in it (204 also when it did not exist)",
 )
 async def delete_session(

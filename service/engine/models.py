@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -102,7 +103,7 @@ class TaskConfig(BaseModel):
     using: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
         default="dramatiq", description="Runner key: dramatiq (default) or external."
     )
-    maxRetries: int = Field(
+    maxRetries: StrictInt = Field(
         default=3, ge=0, le=1000, description="How many retries a task may ask for (G2)."
     )
 
