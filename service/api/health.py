@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from service.api.context import Ctx
+from service.api.context import context
 from service.api.problems import KINDS, ProblemError
 from service.api.schemas import Health
 
@@ -24,9 +24,9 @@ async def healthz() -> Health:
     responses={503: {"model": Health}},
     summary="Redis answers: the service can take requests",
 )
-async def readyz(ctx: Ctx) -> Health | JSONResponse:
+async def readyz(request: Request) -> Health | JSONResponse:
     try:
-        await ctx.engine.client.ping()
+        await context(request).engine.client.ping()
     except (RedisError, OSError) as error:
         body = Health(status="unavailable", checks={"redis": f"{type(error).__name__}: {error}"})
         return JSONResponse(body.model_dump(), status_code=503)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 import orjson
+from fastapi import Request
 
 from service.api.problems import FieldError, ProblemError, from_engine_error
 from service.engine import Engine, EngineError, Idempotency
@@ -42,14 +43,15 @@ class IdempotencyStore:
         return idempotency_key(uid, digest, self.engine.prefix)
 
     def request(
-        self, uid: str, key: str | None, method: str, path: str, body: bytes
+        self, uid: str, request: Request, body: bytes
     ) -> AbstractAsyncContextManager[Idempotency | None]:
         """A context giving the Idempotency to pass to the engine (None without a key: the
         common case costs nothing). Raises a ProblemError for a key in flight or reused, and
         stores the refusals raised inside the block."""
+        key = request.headers.get("idempotency-key")
         if key is None:
             return _NO_KEY
-        return self._keyed(uid, key, method, path, body)
+        return self._keyed(uid, key, request.method, request.url.path, body)
 
     @asynccontextmanager
     async def _keyed(

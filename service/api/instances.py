@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 
-from service.api.context import Ctx, IdempotencyKey
+from service.api.context import context
 from service.api.params import InstanceName, Uid, mutating_problems, problems
 from service.api.schemas import (
     InstancesAnswer,
@@ -30,11 +30,12 @@ router = APIRouter(tags=["instances"])
     summary="Instances, optionally filtered by status and task",
 )
 async def list_instances(
+    request: Request,
     uid: Uid,
-    ctx: Ctx,
     status: Annotated[Status | None, Query()] = None,
     task: Annotated[Name | None, Query()] = None,
 ) -> InstancesAnswer:
+    ctx = context(request)
     return InstancesAnswer(instances=await ctx.engine.instances(uid, status=status, task=task))
 
 
@@ -44,7 +45,8 @@ async def list_instances(
     responses=problems(404),
     summary="Unresolved instances, each with the triggers it misses and why it waits",
 )
-async def unresolved_instances(uid: Uid, ctx: Ctx) -> UnresolvedInstancesAnswer:
+async def unresolved_instances(request: Request, uid: Uid) -> UnresolvedInstancesAnswer:
+    ctx = context(request)
     instances = await ctx.engine.unresolved_instances(uid)
     return UnresolvedInstancesAnswer(instances=[unresolved_instance_view(i) for i in instances])
 
@@ -55,7 +57,8 @@ async def unresolved_instances(uid: Uid, ctx: Ctx) -> UnresolvedInstancesAnswer:
     responses=problems(404),
     summary="One instance",
 )
-async def get_instance(uid: Uid, name: InstanceName, ctx: Ctx) -> Instance:
+async def get_instance(request: Request, uid: Uid, name: InstanceName) -> Instance:
+    ctx = context(request)
     return await ctx.engine.instance(uid, name)
 
 
@@ -69,13 +72,12 @@ async def replay(
     uid: Uid,
     name: InstanceName,
     request: Request,
-    ctx: Ctx,
     body: Annotated[ReplayBody | None, Body()] = None,
-    key: IdempotencyKey = None,
 ) -> ReplayAnswer:
+    ctx = context(request)
     kwargs = body.kwargs if body else None
     raw = await request.body()
-    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+    async with ctx.idempotency.request(uid, request, raw) as idem:
         outcome = await ctx.engine.replay(uid, name, kwargs, idempotency=idem)
     if outcome.record is not None:
         await ctx.manager.after_replay(uid, outcome.record)
@@ -93,13 +95,12 @@ async def skip(
     uid: Uid,
     name: InstanceName,
     request: Request,
-    ctx: Ctx,
     body: Annotated[SkipBody | None, Body()] = None,
-    key: IdempotencyKey = None,
 ) -> Instance:
+    ctx = context(request)
     body = body or SkipBody()
     raw = await request.body()
-    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+    async with ctx.idempotency.request(uid, request, raw) as idem:
         outcome = await ctx.engine.skip(
             uid, name, cascade=body.cascade, result=body.result, idempotency=idem
         )
@@ -120,11 +121,10 @@ async def set_status(
     name: InstanceName,
     body: StatusBody,
     request: Request,
-    ctx: Ctx,
-    key: IdempotencyKey = None,
 ) -> Instance:
+    ctx = context(request)
     raw = await request.body()
-    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+    async with ctx.idempotency.request(uid, request, raw) as idem:
         outcome = await ctx.engine.set_status(
             uid, name, body.status, metadata=body.metadata, cascade=body.cascade,
             cascade_kwargs=body.cascadeKwargs, idempotency=idem,
@@ -145,11 +145,10 @@ async def patch_metadata(
     name: InstanceName,
     body: Annotated[dict[str, Any], Body(examples=[{"reviewedBy": "ops"}])],
     request: Request,
-    ctx: Ctx,
-    key: IdempotencyKey = None,
 ) -> Instance:
+    ctx = context(request)
     raw = await request.body()
-    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+    async with ctx.idempotency.request(uid, request, raw) as idem:
         return await ctx.engine.set_metadata(uid, name, body, idempotency=idem)
 
 
@@ -159,8 +158,7 @@ async def patch_metadata(
     responses=mutating_problems(404),
     summary="Mark an instance's error logs as looked at",
 )
-async def logs_resolved(
-    uid: Uid, name: InstanceName, request: Request, ctx: Ctx, key: IdempotencyKey = None
-) -> Instance:
-    async with ctx.idempotency.request(uid, key, request.method, request.url.path, b"") as idem:
+async def logs_resolved(uid: Uid, name: InstanceName, request: Request) -> Instance:
+    ctx = context(request)
+    async with ctx.idempotency.request(uid, request, b"") as idem:
         return await ctx.engine.mark_logs_resolved(uid, name, idempotency=idem)

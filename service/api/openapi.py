@@ -26,11 +26,32 @@ def _security(openapi: dict[str, Any]) -> None:
 
 def _problem_media_type(openapi: dict[str, Any]) -> None:
     """Error answers are application/problem+json (RFC 9457), never application/json."""
-    for operations in openapi.get("paths", {}).values():
+    for path, operations in openapi.get("paths", {}).items():
+        if not path.startswith("/sessions/"):
+            continue  # /readyz answers its 503 as a Health document
         for operation in operations.values():
             for status, response in operation.get("responses", {}).items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = {"application/problem+json": {"schema": PROBLEM_REF}}
+
+
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Repeat a mutating request safely: the same key and body get the first answer "
+    "again without doing the work twice (kept TRIGGERS_IDEMPOTENCY_TTL, default 24 hours); "
+    "409 while the first is in flight, 422 with another body.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _idempotency_header(openapi: dict[str, Any]) -> None:
+    """Mutating operations read Idempotency-Key (idempotency.py reads it from the request)."""
+    for path, operations in openapi.get("paths", {}).items():
+        for method, operation in operations.items():
+            if path.startswith("/sessions/") and method in ("post", "put", "patch", "delete"):
+                operation.setdefault("parameters", []).append(dict(IDEMPOTENCY_HEADER))
 
 
 def install(app: FastAPI) -> None:
@@ -42,6 +63,7 @@ def install(app: FastAPI) -> None:
             )  # fmt: skip
             _security(document)
             _problem_media_type(document)
+            _idempotency_header(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from service.api.context import Ctx, IdempotencyKey
+from service.api.context import context
 from service.api.params import Uid, mutating_problems, problems
 from service.api.schemas import (
     ConfigBody,
@@ -19,12 +19,11 @@ from service.engine import SessionConfig
 router = APIRouter(tags=["sessions"])
 
 
-async def _configure(
-    uid: str, body: ConfigBody, request: Request, ctx: Ctx, key: str | None, replace: bool
-) -> ConfigBody:
+async def _configure(uid: str, body: ConfigBody, request: Request, replace: bool) -> ConfigBody:
+    ctx = context(request)
     config = SessionConfig(tasks=body.tasks, webhooks=body.webhooks)
     raw = await request.body()
-    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+    async with ctx.idempotency.request(uid, request, raw) as idem:
         result = await ctx.engine.configure(uid, config, replace=replace, idempotency=idem)
     return ConfigBody(tasks=result.tasks, webhooks=result.webhooks)
 
@@ -35,10 +34,8 @@ async def _configure(
     responses=mutating_problems(),
     summary="Merge tasks into the configuration (tasks named replace those of that name)",
 )
-async def patch_config(
-    uid: Uid, body: ConfigBody, request: Request, ctx: Ctx, key: IdempotencyKey = None
-) -> ConfigBody:
-    return await _configure(uid, body, request, ctx, key, replace=False)
+async def patch_config(uid: Uid, body: ConfigBody, request: Request) -> ConfigBody:
+    return await _configure(uid, body, request, replace=False)
 
 
 @router.put(
@@ -47,10 +44,8 @@ async def patch_config(
     responses=mutating_problems(),
     summary="Replace the whole configuration",
 )
-async def put_config(
-    uid: Uid, body: ConfigBody, request: Request, ctx: Ctx, key: IdempotencyKey = None
-) -> ConfigBody:
-    return await _configure(uid, body, request, ctx, key, replace=True)
+async def put_config(uid: Uid, body: ConfigBody, request: Request) -> ConfigBody:
+    return await _configure(uid, body, request, replace=True)
 
 
 @router.get(
@@ -59,7 +54,8 @@ async def put_config(
     responses=problems(404),
     summary="The session's configuration",
 )
-async def get_config(uid: Uid, ctx: Ctx) -> ConfigBody:
+async def get_config(request: Request, uid: Uid) -> ConfigBody:
+    ctx = context(request)
     config = await ctx.engine.get_config(uid)
     return ConfigBody(tasks=config.tasks, webhooks=config.webhooks)
 
@@ -70,11 +66,10 @@ async def get_config(uid: Uid, ctx: Ctx) -> ConfigBody:
     responses=mutating_problems(),
     summary="Fire a trigger (creates the session if it does not exist)",
 )
-async def fire(
-    uid: Uid, body: FireBody, request: Request, ctx: Ctx, key: IdempotencyKey = None
-) -> FireAnswer:
+async def fire(uid: Uid, body: FireBody, request: Request) -> FireAnswer:
+    ctx = context(request)
     raw = await request.body()
-    async with ctx.idempotency.request(uid, key, request.method, request.url.path, raw) as idem:
+    async with ctx.idempotency.request(uid, request, raw) as idem:
         outcome = await ctx.engine.fire(uid, body.trigger, body.kwargs, idempotency=idem)
     await ctx.manager.after_transition(uid, outcome)
     return fire_answer(uid, body.trigger, outcome)
@@ -86,7 +81,8 @@ async def fire(
     responses=problems(404),
     summary="The whole state of a session",
 )
-async def get_session(uid: Uid, ctx: Ctx) -> SessionAnswer:
+async def get_session(request: Request, uid: Uid) -> SessionAnswer:
+    ctx = context(request)
     return session_answer(await ctx.engine.snapshot(uid))
 
 
@@ -96,7 +92,8 @@ async def get_session(uid: Uid, ctx: Ctx) -> SessionAnswer:
     responses=problems(404),
     summary="Tasks with no instance yet or an unresolved one, and what they wait for",
 )
-async def unresolved_tasks(uid: Uid, ctx: Ctx) -> UnresolvedTasksAnswer:
+async def unresolved_tasks(request: Request, uid: Uid) -> UnresolvedTasksAnswer:
+    ctx = context(request)
     tasks, instances = await ctx.engine.unresolved(uid)
     return UnresolvedTasksAnswer(tasks=[unresolved_task_view(t, instances) for t in tasks])
 
@@ -108,9 +105,8 @@ async def unresolved_tasks(uid: Uid, ctx: Ctx) -> UnresolvedTasksAnswer:
     responses=mutating_problems(),
     summary="Delete the session and everything in it (204 also when it did not exist)",
 )
-async def delete_session(
-    uid: Uid, request: Request, ctx: Ctx, key: IdempotencyKey = None
-) -> Response:
-    async with ctx.idempotency.request(uid, key, request.method, request.url.path, b"") as idem:
+async def delete_session(uid: Uid, request: Request) -> Response:
+    ctx = context(request)
+    async with ctx.idempotency.request(uid, request, b"") as idem:
         await ctx.engine.delete(uid, idempotency=idem)
     return Response(status_code=204)

@@ -21,6 +21,7 @@ from pydantic_core import PydanticSerializationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from service.engine.connection import HiredisPackingConnection
 from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import idempotency_key, session_keys
 from service.engine.merge import merge_kwargs
@@ -133,9 +134,13 @@ class Engine:
         """An engine on a new connection pool (``cluster``: the URL names one cluster node)."""
         client: RedisClient
         if cluster:
-            client = RedisCluster.from_url(url, decode_responses=True)
+            client = RedisCluster.from_url(
+                url, decode_responses=True, connection_class=HiredisPackingConnection
+            )
         else:
-            client = Redis.from_url(url, decode_responses=True)
+            client = Redis.from_url(
+                url, decode_responses=True, connection_class=HiredisPackingConnection
+            )
         return cls(client, **options)
 
     async def load_scripts(self) -> None:

@@ -94,11 +94,11 @@ end
 
 -- Creates the session if needed and bumps its version: called once by every changing script.
 local function touch()
-  if redis.call('HSETNX', K.meta, 'created', NOW) == 1 then
-    redis.call('HSET', K.meta, 'version', 0, 'cfgv', 0, 'npos', 0)
+  if redis.call('HINCRBY', K.meta, 'version', 1) == 1 then
+    redis.call('HSET', K.meta, 'created', NOW, 'updated', NOW, 'cfgv', 0, 'npos', 0)
+  else
+    redis.call('HSET', K.meta, 'updated', NOW)
   end
-  redis.call('HSET', K.meta, 'updated', NOW)
-  redis.call('HINCRBY', K.meta, 'version', 1)
 end
 
 -- Applies the session TTL to every session key (no-op when the TTL setting is off).
@@ -250,6 +250,11 @@ end
 -- Firing (section D) and finalization (L1)
 ---------------------------------------------------------------------------------------------
 
+-- Set when this script left an unstarted or scheduled instance of a task that does not wait
+-- for sessionFinalized: that task is unresolved at the end of the script, so the finalization
+-- check (O(tasks)) can be skipped. This keeps a fire's cost independent of the configuration.
+local blocked_by_this_change = false
+
 -- The outcome every changing script returns: fires (each with what it scheduled and
 -- abandoned, in order, for post-fire hooks), and whether the session was just finalized.
 local function new_outcome()
@@ -306,6 +311,7 @@ local function fire_into_task(task, def, trigger, kwargs, record)
     absorb(rec, def, trigger, kwargs)
     candidates[#candidates + 1] = {name = name, rec = rec, old = nil}
   end
+  local waits_for_final = contains(def.after, FINAL_TRIGGER)
   for _, c in ipairs(candidates) do
     if can_abandon(c.rec, def) then
       set_status(c.rec, 'abandoned')
@@ -314,8 +320,10 @@ local function fire_into_task(task, def, trigger, kwargs, record)
     elseif can_run(c.rec, def) then
       schedule(c.name, c.rec, c.old, NOW)
       record.scheduled[#record.scheduled + 1] = c.name
+      if not waits_for_final then blocked_by_this_change = true end
     else
       save_instance(c.name, c.rec, c.old)
+      if not waits_for_final then blocked_by_this_change = true end -- stays unstarted
     end
   end
 end
@@ -338,7 +346,8 @@ end
 -- A session with no task is never finalized (the original would finalize it on its first
 -- fire, before any configuration arrived; see the engine's notes).
 local function finalize_if_ready(outcome)
-  if not FINALIZE or redis.call('HEXISTS', K.latest, FINAL_TRIGGER) == 1 then return end
+  if not FINALIZE or blocked_by_this_change then return end
+  if redis.call('HEXISTS', K.latest, FINAL_TRIGGER) == 1 then return end
   local defs = redis.call('HGETALL', K.defs)
   if #defs == 0 then return end
   for i = 1, #defs, 2 do
