@@ -35,6 +35,7 @@ from service.engine.models import (
     SessionConfig,
     SessionSnapshot,
     Subscription,
+    SweepResult,
     TaskConfig,
     UnresolvedInstance,
     UnresolvedTask,
@@ -47,6 +48,11 @@ _INSTANCE = re.compile(r"(?P<task>[^#\x00-\x1f\x7f]{1,200})#(?P<n>\d{1,18})")
 _SUBSCRIPTIONS = TypeAdapter(list[Subscription])
 RESERVED_METADATA = frozenset({"timestamps"})
 ERROR_LEVEL = 40
+MARKING_SCRIPTS = frozenset(
+    {"fire", "claim", "complete", "retry", "replay", "skip", "setStatus", "finalizeIfReady"}
+)
+"""Scripts that can put instances in the outbox or take a lease: the session is added to the
+pending index before they run (DESIGN.md section 2)."""
 MAX_LEASE_MS = 24 * 3600 * 1000
 
 
@@ -128,6 +134,7 @@ class Engine:
         self.session_ttl = session_ttl
         self.lease_ms = lease_ms
         self.scripts = ScriptRunner(client)
+        self.pending_key = f"{prefix}:pending"
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Engine:
@@ -173,7 +180,8 @@ class Engine:
             idempotency.ttl_ms if idempotency else 0,
         ]
         keys = self._keys(uid, idempotency)
-        return await self.scripts.run(script, keys, [*common, *args])
+        mark = (self.pending_key, uid) if script in MARKING_SCRIPTS else None
+        return await self.scripts.run(script, keys, [*common, *args], mark=mark)
 
     async def _transition(
         self,
@@ -521,6 +529,23 @@ class Engine:
         if not names:
             return 0
         return int(await self._run("ackDispatched", uid, *names))
+
+    async def sweep(self, uid: str, grace_ms: int) -> SweepResult:
+        """What the sweeper must hand to workers again in this session (read only)."""
+        return SweepResult.model_validate_json(await self._run("sweepSession", uid, grace_ms))
+
+    async def pending_sessions(self, limit: int = 1000) -> list[tuple[str, int]]:
+        """Sessions that may hold stranded work, oldest mark first, with their mark (ms)."""
+        found: list[Any] = await self.client.zrange(
+            self.pending_key, 0, limit - 1, withscores=True
+        )
+        return [(str(uid), int(score)) for uid, score in found]
+
+    async def prune_pending(self, uid: str, seen_at_ms: int) -> bool:
+        """Forget a session whose outbox and leases were empty at ``seen_at_ms``, unless a
+        change marked it again since."""
+        removed = await self.scripts.run("prunePending", [self.pending_key], [uid, seen_at_ms])
+        return bool(removed)
 
     async def delete(self, uid: str, *, idempotency: Idempotency | None = None) -> bool:
         """Remove the session; True if it existed."""

@@ -7,7 +7,7 @@ as in the original framework's JSON configuration and in API.md.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -133,6 +133,7 @@ class TaskConfig(BaseModel):
             "after": self.after,
             "unless": self.unless,
             "maxRetries": self.maxRetries,
+            "using": self.using,
         }
         if self.andEvery is not None:
             view["every"] = self.andEvery
@@ -207,6 +208,23 @@ class FireRecord(BaseModel):
     abandoned: StrList = Field(default_factory=list)
 
 
+class Dispatch(NamedTuple):
+    """One instance to hand to its runner: name, runner key (`using`), due time (ms)."""
+
+    name: str
+    runner: str
+    due: int
+
+
+class SweepResult(BaseModel):
+    """What sweepSession found: stranded outbox entries and expired leases."""
+
+    stranded: Annotated[list[Dispatch], BeforeValidator(_lua_list)] = Field(default_factory=list)
+    expired: Annotated[list[Dispatch], BeforeValidator(_lua_list)] = Field(default_factory=list)
+    outbox: int = 0
+    leases: int = 0
+
+
 class Outcome(BaseModel):
     """What the caller must do after a transition: enqueue ``scheduled``, announce ``finalized``.
 
@@ -222,6 +240,10 @@ class Outcome(BaseModel):
     cascaded: bool | None = None
     due: int | None = None
     record: Instance | None = None
+    dispatch: Annotated[list[Dispatch], BeforeValidator(_lua_list)] = Field(
+        default_factory=list,
+        description="Instances this change put in the outbox, for their runners to take.",
+    )
 
     @property
     def scheduled(self) -> list[str]:

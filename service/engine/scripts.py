@@ -9,6 +9,7 @@ to a node that never saw the script) the script is loaded again and the call rep
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -41,7 +42,10 @@ SCRIPT_NAMES = (
     "readSession",
     "readInstances",
     "readUnresolved",
+    "sweepSession",
 )
+STANDALONE_SCRIPT_NAMES = ("prunePending",)
+"""Scripts that are not about one session: no library, their own keys."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ def load_sources() -> dict[str, Script]:
         source = f"{library}\n-- ===== {name}.lua =====\n{_read(name + '.lua')}"
         sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
         scripts[name] = Script(name, source, sha)
+    for name in STANDALONE_SCRIPT_NAMES:
+        source = _read(f"standalone/{name}.lua")
+        scripts[name] = Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
     return scripts
 
 
@@ -78,16 +85,53 @@ class ScriptRunner:
         for script in self.scripts.values():
             await self.client.script_load(script.source)
 
-    async def run(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
-        """EVALSHA the script; reload on NOSCRIPT; turn error replies into typed errors."""
+    async def run(
+        self,
+        name: str,
+        keys: list[str],
+        args: list[str | int | float],
+        *,
+        mark: tuple[str, str] | None = None,
+    ) -> Any:
+        """EVALSHA the script; reload on NOSCRIPT; turn error replies into typed errors.
+
+        ``mark`` (pending index key, uid): first add the session to the global pending index
+        (ZADD GT now, idempotent), so that the sweeper finds it even if this process dies
+        right after the script. On a standalone Redis both commands go in one pipeline (one
+        round trip, in order on one connection); a cluster routes them to different nodes,
+        so the mark is awaited first.
+        """
         script = self.scripts[name]
         try:
             try:
-                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self._call(script, keys, args, mark)
             except NoScriptError:
                 await self.client.script_load(script.source)
-                return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self._call(script, keys, args, mark)
         except NoScriptError:
             raise
         except ResponseError as error:
             raise from_response_error(error) from None
+
+    async def _call(
+        self,
+        script: Script,
+        keys: list[str],
+        args: list[str | int | float],
+        mark: tuple[str, str] | None,
+    ) -> Any:
+        if mark is None:
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        index, uid = mark
+        now = int(time.time() * 1000)
+        if isinstance(self.client, RedisCluster):
+            await self.client.zadd(index, {uid: now}, gt=True)
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(index, {uid: now}, gt=True)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results[1]

@@ -34,6 +34,7 @@ set_status(rec, status)
 save_instance(name, rec, old)
 if status == 'scheduled' and old ~= 'scheduled' then
   redis.call('ZADD', K.outbox, NOW, name)
+  DISPATCH[#DISPATCH + 1] = {name, runner_of(load_def(rec.task)), NOW}
 end
 if ARGV[8] == '1' then fire(rec.task, ARGV[9], outcome) end
 return finish(outcome, {instance = name})

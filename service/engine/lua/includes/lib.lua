@@ -209,11 +209,22 @@ local function has_unresolved(task)
   return false
 end
 
+-- Instances this script put in the outbox, as {name, runner key, due}: the caller hands them
+-- to their runner at once (finish() adds them to the outcome as `dispatch`).
+local DISPATCH = {}
+
+-- The runner key of a task ("dramatiq" unless its `using` says otherwise).
+local function runner_of(def)
+  return def and def.using or 'dramatiq'
+end
+
 -- Marks the instance scheduled and puts it in the outbox, due at `due` (ms).
-local function schedule(name, rec, old_status, due)
+-- `def` is the task's definition when the caller has it at hand (else it is read).
+local function schedule(name, rec, old_status, due, def)
   set_status(rec, 'scheduled')
   save_instance(name, rec, old_status)
   redis.call('ZADD', K.outbox, due, name)
+  DISPATCH[#DISPATCH + 1] = {name, runner_of(def or load_def(rec.task)), due}
 end
 
 -- I3: can_abandon and can_run, against the task's current definition (B11).
@@ -318,7 +329,7 @@ local function fire_into_task(task, def, trigger, kwargs, record)
       save_instance(c.name, c.rec, c.old)
       record.abandoned[#record.abandoned + 1] = c.name
     elseif can_run(c.rec, def) then
-      schedule(c.name, c.rec, c.old, NOW)
+      schedule(c.name, c.rec, c.old, NOW, def)
       record.scheduled[#record.scheduled + 1] = c.name
       if not waits_for_final then blocked_by_this_change = true end
     else
@@ -366,6 +377,7 @@ local function finish(outcome, extra)
     for key, value in pairs(extra) do outcome[key] = value end
   end
   if outcome.instance then outcome.record = redis.call('HGET', K.inst, outcome.instance) end
+  if #DISPATCH > 0 then outcome.dispatch = DISPATCH end
   return answer(cjson.encode(outcome))
 end
 
