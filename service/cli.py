@@ -1,8 +1,9 @@
 """The ``triggers`` command line: run the service, make API keys, and drive sessions.
 
 * ``triggers serve [--host H] [--port P]``: the HTTP API. Without TRIGGERS_REDIS_URL it first
-  starts the embedded Redis (files in TRIGGERS_DATA_DIR, append-only file on) and stops it,
-  flushed, when the API stops (SIGINT or SIGTERM).
+  starts the embedded Redis (files in TRIGGERS_DATA_DIR, append-only file on) and an
+  in-process worker, and stops both, Redis flushed, when the API stops (SIGINT or SIGTERM).
+* ``triggers worker [--processes N] [--threads M]``: Dramatiq workers that run tasks.
 * ``triggers api-key NAME [--prefix P ...] [--scope S ...]``: a new secret and its
   TRIGGERS_API_KEYS entry.
 * ``triggers configure|fire|show|unresolved|replay|skip|delete``: talk to a running service
@@ -25,6 +26,7 @@ from typing import Any
 from service.api.auth import SCOPES, new_api_key
 from service.client import TriggersClient, TriggersHTTPError
 from service.settings import Settings
+from service.worker.process import run_workers, start_worker
 
 log = logging.getLogger("triggers")
 
@@ -41,6 +43,9 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
     try:
         with RedisServer(data_dir=folder, appendonly=True) as server:
             log.info("embedded Redis on %s, data in %s (append-only file on)", server.url, folder)
+            # Everything that reads settings from the environment (the in-process worker, the
+            # dispatcher's broker) uses this server too.
+            os.environ["TRIGGERS_REDIS_URL"] = server.url
             yield settings.model_copy(update={"redis_url": server.url})
     finally:
         log.info("embedded Redis stopped, data flushed")
@@ -62,15 +67,32 @@ def serve(args: argparse.Namespace) -> int:
     from service.api.app import create_app
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    embedded = not Settings().redis_url
     try:
         with redis_for(Settings()) as settings:
-            uvicorn.run(
-                create_app(settings), host=args.host, port=args.port, loop="uvloop",
-                http="httptools", log_level=args.log_level, lifespan="on",
-            )  # fmt: skip
+            worker = start_worker(settings) if embedded else None
+            try:
+                uvicorn.run(
+                    create_app(settings), host=args.host, port=args.port, loop="uvloop",
+                    http="httptools", log_level=args.log_level, lifespan="on",
+                )  # fmt: skip
+            finally:
+                if worker is not None:
+                    worker.stop(timeout=10_000)
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """`triggers worker`: Dramatiq worker processes (TRIGGERS_REDIS_URL must be set)."""
+    settings = Settings()
+    if not (settings.redis_url or settings.broker_url):
+        print("triggers worker: set TRIGGERS_REDIS_URL (state) and optionally "
+              "TRIGGERS_BROKER_URL", file=sys.stderr)  # fmt: skip
+        return 2
+    return run_workers(args.processes or settings.worker_processes,
+                       args.threads or settings.worker_threads)  # fmt: skip
 
 
 def api_key(args: argparse.Namespace) -> int:
@@ -131,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8000)
     serve_parser.add_argument("--log-level", default="info")
+    worker_parser = sub.add_parser("worker", help="run Dramatiq worker processes")
+    worker_parser.add_argument("--processes", type=int, help="default TRIGGERS_WORKER_PROCESSES")
+    worker_parser.add_argument("--threads", type=int, help="default TRIGGERS_WORKER_THREADS")
     key_parser = sub.add_parser("api-key", help="make a new API key and its settings entry")
     key_parser.add_argument("name")
     key_parser.add_argument("--prefix", action="append", help="UID prefix it may touch")
@@ -168,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "api-key":
         return api_key(args)
+    if args.command == "worker":
+        return worker(args)
     return run_client_command(args)
 
 

@@ -58,6 +58,54 @@ class Settings(BaseSettings):
         description="Refuse to start when Redis' maxmemory-policy is not noeviction "
         "(otherwise: a warning).",
     )
+    broker_url: str | None = Field(
+        default=None,
+        description="Dramatiq broker: redis:// or amqp:// (RabbitMQ, needs the pika package); "
+        "unset: the state Redis.",
+    )
+    outbound_allow: str | None = Field(
+        default=None,
+        description="Comma-separated hosts, host:port, addresses, CIDR networks or URL prefixes "
+        "that HTTP tasks and webhooks may call although they are private or loopback "
+        "(e.g. localhost for tasks on this machine).",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Signing secret (whsec_ + base64) for webhooks and HTTP tasks; unset: "
+        "generated once and kept in TRIGGERS_DATA_DIR/webhook-secret.",
+    )
+    task_modules: str | None = Field(
+        default=None,
+        description="Comma-separated Python modules whose @task functions workers can run.",
+    )
+    http_connect_timeout: float = Field(default=5.0, gt=0, description="HTTP tasks: seconds.")
+    http_read_timeout: float = Field(default=60.0, gt=0, description="HTTP tasks: seconds.")
+    http_max_response_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="HTTP tasks: largest answer body read."
+    )
+    worker_processes: int = Field(default=2, ge=1, description="`triggers worker` processes.")
+    worker_threads: int = Field(default=8, ge=1, description="Worker threads per process.")
+    worker_poll_ms: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Idle poll of the broker queue (Dramatiq's worker_timeout). Dramatiq's "
+        "1000 ms default adds up to a second per hop; 20 ms costs one cheap Lua call per "
+        "queue every 20 ms per idle worker process.",
+    )
+    sweep_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between sweeps for stranded work."
+    )
+    sweep_grace: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds an outbox entry may wait for its enqueue before it is re-sent.",
+    )
+    failpoint: str | None = Field(
+        default=None,
+        description="Testing only: after-commit-before-enqueue makes the API process exit "
+        "between a committed change and its enqueue.",
+    )
     key_prefix: str = Field(
         default="trg",
         pattern=r"^[A-Za-z0-9_\-.:]{1,50}$",

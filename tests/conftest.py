@@ -32,7 +32,13 @@ def redis_url() -> Iterator[str]:
         yield url
         return
     with RedisServer() as server:
-        yield server.url
+        # Processes and modules that read their settings from the environment (the Dramatiq
+        # broker of the API's dispatcher, worker processes) find this server too.
+        os.environ["TRIGGERS_REDIS_URL"] = server.url
+        try:
+            yield server.url
+        finally:
+            os.environ.pop("TRIGGERS_REDIS_URL", None)
 
 
 @pytest.fixture(scope="session")

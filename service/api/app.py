@@ -22,6 +22,7 @@ from service.api.limits import BodySizeLimit
 from service.engine import Engine
 from service.factory import build_engine, build_manager
 from service.settings import Settings
+from service.worker.dispatch import Dispatcher, load_runners
 
 log = logging.getLogger("service.api")
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             manager=manager,
             auth=auth,
             idempotency=IdempotencyStore(engine, settings.idempotency_ttl),
+            dispatcher=Dispatcher(engine, load_runners(), settings.failpoint),
         )
         try:
             yield

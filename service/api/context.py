@@ -12,9 +12,10 @@ from fastapi import Request
 
 from service.api.auth import Authenticator
 from service.api.idempotency import IdempotencyStore
-from service.engine import Engine
+from service.engine import Engine, Outcome
 from service.managers import Manager
 from service.settings import Settings
+from service.worker.dispatch import Dispatcher
 
 
 @dataclass
@@ -24,6 +25,13 @@ class ApiContext:
     manager: Manager
     auth: Authenticator
     idempotency: IdempotencyStore
+    dispatcher: Dispatcher
+
+    async def after(self, uid: str, outcome: Outcome) -> None:
+        """After a committed change: hand what it scheduled to the runners at once (the
+        sweeper covers a crash before this point), then the manager's hooks."""
+        await self.dispatcher.dispatch(uid, outcome)
+        await self.manager.after_transition(uid, outcome)
 
 
 def context(request: Request) -> ApiContext:

@@ -79,6 +79,7 @@ async def replay(
     raw = await request.body()
     async with ctx.idempotency.request(uid, request, raw) as idem:
         outcome = await ctx.engine.replay(uid, name, kwargs, idempotency=idem)
+    await ctx.after(uid, outcome)
     if outcome.record is not None:
         await ctx.manager.after_replay(uid, outcome.record)
     assert outcome.clone is not None
@@ -104,7 +105,7 @@ async def skip(
         outcome = await ctx.engine.skip(
             uid, name, cascade=body.cascade, result=body.result, idempotency=idem
         )
-    await ctx.manager.after_transition(uid, outcome)
+    await ctx.after(uid, outcome)
     assert outcome.record is not None
     await ctx.manager.after_skip(uid, outcome.record, body.cascade)
     return outcome.record
@@ -129,7 +130,7 @@ async def set_status(
             uid, name, body.status, metadata=body.metadata, cascade=body.cascade,
             cascade_kwargs=body.cascadeKwargs, idempotency=idem,
         )  # fmt: skip
-    await ctx.manager.after_transition(uid, outcome)
+    await ctx.after(uid, outcome)
     assert outcome.record is not None
     return outcome.record
 

@@ -71,7 +71,7 @@ async def fire(uid: Uid, body: FireBody, request: Request) -> FireAnswer:
     raw = await request.body()
     async with ctx.idempotency.request(uid, request, raw) as idem:
         outcome = await ctx.engine.fire(uid, body.trigger, body.kwargs, idempotency=idem)
-    await ctx.manager.after_transition(uid, outcome)
+    await ctx.after(uid, outcome)
     return fire_answer(uid, body.trigger, outcome)
 
 

@@ -536,9 +536,7 @@ class Engine:
 
     async def pending_sessions(self, limit: int = 1000) -> list[tuple[str, int]]:
         """Sessions that may hold stranded work, oldest mark first, with their mark (ms)."""
-        found: list[Any] = await self.client.zrange(
-            self.pending_key, 0, limit - 1, withscores=True
-        )
+        found: list[Any] = await self.client.zrange(self.pending_key, 0, limit - 1, withscores=True)
         return [(str(uid), int(score)) for uid, score in found]
 
     async def prune_pending(self, uid: str, seen_at_ms: int) -> bool:

@@ -1,0 +1,43 @@
+"""The Dramatiq actor that runs instances.
+
+Importing this module sets up the broker from the settings (as Dramatiq apps do); ``triggers
+worker`` and the in-process worker of ``triggers serve`` load it. Messages carry
+``(uid, instance)``; the claim script decides whether there is anything to do, so duplicate or
+late messages are harmless, and Dramatiq's own retries are off (retries are the engine's).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import dramatiq
+
+from service.settings import Settings
+from service.worker.broker import QUEUE, build_broker
+from service.worker.runtime import WorkerRuntime
+from service.worker.sweeper import SweeperMiddleware
+
+settings = Settings()
+broker = build_broker(settings)
+broker.add_middleware(SweeperMiddleware())
+
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def runtime() -> WorkerRuntime:
+    """The process's runtime (made on the worker's event loop thread, on first use)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = WorkerRuntime(Settings())
+        return _runtime
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
+async def run_instance(uid: str, name: str) -> None:
+    delay = await runtime().execute(uid, name)
+    if delay is not None:  # early: cooling down; come back when due
+        run_instance.send_with_options(args=(uid, name), delay=delay)

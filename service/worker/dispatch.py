@@ -1,0 +1,85 @@
+"""Handing scheduled instances to their runners, then acknowledging them in the outbox.
+
+A changing script returns ``dispatch`` entries (instance, runner key, due time). The
+dispatcher looks the runner up by key in the ``triggers.runners`` registry and hands the
+instance over (``dramatiq`` sends a message, delayed until the due time; ``external`` does
+nothing: the instance waits in ``scheduled`` for an outside worker to report its status), then
+drops the entries from the outbox. If the process dies in between, the sweeper re-sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Protocol
+
+from service.engine import Engine, Outcome
+from service.engine.models import Dispatch
+from service.registry import runners
+
+log = logging.getLogger(__name__)
+
+FAILPOINT_AFTER_COMMIT = "after-commit-before-enqueue"
+
+
+class Runner(Protocol):
+    key: str
+
+    async def dispatch(self, uid: str, name: str, delay_ms: int) -> None: ...
+
+
+class ExternalRunner:
+    """An outside worker (any language) reports the instance's status through the API."""
+
+    key = "external"
+
+    async def dispatch(self, uid: str, name: str, delay_ms: int) -> None:
+        log.info("instance %s of %s waits for an external worker", name, uid)
+
+
+def load_runners() -> dict[str, Runner]:
+    """Every runner of the triggers.runners registry (entry points), by key."""
+    return {str(key): runners.get(key) for key in list(runners.keys())}
+
+
+class Dispatcher:
+    def __init__(
+        self, engine: Engine, runners: dict[str, Runner], failpoint: str | None = None
+    ) -> None:
+        self.engine = engine
+        self.runners = runners
+        self.failpoint = failpoint
+
+    async def dispatch(self, uid: str, outcome: Outcome) -> None:
+        await self.hand_over(uid, outcome.dispatch)
+
+    async def hand_over(self, uid: str, entries: list[Dispatch]) -> None:
+        if not entries:
+            return
+        if self.failpoint == FAILPOINT_AFTER_COMMIT:
+            log.critical("failpoint %s: exiting before the enqueue", self.failpoint)
+            os._exit(75)
+        now = int(time.time() * 1000)
+        handed = []
+        for entry in entries:
+            runner = self.runners.get(entry.runner)
+            if runner is None:
+                await self._unknown_runner(uid, entry)
+                continue
+            await runner.dispatch(uid, entry.name, max(0, entry.due - now))
+            handed.append(entry.name)
+        await self.engine.ack_dispatched(uid, handed)
+
+    async def _unknown_runner(self, uid: str, entry: Dispatch) -> None:
+        log.error("instance %s of %s: no runner %r", entry.name, uid, entry.runner)
+        await self.engine.set_status(
+            uid,
+            entry.name,
+            "failed",
+            metadata={
+                "exceptionType": "triggers.UnknownRunner",
+                "exceptionInfo": f"no runner registered under {entry.runner!r} "
+                f"(known: {', '.join(sorted(self.runners))})",
+            },
+        )

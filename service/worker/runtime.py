@@ -1,0 +1,130 @@
+"""What a worker process needs to run instances, built once on the worker's event loop.
+
+Dramatiq's AsyncIO middleware runs async actors on one event loop thread per process; the
+engine's connection pool and the HTTP client belong to that loop, so they are created lazily
+from inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.engine import Claim, ConflictError, Engine, Outcome
+from service.factory import build_engine, build_manager
+from service.managers import Manager
+from service.outbound import OutboundPolicy
+from service.settings import Settings
+from service.signing import Signer, load_or_create_secret
+from service.worker.dispatch import Dispatcher, load_runners
+from service.worker.http_task import HttpTaskRunner
+from service.worker.outcome import TaskOutcome
+from service.worker.python_tasks import PythonTaskRegistry, TaskContext
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url
+        self.settings = settings
+        self.manager: Manager = build_manager(settings)
+        self.engine: Engine = build_engine(settings, settings.redis_url, self.manager)
+        self.dispatcher = Dispatcher(self.engine, load_runners())
+        secret = load_or_create_secret(settings.webhook_secret, Path(settings.data_dir))
+        self.http = httpx.AsyncClient(follow_redirects=False)
+        self.http_tasks = HttpTaskRunner(
+            self.http, OutboundPolicy(settings.outbound_allow), Signer(secret),
+            connect_timeout=settings.http_connect_timeout,
+            read_timeout=settings.http_read_timeout,
+            max_response_bytes=settings.http_max_response_bytes,
+        )  # fmt: skip
+        modules = [m.strip() for m in (settings.task_modules or "").split(",") if m.strip()]
+        self.python_tasks = PythonTaskRegistry(modules)
+
+    async def after(self, uid: str, outcome: Outcome) -> None:
+        """Hand what the change scheduled to its runners, then call the manager's hooks."""
+        await self.dispatcher.dispatch(uid, outcome)
+        await self.manager.after_transition(uid, outcome)
+
+    async def fire(self, uid: str, trigger: str, kwargs: dict[str, Any] | None) -> Outcome:
+        outcome = await self.engine.fire(uid, trigger, kwargs)
+        await self.after(uid, outcome)
+        return outcome
+
+    async def run_task(self, uid: str, name: str, claim: Claim) -> TaskOutcome:
+        assert claim.task is not None
+        if claim.task.run.startswith(("http://", "https://")):
+            return await self.http_tasks.run(uid, name, claim)
+        context = TaskContext(
+            uid, name, claim.attempt or 1, claim.kwargs or {},
+            lambda trigger, kwargs: self.fire(uid, trigger, kwargs),
+            asyncio.get_running_loop(),
+        )  # fmt: skip
+        return await self.python_tasks.run(claim.task.run, context)
+
+    async def keep_lease(self, uid: str, name: str, token: str) -> None:
+        """Renew the lease every third of its length while the task runs."""
+        interval = self.engine.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.engine.renew_lease(uid, name, token)
+            except ConflictError:
+                log.warning("%s %s: lease lost; the result of this run will be refused", uid, name)
+                return
+
+    async def record(self, uid: str, name: str, token: str, result: TaskOutcome) -> Outcome:
+        """The transition that ends the run (one script each, with its cascade)."""
+        engine = self.engine
+        if result.kind == "finished":
+            return await engine.complete(uid, name, token, result.result,
+                                         log_level=result.log_level)  # fmt: skip
+        if result.kind == "retry":
+            return await engine.retry(
+                uid, name, token, cooldown=result.cooldown, kwargs=result.kwargs,
+                metadata=result.metadata, log_level=result.log_level,
+            )  # fmt: skip
+        if result.kind == "skip":
+            return await engine.set_status(uid, name, "skipped", metadata=result.metadata,
+                                           token=token)  # fmt: skip
+        return await engine.fail(
+            uid, name, token, result.exception_type, result.exception_info,
+            result.exception_context, log_level=result.log_level,
+        )  # fmt: skip
+
+    async def execute(self, uid: str, name: str) -> int | None:
+        """Claim, run, record. Returns a delay (ms) when the instance is not due yet."""
+        claim = await self.engine.claim(uid, name)
+        if claim.state == "not_due":
+            return claim.wait
+        if claim.state != "claimed":
+            log.info("%s %s: nothing to do (%s %s)", uid, name, claim.state, claim.status or "")
+            return None
+        assert claim.token is not None
+        if claim.task is None:
+            result = TaskOutcome.failure("triggers.TaskNotConfigured",
+                                         f"task of {name} is no longer configured")  # fmt: skip
+        else:
+            renewal = asyncio.create_task(self.keep_lease(uid, name, claim.token))
+            try:
+                result = await self.run_task(uid, name, claim)
+            finally:
+                renewal.cancel()
+        try:
+            outcome = await self.record(uid, name, claim.token, result)
+        except ConflictError as refused:
+            log.warning("%s %s: result refused (%s)", uid, name, refused)
+            return None
+        await self.after(uid, outcome)
+        if outcome.retried and outcome.record is not None:
+            await self.manager.after_replay(uid, outcome.record)
+        return None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.engine.aclose()
