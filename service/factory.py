@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from service.engine import Engine
 from service.managers import Manager
-from service.registry import managers
+from service.registry import lookup, managers
 from service.settings import Settings
 
 
 def build_manager(settings: Settings) -> Manager:
     """The manager registered under ``TRIGGERS_MANAGER`` (entry point group triggers.managers)."""
-    manager = managers.get(settings.manager)
+    manager = lookup(managers, settings.manager)
     if not isinstance(manager, Manager):
         raise TypeError(f"manager {settings.manager!r} is not a service.managers.Manager")
     return manager

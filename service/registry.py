@@ -9,6 +9,7 @@ phx-class-registry is its maintained successor). Groups: ``triggers.managers``,
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from class_registry.entry_points import EntryPointClassRegistry
@@ -20,3 +21,21 @@ RUNNERS_GROUP = "triggers.runners"
 managers: EntryPointClassRegistry[Any] = EntryPointClassRegistry(MANAGERS_GROUP)
 storages: EntryPointClassRegistry[Any] = EntryPointClassRegistry(STORAGES_GROUP)
 runners: EntryPointClassRegistry[Any] = EntryPointClassRegistry(RUNNERS_GROUP)
+
+# The registries read their entry points lazily, and that first read is not thread-safe (two
+# worker threads building one registry at once saw an empty table, a KeyError): every lookup
+# goes through this lock. (Reading them at import instead would import the runners' modules,
+# which import this one.)
+_lock = threading.Lock()
+
+
+def lookup(registry: EntryPointClassRegistry[Any], key: str) -> Any:
+    """A new instance of what ``registry`` holds under ``key`` (LookupError if nothing)."""
+    with _lock:
+        return registry.get(key)
+
+
+def all_of(registry: EntryPointClassRegistry[Any]) -> dict[str, Any]:
+    """An instance of everything in ``registry``, by key."""
+    with _lock:
+        return {str(key): registry.get(key) for key in list(registry.keys())}

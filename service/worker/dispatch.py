@@ -16,7 +16,7 @@ from typing import Protocol
 
 from service.engine import Engine, Outcome
 from service.engine.models import Dispatch
-from service.registry import runners
+from service.registry import all_of, runners
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ExternalRunner:
 
 def load_runners() -> dict[str, Runner]:
     """Every runner of the triggers.runners registry (entry points), by key."""
-    return {str(key): runners.get(key) for key in list(runners.keys())}
+    return all_of(runners)
 
 
 class Dispatcher:
