@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,9 +28,17 @@ def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(secret + "\n")
+    # Written whole to a private temporary file, then linked into place: two processes (or
+    # threads) starting at once never see a half-written secret, and the first link wins.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(secret + "\n")
+        os.link(temporary, path)
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        os.unlink(temporary)
     return secret
 
 

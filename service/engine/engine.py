@@ -54,6 +54,9 @@ MARKING_SCRIPTS = frozenset(
 """Scripts that can put instances in the outbox or take a lease: the session is added to the
 pending index before they run (DESIGN.md section 2)."""
 MAX_LEASE_MS = 24 * 3600 * 1000
+HEALTH_CHECK_SECONDS = 5
+"""A pooled connection idle longer than this is PINGed before use, so a Redis restart costs
+no request on a stale connection (scripts are never retried blindly: one might have run)."""
 
 
 @dataclass(frozen=True)
@@ -142,12 +145,14 @@ class Engine:
         client: RedisClient
         if cluster:
             client = RedisCluster.from_url(
-                url, decode_responses=True, connection_class=HiredisPackingConnection
-            )
+                url, decode_responses=True, connection_class=HiredisPackingConnection,
+                health_check_interval=HEALTH_CHECK_SECONDS,
+            )  # fmt: skip
         else:
             client = Redis.from_url(
-                url, decode_responses=True, connection_class=HiredisPackingConnection
-            )
+                url, decode_responses=True, connection_class=HiredisPackingConnection,
+                health_check_interval=HEALTH_CHECK_SECONDS,
+            )  # fmt: skip
         return cls(client, **options)
 
     async def load_scripts(self) -> None:

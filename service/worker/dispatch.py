@@ -2,9 +2,14 @@
 
 A changing script returns ``dispatch`` entries (instance, runner key, due time). The
 dispatcher looks the runner up by key in the ``triggers.runners`` registry and hands the
-instance over (``dramatiq`` sends a message, delayed until the due time; ``external`` does
-nothing: the instance waits in ``scheduled`` for an outside worker to report its status), then
-drops the entries from the outbox. If the process dies in between, the sweeper re-sends them.
+instance over: ``dramatiq`` sends a message, delayed until the due time; ``external`` does
+nothing, the instance waits in ``scheduled`` for an outside worker to report its status.
+
+An entry leaves the outbox when the instance is claimed (claim.lua), not when its message is
+sent: a message lost after the send (a broker restart, a worker dying between fetch and
+claim) would otherwise strand the instance in ``scheduled`` for good. The sweeper re-sends
+entries due for longer than the grace period, at most once per period each, and claim makes
+the duplicates harmless. Runners whose hand-over is final (``external``) acknowledge at once.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ FAILPOINT_AFTER_COMMIT = "after-commit-before-enqueue"
 
 class Runner(Protocol):
     key: str
+    acknowledges: bool
+    """True when the hand-over is final (drop the outbox entry now); False when the instance
+    stays in the outbox until a worker claims it."""
 
     async def dispatch(self, uid: str, name: str, delay_ms: int) -> None: ...
 
@@ -33,6 +41,7 @@ class ExternalRunner:
     """An outside worker (any language) reports the instance's status through the API."""
 
     key = "external"
+    acknowledges = True
 
     async def dispatch(self, uid: str, name: str, delay_ms: int) -> None:
         log.info("instance %s of %s waits for an external worker", name, uid)
@@ -68,7 +77,8 @@ class Dispatcher:
                 await self._unknown_runner(uid, entry)
                 continue
             await runner.dispatch(uid, entry.name, max(0, entry.due - now))
-            handed.append(entry.name)
+            if runner.acknowledges:
+                handed.append(entry.name)
         await self.engine.ack_dispatched(uid, handed)
 
     async def _unknown_runner(self, uid: str, entry: Dispatch) -> None:

@@ -13,6 +13,7 @@ class DramatiqRunner:
     """Sends the instance to the run_instance actor, delayed until it is due."""
 
     key = "dramatiq"
+    acknowledges = False  # the claim drops the outbox entry; until then the sweeper watches
 
     async def dispatch(self, uid: str, name: str, delay_ms: int) -> None:
         from service.worker.actors import run_instance

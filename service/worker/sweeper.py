@@ -88,6 +88,8 @@ class SweeperMiddleware(Middleware):
             self.thread.join(10)
 
     def _main(self) -> None:
+        """Runs until shutdown; a failure (Redis away at start-up, say) restarts it."""
+
         async def main() -> None:
             runtime = WorkerRuntime(Settings())
             try:
@@ -95,4 +97,9 @@ class SweeperMiddleware(Middleware):
             finally:
                 await runtime.aclose()
 
-        asyncio.run(main())
+        while not self.stop.is_set():
+            try:
+                asyncio.run(main())
+            except Exception:
+                log.exception("sweeper stopped; restarting it")
+                self.stop.wait(Settings().sweep_interval)

@@ -5,6 +5,7 @@ and an engine on the same key prefix for assertions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.engine import Engine, Instance
 from service.redis_server import free_port
@@ -46,7 +48,7 @@ class TaskServer:
 
 def _handler_class(server: TaskServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("content-length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -88,13 +90,24 @@ class Stack:
     workers: list[subprocess.Popen[bytes]]
 
     def start_worker(self, threads: int = 4) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "worker", "--processes", "1",
-             "--threads", str(threads)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        """A `triggers worker` process; its log goes to worker.log in the data folder."""
+        log_path = os.path.join(self.env["TRIGGERS_DATA_DIR"], "worker.log")
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker", "--processes", "1",
+                 "--threads", str(threads)],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=log_file,
+                start_new_session=True,  # its worker children share its process group
+            )  # fmt: skip
         self.workers.append(process)
         return process
+
+    def kill_workers(self) -> None:
+        """SIGKILL every worker process, children included: no chance to clean up."""
+        for process in self.workers:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        self.workers.clear()
 
 
 def stack_env(redis_url: str, prefix: str, data_dir: str) -> dict[str, str]:
@@ -147,6 +160,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # worker children, if it led its own group
 
 
 @pytest.fixture(scope="session")
@@ -191,7 +206,11 @@ async def wait_for(
     deadline = time.monotonic() + timeout
     instances: dict[str, Instance] = {}
     while time.monotonic() < deadline:
-        instances = (await engine.snapshot(uid)).instances
+        try:
+            instances = (await engine.snapshot(uid)).instances
+        except RedisConnectionError:  # a Redis being restarted by the test
+            await asyncio.sleep(0.1)
+            continue
         if done(instances):
             return instances
         await asyncio.sleep(0.05)

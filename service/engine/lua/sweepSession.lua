@@ -1,7 +1,9 @@
 --[=[
 sweepSession: what the sweeper must hand to workers again in one session (DESIGN.md section 2).
 
-Keys: all session keys; reads outbox, leases, inst, defs (changes nothing).
+Keys: all session keys; reads outbox, leases, inst, defs; writes outbox (the due time of each
+entry it returns moves to now, so an entry is re-sent at most once per grace period even when
+workers are merely slow).
 ARGV[5] grace in ms: an outbox entry is stranded when it has been due for longer than this
         (its caller died between the script and the enqueue, or the message was lost).
 Returns cjson {stranded = [[name, runner, due]], expired = [[name, runner, due]],
@@ -16,6 +18,7 @@ local function entries(key, max_score)
     local rec = load_instance(found[i])
     if rec then
       out[#out + 1] = {found[i], runner_of(load_def(rec.task)), tonumber(found[i + 1])}
+      if key == K.outbox then redis.call('ZADD', key, 'XX', NOW, found[i]) end
     end
   end
   return out
