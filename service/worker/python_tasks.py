@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from service.worker.outcome import TaskOutcome
@@ -111,7 +112,8 @@ class TaskContext:
         try:
             return model.model_validate(data)
         except ValidationError as error:
-            raise TaskError("kwargs do not validate", {"errors": error.errors()}) from None
+            errors = orjson.loads(error.json(include_url=False))  # JSON-safe, unlike errors()
+            raise TaskError("kwargs do not validate", {"errors": errors}) from None
 
     def retry(self, cooldown: float = 0.0, kwargs: dict[str, Any] | None = None) -> None:
         raise RetryRequested(cooldown, kwargs)

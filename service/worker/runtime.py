@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from service.engine import Claim, ConflictError, Engine, Outcome
+from service.engine import Claim, ConflictError, Engine, InvalidError, Outcome
 from service.factory import build_engine, build_manager
 from service.managers import Manager
 from service.outbound import OutboundPolicy
@@ -113,6 +113,10 @@ class WorkerRuntime:
             renewal = asyncio.create_task(self.keep_lease(uid, name, claim.token))
             try:
                 result = await self.run_task(uid, name, claim)
+            except Exception as error:  # a fault of ours, not the task's: still an end
+                log.exception("%s %s: running the task failed", uid, name)
+                result = TaskOutcome.failure("triggers.WorkerError",
+                                             f"{type(error).__name__}: {error}")  # fmt: skip
             finally:
                 renewal.cancel()
         try:
@@ -120,6 +124,10 @@ class WorkerRuntime:
         except ConflictError as refused:
             log.warning("%s %s: result refused (%s)", uid, name, refused)
             return None
+        except InvalidError as invalid:  # e.g. a result or context that is not JSON
+            outcome = await self.engine.fail(
+                uid, name, claim.token, "triggers.InvalidTaskResult", invalid.message
+            )
         await self.after(uid, outcome)
         if outcome.retried and outcome.record is not None:
             await self.manager.after_replay(uid, outcome.record)

@@ -212,3 +212,25 @@ async def test_external_runner_waits_for_a_status_report(
     instances = await wait_for(engine_e2e, uid, lambda i: "t_after#0" in i
                                and i["t_after#0"].status == "finished")  # fmt: skip
     assert instances["t_after#0"].metadata["actualKwargs"] == {"t_ext": {"done": 1}}
+
+
+async def test_http_timeouts_and_the_response_cap(
+    client: httpx.AsyncClient, engine_e2e: Engine, task_server: TaskServer
+) -> None:
+    uid = new_uid()
+
+    def slow(body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        time.sleep(2)
+        return 200, {}, b"{}"
+
+    task_server.routes["/slow"] = slow
+    task_server.routes["/huge"] = lambda b, h: (200, {}, b'{"x":"' + b"a" * 2_000_000 + b'"}')
+    await configure(client, uid, {
+        "t_slow": {"after": ["go"], "run": task_server.url("/slow"), "readTimeout": 0.5},
+        "t_huge": {"after": ["go"], "run": task_server.url("/huge")},
+    })  # fmt: skip
+    await fire(client, uid, "go")
+    instances = await wait_for(engine_e2e, uid, lambda i: len(i) == 2
+                               and all(x.status == "failed" for x in i.values()))  # fmt: skip
+    assert instances["t_slow#0"].metadata["exceptionType"] == "httpx.ReadTimeout"
+    assert instances["t_huge#0"].metadata["exceptionType"] == "triggers.ResponseTooLarge"
