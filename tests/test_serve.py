@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -15,9 +18,9 @@ import pytest
 from service.redis_server import free_port
 
 
-def start_serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_serve(data_dir: Path, port: int, **extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERS_")}
-    env.update({"TRIGGERS_AUTH": "off", "TRIGGERS_DATA_DIR": str(data_dir)})
+    env.update({"TRIGGERS_AUTH": "off", "TRIGGERS_DATA_DIR": str(data_dir), **extra})
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
         env=env,
@@ -76,4 +79,50 @@ def test_serve_keeps_sessions_across_a_restart(tmp_path: Path, sig: int) -> None
         assert fired.json()["scheduled"] == ["t_compare#0"]
     finally:
         stop(process, signal.SIGTERM)
+    assert not redis_children_alive(tmp_path)
+
+
+class _Echo(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        answer = json.dumps({"echo": body["kwargs"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.timeout(120)
+def test_the_quick_start_runs_tasks_with_nothing_else_started(tmp_path: Path) -> None:
+    """Embedded mode: Redis, API and an in-process worker from one command."""
+    echo = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=echo.serve_forever, daemon=True).start()
+    task_url = f"http://127.0.0.1:{echo.server_address[1]}/compare"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_serve(tmp_path, port, TRIGGERS_OUTBOUND_ALLOW="127.0.0.1")
+    try:
+        config = {"tasks": {
+            "t_compare": {"after": ["flora_page3", "fauna_page6"], "run": task_url},
+            "t_report": {"after": ["t_compare"], "run": task_url},
+        }}  # fmt: skip
+        assert httpx.put(f"{base}/sessions/applicant:1/config", json=config).status_code == 200
+        for trigger in ("fauna_page6", "flora_page3"):
+            httpx.post(f"{base}/sessions/applicant:1/fire", json={"trigger": trigger})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            instances = httpx.get(f"{base}/sessions/applicant:1").json()["instances"]
+            if instances.get("t_report#0", {}).get("status") == "finished":
+                break
+            time.sleep(0.1)
+        assert instances["t_compare#0"]["status"] == "finished"
+        assert instances["t_report#0"]["metadata"]["result"] == {
+            "echo": {"t_compare": {"echo": {"flora_page3": {}, "fauna_page6": {}}}}
+        }
+    finally:
+        stop(process, signal.SIGTERM)
+        echo.shutdown()
     assert not redis_children_alive(tmp_path)
