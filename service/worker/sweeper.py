@@ -57,11 +57,16 @@ class Sweeper:
         self.swept += sent
         return sent
 
+    async def lead(self) -> bool:
+        """Whether this sweeper holds the lock for the next interval (renewing it if so)."""
+        if await self.lock.owned():
+            return bool(await self.lock.reacquire())
+        return bool(await self.lock.acquire())
+
     async def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                owned = await self.lock.owned() and await self.lock.reacquire()
-                if owned or await self.lock.acquire():
+                if await self.lead():
                     await self.pass_once()
             except Exception:
                 log.exception("sweeper pass failed; trying again next interval")
