@@ -8,7 +8,10 @@ until nothing is left to run: "waiting for all work to settle after each step" (
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from service.engine import Claim, Engine
@@ -71,3 +74,22 @@ async def settle(
 def statuses(instances: dict[str, Any]) -> dict[str, str]:
     """{name: status} of a snapshot's instances."""
     return {name: instance.status for name, instance in instances.items()}
+
+
+@contextmanager
+def installed_plugin(
+    folder: Path, module: str, source: str, group: str, entry: str
+) -> Iterator[None]:
+    """A real installed-distribution layout on sys.path: ``module.py`` holding ``source`` and a
+    dist-info whose entry_points.txt declares ``entry`` (``name = module:attr``) in ``group``."""
+    (folder / f"{module}.py").write_text(source)
+    dist = folder / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\n{entry}\n")
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(module, None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from service.worker.python_tasks import (
     TaskContext,
     result_outcome,
 )
+from tests.support import installed_plugin
 
 PLUGIN = """
 def shout(context):
@@ -26,17 +26,10 @@ def shout(context):
 
 @pytest.fixture
 def plugin_on_path(tmp_path: Path) -> Iterator[None]:
-    (tmp_path / "shout_plugin.py").write_text(PLUGIN)
-    dist = tmp_path / "shout_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shout-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(f"[{TASKS_GROUP}]\nshout = shout_plugin:shout\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
+    with installed_plugin(
+        tmp_path, "shout_plugin", PLUGIN, TASKS_GROUP, "shout = shout_plugin:shout"
+    ):
         yield
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("shout_plugin", None)
 
 
 def context(kwargs: dict[str, Any]) -> TaskContext:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from service.factory import build_engine, build_manager
 from service.managers import DefaultManager, FinalizingManager
 from service.registry import MANAGERS_GROUP, managers, storages
 from service.settings import Settings
+from tests.support import installed_plugin
 
 PLUGIN = """
 from service.managers import Manager
@@ -27,20 +27,9 @@ class AuditManager(Manager):
 
 @pytest.fixture
 def plugin_on_path(tmp_path: Path) -> Iterator[None]:
-    """A real installed-distribution layout (dist-info with entry_points.txt) on sys.path."""
-    (tmp_path / "audit_plugin.py").write_text(PLUGIN)
-    dist = tmp_path / "audit_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: audit-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        f"[{MANAGERS_GROUP}]\naudit = audit_plugin:AuditManager\n"
-    )
-    sys.path.insert(0, str(tmp_path))
-    try:
+    entry = "audit = audit_plugin:AuditManager"
+    with installed_plugin(tmp_path, "audit_plugin", PLUGIN, MANAGERS_GROUP, entry):
         yield
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("audit_plugin", None)
 
 
 def test_builtin_managers_and_storage_are_registered() -> None:
