@@ -126,3 +126,23 @@ def test_the_quick_start_runs_tasks_with_nothing_else_started(tmp_path: Path) ->
         stop(process, signal.SIGTERM)
         echo.shutdown()
     assert not redis_children_alive(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_a_broker_that_is_down_costs_no_error_and_no_work(tmp_path: Path, redis_url: str) -> None:
+    """The change is committed before the hand-over; if the broker is unreachable the answer is
+    still 200 and the instance waits in the outbox for the sweeper."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_serve(tmp_path, port, TRIGGERS_REDIS_URL=redis_url,
+                          TRIGGERS_BROKER_URL="redis://127.0.0.1:1/0",
+                          TRIGGERS_KEY_PREFIX="brokerdown")  # fmt: skip
+    try:
+        config = {"tasks": {"t": {"after": ["go"], "run": "echo"}}}
+        assert httpx.put(f"{base}/sessions/s:1/config", json=config).status_code == 200
+        fired = httpx.post(f"{base}/sessions/s:1/fire", json={"trigger": "go"}, timeout=30)
+        assert fired.status_code == 200 and fired.json()["scheduled"] == ["t#0"]
+        session = httpx.get(f"{base}/sessions/s:1").json()
+        assert session["instances"]["t#0"]["status"] == "scheduled"
+    finally:
+        stop(process, signal.SIGTERM)

@@ -22,6 +22,7 @@ from service.api.limits import BodySizeLimit
 from service.engine import Engine
 from service.factory import build_engine, build_manager
 from service.settings import Settings
+from service.worker.broker import ensure_broker
 from service.worker.dispatch import Dispatcher, load_runners
 
 log = logging.getLogger("service.api")
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.redis_url:
             raise RuntimeError("TRIGGERS_REDIS_URL is not set (triggers serve sets it)")
+        ensure_broker(settings)  # the dramatiq runner sends with this app's settings
         manager = build_manager(settings)
         engine = build_engine(settings, settings.redis_url, manager)
         await engine.load_scripts()

@@ -13,12 +13,11 @@ import threading
 import dramatiq
 
 from service.settings import Settings
-from service.worker.broker import QUEUE, build_broker
+from service.worker.broker import QUEUE, ensure_broker
 from service.worker.runtime import WorkerRuntime
 from service.worker.sweeper import SweeperMiddleware
 
-settings = Settings()
-broker = build_broker(settings)
+broker = ensure_broker(Settings())
 broker.add_middleware(SweeperMiddleware())
 
 _runtime: WorkerRuntime | None = None

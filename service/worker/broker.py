@@ -19,6 +19,18 @@ def broker_url(settings: Settings) -> str:
     return url
 
 
+_configured: Broker | None = None
+
+
+def ensure_broker(settings: Settings) -> Broker:
+    """This process's broker: the one already configured (by the app, from its own settings),
+    or one built now from ``settings``. Actors bind to it when their module is imported."""
+    global _configured
+    if _configured is None:
+        _configured = build_broker(settings)
+    return _configured
+
+
 def build_broker(settings: Settings) -> Broker:
     url = broker_url(settings)
     broker: Broker

@@ -76,7 +76,12 @@ class Dispatcher:
             if runner is None:
                 await self._unknown_runner(uid, entry)
                 continue
-            await runner.dispatch(uid, entry.name, max(0, entry.due - now))
+            try:
+                await runner.dispatch(uid, entry.name, max(0, entry.due - now))
+            except Exception:  # the change is committed: the sweeper re-sends, no error
+                log.exception("%s %s: hand-over to %s failed; the sweeper will retry",
+                              uid, entry.name, entry.runner)  # fmt: skip
+                continue
             if runner.acknowledges:
                 handed.append(entry.name)
         await self.engine.ack_dispatched(uid, handed)
