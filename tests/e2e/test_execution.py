@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,23 @@ async def test_http_timeouts_and_the_response_cap(
                                and all(x.status == "failed" for x in i.values()))  # fmt: skip
     assert instances["t_slow#0"].metadata["exceptionType"] == "httpx.ReadTimeout"
     assert instances["t_huge#0"].metadata["exceptionType"] == "triggers.ResponseTooLarge"
+
+
+async def test_the_namespaced_super_session_recipe(
+    client: httpx.AsyncClient, engine_e2e: Engine
+) -> None:
+    """L2: two questionnaires of one applicant feed ``applicant:<id>``; pages arrive in either
+    order from separate requests; t_compareResponses runs once with both kwargs."""
+    applicant = f"applicant:{uuid.uuid4().hex[:8]}"
+    flora, fauna = f"flora-{applicant[10:]}", f"fauna-{applicant[10:]}"
+    await configure(client, applicant, {
+        "t_compareResponses": {"after": ["flora_page3", "fauna_page6"], "run": "echo"},
+    })  # fmt: skip
+    for questionnaire, trigger, page in ((fauna, "fauna_page6", 6), (flora, "flora_page3", 3)):
+        await fire(client, questionnaire, f"page{page}", responses={"q": page})
+        await fire(client, applicant, trigger, responses={"q": page})
+    instances = await wait_for(engine_e2e, applicant, lambda i: all_resolved(i))
+    assert list(instances) == ["t_compareResponses#0"]
+    assert instances["t_compareResponses#0"].metadata["actualKwargs"] == {
+        "flora_page3": {"responses": {"q": 3}}, "fauna_page6": {"responses": {"q": 6}}
+    }  # fmt: skip
