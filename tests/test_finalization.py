@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.engine import Engine
-from service.registry import MANAGERS_GROUP
+from service.registry import MANAGERS_GROUP, managers
 from tests.conftest import LiveServer, api_settings, unique_prefix
 from tests.support import installed_plugin
 
@@ -56,9 +56,14 @@ class RecordingManager(FinalizingManager):
 
 @pytest.fixture
 def recording_manager(tmp_path: Path) -> Iterator[None]:
+    """Installed as a plug-in distribution; the service's registry, already read by earlier
+    tests in this process, reads its entry points again (a deployment installs plug-ins before
+    it starts)."""
     entry = "recording = hooks_plugin:RecordingManager"
     with installed_plugin(tmp_path, "hooks_plugin", HOOKS_PLUGIN, MANAGERS_GROUP, entry):
+        managers.refresh()
         yield
+    managers.refresh()
 
 
 async def test_a_plug_in_manager_gets_its_hooks_in_the_original_order(
