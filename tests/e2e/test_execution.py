@@ -255,3 +255,33 @@ async def test_the_namespaced_super_session_recipe(
     assert instances["t_compareResponses#0"].metadata["actualKwargs"] == {
         "flora_page3": {"responses": {"q": 3}}, "fauna_page6": {"responses": {"q": 6}}
     }  # fmt: skip
+
+
+async def test_http_retry_by_429_and_by_header_with_replacement_kwargs(
+    client: httpx.AsyncClient, engine_e2e: Engine, task_server: TaskServer
+) -> None:
+    uid = new_uid()
+    first_429 = iter([(429, {}, b""), (200, {}, b'{"ok":1}')])
+    first_header = iter([
+        (200, {"Triggers-Outcome": "retry"}, b'{"kwargs": {"go": {"fixed": true}}}'),
+        (200, {}, b'{"ok":2}'),
+    ])  # fmt: skip
+    task_server.routes["/r429"] = lambda body, headers: next(first_429)
+    task_server.routes["/rhdr"] = lambda body, headers: next(first_header)
+    await configure(client, uid, {
+        "t_429": {"after": ["go"], "run": task_server.url("/r429")},
+        "t_hdr": {"after": ["go"], "run": task_server.url("/rhdr")},
+    })  # fmt: skip
+    await fire(client, uid, "go", original=True)
+
+    def done(i: dict[str, Any]) -> bool:
+        return {"t_429#1", "t_hdr#1"} <= i.keys() and all(
+            i[name].status == "finished" for name in ("t_429#1", "t_hdr#1")
+        )
+
+    instances = await wait_for(engine_e2e, uid, done)
+    assert instances["t_429#0"].status == instances["t_hdr#0"].status == "replayed"
+    assert instances["t_429#1"].kwargs == {"go": {"original": True}}
+    assert instances["t_hdr#1"].kwargs == {"go": {"fixed": True}}  # the body's replacement
+    [retried] = [b for b in task_server.calls_to("/rhdr") if b["session"] == uid][1:]
+    assert retried["kwargs"] == {"go": {"fixed": True}} and retried["attempt"] == 1
