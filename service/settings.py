@@ -74,6 +74,17 @@ class Settings(BaseSettings):
         description="Signing secret (whsec_ + base64) for webhooks and HTTP tasks; unset: "
         "generated once and kept in TRIGGERS_DATA_DIR/webhook-secret.",
     )
+    webhooks: str | None = Field(
+        default=None,
+        description='Global webhook subscriptions, a JSON list of {"url", "events"} '
+        '("*" for every event), added to each session\'s own.',
+    )
+    webhook_timeout: float = Field(default=15.0, gt=0, description="Seconds per attempt.")
+    webhook_retry_schedule: str = Field(
+        default="5,300,1800,7200,18000,36000,36000,50400,72000",
+        description="Seconds before each retry of a failed delivery (then it is failed): "
+        "ten attempts over about two and a half days, each delay with +-20% jitter.",
+    )
     task_modules: str | None = Field(
         default=None,
         description="Comma-separated Python modules whose @task functions workers can run.",

@@ -48,8 +48,10 @@ def outbox_key(engine: Engine, uid: str = UID) -> str:
 
 
 async def outbox(engine: Engine, uid: str = UID) -> dict[str, float]:
-    """The session's outbox, read straight from Redis: instance -> due time (ms)."""
-    return dict(await engine.client.zrange(outbox_key(engine, uid), 0, -1, withscores=True))
+    """The session's outbox, read straight from Redis: instance -> due time (ms). Events for
+    webhooks (members starting with "@") share the outbox and are left out here."""
+    entries = await engine.client.zrange(outbox_key(engine, uid), 0, -1, withscores=True)
+    return {name: due for name, due in entries if not name.startswith("@")}
 
 
 async def leases(engine: Engine, uid: str = UID) -> dict[str, float]:

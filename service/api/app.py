@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import health, instances, openapi, problems, sessions
+from service.api import health, instances, openapi, problems, sessions, webhooks
 from service.api.auth import Authenticator, parse_api_keys
 from service.api.context import ApiContext
 from service.api.gate import Gate
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(sessions.router)
     app.include_router(instances.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Gate, auth=auth)  # added last: runs first, before any body is read

@@ -530,7 +530,10 @@ class Engine:
         self._keys(uid, None)
         if isinstance(names, str):
             raise InvalidError("names: a list of instance names expected")
-        names = [self._check_instance(name) for name in names]
+        names = [
+            name if isinstance(name, str) and name.startswith("@") else self._check_instance(name)
+            for name in names
+        ]
         if not names:
             return 0
         return int(await self._run("ackDispatched", uid, *names))

@@ -40,3 +40,10 @@ async def run_instance(uid: str, name: str) -> None:
     delay = await runtime().execute(uid, name)
     if delay is not None:  # early: cooling down; come back when due
         run_instance.send_with_options(args=(uid, name), delay=delay)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
+async def deliver_webhook(uid: str, delivery_id: str) -> None:
+    delay = await runtime().deliver(uid, delivery_id)
+    if delay is not None:  # not taken: try again on the schedule
+        deliver_webhook.send_with_options(args=(uid, delivery_id), delay=int(delay * 1000))

@@ -59,6 +59,10 @@ class Dispatcher:
         self.engine = engine
         self.runners = runners
         self.failpoint = failpoint
+        for runner in runners.values():
+            bind = getattr(runner, "bind", None)
+            if bind is not None:  # runners that read the session (webhooks) get the engine
+                bind(engine)
 
     async def dispatch(self, uid: str, outcome: Outcome) -> None:
         await self.hand_over(uid, outcome.dispatch)

@@ -24,26 +24,19 @@ from redis.asyncio import ConnectionPool, Redis
 from service.engine.connection import HiredisPackingConnection
 
 
-class DramatiqRunner:
-    """Sends the instance to the run_instance actor, delayed until it is due."""
-
-    key = "dramatiq"
-    acknowledges = False  # the claim drops the outbox entry; until then the sweeper watches
+class ActorSender:
+    """Sends messages to an actor: from the event loop on a Redis broker, else from a thread."""
 
     def __init__(self) -> None:
         self._client: Redis | None = None
         self._sha: str | None = None
 
-    async def dispatch(self, uid: str, name: str, delay_ms: int) -> None:
-        from service.worker.actors import run_instance
-
-        broker = run_instance.broker
+    async def send(self, actor: Any, args: tuple[Any, ...], delay_ms: int) -> None:
+        broker = actor.broker
         if not isinstance(broker, RedisBroker):
-            await asyncio.to_thread(
-                run_instance.send_with_options, args=(uid, name), delay=delay_ms or None
-            )
+            await asyncio.to_thread(actor.send_with_options, args=args, delay=delay_ms or None)
             return
-        message = run_instance.message_with_options(args=(uid, name))
+        message = actor.message_with_options(args=args)
         message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
         queue = message.queue_name
         delay = delay_ms or None
@@ -81,6 +74,21 @@ class DramatiqRunner:
                 raise
             self._sha = await self._client.script_load(script.script)
             await self._client.evalsha(self._sha, 1, broker.namespace, *args)
+
+
+class DramatiqRunner:
+    """Sends the instance to the run_instance actor, delayed until it is due."""
+
+    key = "dramatiq"
+    acknowledges = False  # the claim drops the outbox entry; until then the sweeper watches
+
+    def __init__(self) -> None:
+        self.sender = ActorSender()
+
+    async def dispatch(self, uid: str, name: str, delay_ms: int) -> None:
+        from service.worker.actors import run_instance
+
+        await self.sender.send(run_instance, (uid, name), delay_ms)
 
 
 _REDIS_OPTIONS = {"host", "port", "db", "username", "password", "socket_timeout",

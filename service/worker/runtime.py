@@ -20,6 +20,8 @@ from service.managers import Manager
 from service.outbound import OutboundPolicy
 from service.settings import Settings
 from service.signing import Signer, load_or_create_secret
+from service.webhooks.delivery import Deliverer, parse_schedule
+from service.webhooks.store import DeliveryStore
 from service.worker.dispatch import Dispatcher, load_runners
 from service.worker.http_task import HttpTaskRunner
 from service.worker.outcome import TaskOutcome
@@ -42,6 +44,11 @@ class WorkerRuntime:
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
             max_response_bytes=settings.http_max_response_bytes,
+        )  # fmt: skip
+        self.deliverer = Deliverer(
+            DeliveryStore(self.engine), self.http, OutboundPolicy(settings.outbound_allow),
+            Signer(secret), parse_schedule(settings.webhook_retry_schedule),
+            settings.webhook_timeout,
         )  # fmt: skip
         modules = [m.strip() for m in (settings.task_modules or "").split(",") if m.strip()]
         self.python_tasks = PythonTaskRegistry(modules)
@@ -132,6 +139,13 @@ class WorkerRuntime:
         if outcome.retried and outcome.record is not None:
             await self.manager.after_replay(uid, outcome.record)
         return None
+
+    async def deliver(self, uid: str, delivery_id: str) -> float | None:
+        """One attempt of a webhook delivery; the delay before the next one, if any."""
+        delivery = await self.deliverer.store.get(uid, delivery_id)
+        if delivery is None or delivery.state in ("delivered", "failed"):
+            return None
+        return (await self.deliverer.attempt(uid, delivery)).retry_in
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -23,4 +23,5 @@ rec.meta.exceptionInfo = cjson.encode(ARGV[8])
 rec.meta.exceptionContext = ARGV[9]
 rec.meta.logLevel = ARGV[10]
 save_instance(name, rec, 'running')
+emit_event('instanceFailed:' .. name .. ':' .. NOW)
 return finish(outcome, {instance = name})

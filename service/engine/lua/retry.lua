@@ -46,6 +46,7 @@ if depth >= max_retries then
   rec.meta.exceptionContext = '{"replay_metadata":' .. raw_object(metadata) .. '}'
   rec.meta.logLevel = ARGV[13]
   save_instance(name, rec, 'running')
+  emit_event('instanceFailed:' .. name .. ':' .. NOW)
   return finish(outcome, {instance = name, retried = false})
 end
 

@@ -16,7 +16,10 @@ local function entries(key, max_score)
   local found = redis.call('ZRANGEBYSCORE', key, '-inf', max_score, 'WITHSCORES', 'LIMIT', 0, 500)
   for i = 1, #found, 2 do
     local rec = load_instance(found[i])
-    if rec then
+    if string.sub(found[i], 1, 1) == '@' then -- an event waiting for its delivery to be queued
+      out[#out + 1] = {found[i], 'webhooks', tonumber(found[i + 1])}
+      redis.call('ZADD', key, 'XX', NOW, found[i])
+    elseif rec then
       out[#out + 1] = {found[i], runner_of(load_def(rec.task)), tonumber(found[i + 1])}
       if key == K.outbox then redis.call('ZADD', key, 'XX', NOW, found[i]) end
     end

@@ -218,6 +218,15 @@ local function runner_of(def)
   return def and def.using or 'dramatiq'
 end
 
+-- An event for subscribers (webhooks), put in the outbox in the same atomic step as the change
+-- that caused it, so a crash before its delivery is enqueued cannot lose it (the sweeper
+-- re-sends it). Outbox members of events start with "@", which no instance name can.
+local function emit_event(event)
+  local member = '@' .. event
+  redis.call('ZADD', K.outbox, NOW, member)
+  DISPATCH[#DISPATCH + 1] = {member, 'webhooks', NOW}
+end
+
 -- Marks the instance scheduled and puts it in the outbox, due at `due` (ms).
 -- `def` is the task's definition when the caller has it at hand (else it is read).
 local function schedule(name, rec, old_status, due, def)
@@ -348,6 +357,7 @@ local function fire(trigger, kwargs, outcome)
   if trigger == FINAL_TRIGGER and redis.call('HSETNX', K.meta, 'finalized', '1') == 1 then
     redis.call('HSET', K.meta, 'finalizedAt', NOW)
     outcome.finalized = true
+    emit_event('sessionFinalized')
   end
   outcome.fires[#outcome.fires + 1] = record
   return record

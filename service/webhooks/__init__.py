@@ -1,0 +1,1 @@
+"""Webhooks: events for subscribers, signed (Standard Webhooks), retried, recorded."""

@@ -1,0 +1,80 @@
+"""The ``webhooks`` runner: turns an event of the outbox into deliveries, one per subscriber.
+
+Subscribers are the session's ``webhooks`` (its configuration) and the global ones of
+``TRIGGERS_WEBHOOKS`` (a JSON list of ``{"url", "events"}``; ``"*"`` subscribes to every
+event). Each delivery gets an id derived from the session, the event and the URL, so a
+re-dispatched event (the sweeper, after a crash) finds its deliveries already recorded and
+does not deliver twice; the delivery actor then makes the attempts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+from pydantic import TypeAdapter
+
+from service.engine import Engine, NotFoundError, Subscription
+from service.settings import Settings
+from service.webhooks.events import parse_member, payload
+from service.webhooks.store import DeliveryStore
+from service.worker.runners import ActorSender
+
+SUBSCRIPTIONS = TypeAdapter(list[Subscription])
+
+
+def delivery_id(uid: str, member: str, url: str) -> str:
+    return "msg_" + hashlib.sha256(f"{uid}|{member}|{url}".encode()).hexdigest()[:32]
+
+
+class WebhookRunner:
+    key = "webhooks"
+    acknowledges = True  # the deliveries are recorded: the event leaves the outbox
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.sender = ActorSender()
+        settings = Settings()
+        self.global_subscriptions = (
+            SUBSCRIPTIONS.validate_json(settings.webhooks) if settings.webhooks else []
+        )
+
+    def bind(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def subscriptions(self, uid: str) -> list[Subscription]:
+        assert self.engine is not None
+        try:
+            config = await self.engine.get_config(uid)
+        except NotFoundError:
+            return []
+        return [*(config.webhooks or []), *self.global_subscriptions]
+
+    async def dispatch(self, uid: str, member: str, delay_ms: int) -> None:
+        assert self.engine is not None
+        kind, _, _ = parse_member(member)
+        matching = [s for s in await self.subscriptions(uid) if kind in s.events or "*" in s.events]
+        if not matching:
+            return
+        store = DeliveryStore(self.engine)
+        body = orjson.dumps(await payload(self.engine, uid, member)).decode()
+        for subscription in matching:
+            identifier = delivery_id(uid, member, subscription.url)
+            created = await store.create(uid, identifier, subscription.url, kind, body)
+            if created or await store.state(uid, identifier) == "pending":
+                await self.send(uid, identifier)
+
+    async def send(self, uid: str, identifier: str, delay_ms: int = 0) -> None:
+        from service.worker.actors import deliver_webhook
+
+        await self.sender.send(deliver_webhook, (uid, identifier), delay_ms)
+
+    async def redeliver(self, uid: str, identifier: str) -> bool:
+        """By hand: the delivery starts again (same id), whatever its state."""
+        assert self.engine is not None
+        store = DeliveryStore(self.engine)
+        if await store.get(uid, identifier) is None:
+            return False
+        await store.set_state(uid, identifier, "pending")
+        await self.send(uid, identifier)
+        return True
