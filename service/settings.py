@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     manager: str = Field(
         default="finalizing", description="Manager key from the registry (default, finalizing)."
     )
+    storage: str = Field(
+        default="redis", description="Storage key from the registry (triggers.storages)."
+    )
     session_ttl: int | None = Field(
         default=None,
         ge=1,

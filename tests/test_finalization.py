@@ -94,3 +94,25 @@ async def test_a_plug_in_manager_gets_its_hooks_in_the_original_order(
         ("fire", "h:1", "t_f", ["t_b#0"]),  # J3: the cascade's post-fire comes first...
         ("skip", "h:1", "t_f#1", True),  # ...then post-skip
     ]
+
+
+async def test_a_configured_session_where_nothing_fired_is_not_finalized(
+    any_engine: Engine,
+) -> None:
+    engine = any_engine
+    await engine.configure("fin:2", {"tasks": {"t": {"after": ["a"], "run": "N"},
+                                               "t_fin": {"after": ["sessionFinalized"],
+                                                         "run": "N"}}})  # fmt: skip
+    outcome = await engine.finalize_if_ready("fin:2")
+    assert outcome.finalized is False  # t has no instance yet: unresolved, not waiting
+    assert (await engine.snapshot("fin:2")).finalized is False
+
+
+def test_storage_and_manager_are_chosen_by_key(redis_url: str) -> None:
+    from service.factory import build_engine
+    from service.settings import Settings
+
+    engine = build_engine(Settings(storage="redis", manager="default"), redis_url)
+    assert type(engine) is Engine and engine.finalize is False
+    with pytest.raises(LookupError):
+        build_engine(Settings(storage="nope"), redis_url)

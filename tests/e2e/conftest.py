@@ -122,7 +122,7 @@ def stack_env(redis_url: str, prefix: str, data_dir: str) -> dict[str, str]:
         "TRIGGERS_LEASE_SECONDS": "3",
         "TRIGGERS_SWEEP_INTERVAL": "0.5",
         "TRIGGERS_SWEEP_GRACE": "1",
-        "TRIGGERS_MANAGER": "default",
+        "TRIGGERS_WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.3",
     })  # fmt: skip
     return env
 
