@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             manager=manager,
             auth=auth,
             idempotency=IdempotencyStore(engine, settings.idempotency_ttl),
-            dispatcher=Dispatcher(engine, load_runners(), settings.failpoint),
+            dispatcher=Dispatcher(engine, load_runners(), settings),
         )
         try:
             yield

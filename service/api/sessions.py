@@ -15,6 +15,7 @@ from service.api.schemas import (
 )
 from service.api.views import fire_answer, session_answer, unresolved_task_view
 from service.engine import SessionConfig
+from service.webhooks.store import DeliveryStore
 
 router = APIRouter(tags=["sessions"])
 
@@ -109,4 +110,5 @@ async def delete_session(uid: Uid, request: Request) -> Response:
     ctx = context(request)
     async with ctx.idempotency.request(uid, request, b"") as idem:
         await ctx.engine.delete(uid, idempotency=idem)
+    await DeliveryStore(ctx.engine).delete(uid)
     return Response(status_code=204)

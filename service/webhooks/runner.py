@@ -34,13 +34,13 @@ class WebhookRunner:
     def __init__(self) -> None:
         self.engine: Engine | None = None
         self.sender = ActorSender()
-        settings = Settings()
-        self.global_subscriptions = (
-            SUBSCRIPTIONS.validate_json(settings.webhooks) if settings.webhooks else []
-        )
+        self.global_subscriptions: list[Subscription] = []
 
-    def bind(self, engine: Engine) -> None:
+    def bind(self, engine: Engine, settings: Settings) -> None:
+        """The dispatcher's engine and settings (global subscriptions: TRIGGERS_WEBHOOKS)."""
         self.engine = engine
+        if settings.webhooks:
+            self.global_subscriptions = SUBSCRIPTIONS.validate_json(settings.webhooks)
 
     async def subscriptions(self, uid: str) -> list[Subscription]:
         assert self.engine is not None

@@ -76,6 +76,13 @@ class DeliveryStore:
         key = self._key(uid, f"attempts:{delivery_id}")
         return int(await self.client.rpush(key, attempt.model_dump_json()))
 
+    async def delete(self, uid: str) -> None:
+        """Forget every delivery of the session (with the session)."""
+        ids = [str(i) for i in await self.client.hkeys(self._key(uid, "deliveries"))]
+        keys = [self._key(uid, "deliveries"), self._key(uid, "state")]
+        keys += [self._key(uid, f"attempts:{delivery_id}") for delivery_id in ids]
+        await self.client.delete(*keys)
+
     async def state(self, uid: str, delivery_id: str) -> str | None:
         value: Any = await self.client.hget(self._key(uid, "state"), delivery_id)
         return None if value is None else str(value)

@@ -22,6 +22,7 @@ from typing import Protocol
 from service.engine import Engine, Outcome
 from service.engine.models import Dispatch
 from service.registry import all_of, runners
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,14 @@ def load_runners() -> dict[str, Runner]:
 
 
 class Dispatcher:
-    def __init__(
-        self, engine: Engine, runners: dict[str, Runner], failpoint: str | None = None
-    ) -> None:
+    def __init__(self, engine: Engine, runners: dict[str, Runner], settings: Settings) -> None:
         self.engine = engine
         self.runners = runners
-        self.failpoint = failpoint
+        self.failpoint = settings.failpoint
         for runner in runners.values():
             bind = getattr(runner, "bind", None)
             if bind is not None:  # runners that read the session (webhooks) get the engine
-                bind(engine)
+                bind(engine, settings)
 
     async def dispatch(self, uid: str, outcome: Outcome) -> None:
         await self.hand_over(uid, outcome.dispatch)

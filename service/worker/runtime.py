@@ -36,7 +36,7 @@ class WorkerRuntime:
         self.settings = settings
         self.manager: Manager = build_manager(settings)
         self.engine: Engine = build_engine(settings, settings.redis_url, self.manager)
-        self.dispatcher = Dispatcher(self.engine, load_runners())
+        self.dispatcher = Dispatcher(self.engine, load_runners(), settings)
         secret = load_or_create_secret(settings.webhook_secret, Path(settings.data_dir))
         self.http = httpx.AsyncClient(follow_redirects=False)
         self.http_tasks = HttpTaskRunner(

@@ -68,6 +68,9 @@ async def test_one_signed_session_finalized_per_session(
     Webhook(secret(stack)).verify(json.dumps(body, separators=(",", ":")), headers)
     assert [d["type"] for d in found] == ["sessionFinalized"]
     assert headers["webhook-id"] == found[0]["id"]
+    assert (await client.delete(f"/sessions/{uid}")).status_code == 204
+    leftovers = await engine_e2e.client.keys(f"{stack.prefix}:{{{uid}}}:*")
+    assert leftovers == []  # the delivery log went with the session
 
 
 async def test_a_failing_receiver_gets_the_same_event_again_until_it_takes_it(
