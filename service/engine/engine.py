@@ -526,7 +526,7 @@ class Engine:
         return await self._transition("finalizeIfReady", uid)
 
     async def ack_dispatched(self, uid: str, names: Iterable[str]) -> int:
-        """Drop instances handed to the broker from the outbox (those already due)."""
+        """Drop entries a runner took for good from the outbox (those already due)."""
         self._keys(uid, None)
         if isinstance(names, str):
             raise InvalidError("names: a list of instance names expected")

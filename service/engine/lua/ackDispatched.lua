@@ -1,9 +1,10 @@
 --[=[
-ackDispatched: the caller handed these instances to the broker; drop them from the outbox.
+ackDispatched: a runner whose hand-over is final (external, webhooks) took these entries;
+drop them from the outbox. (Entries for Dramatiq stay until the claim removes them.)
 
 Keys: all session keys; writes outbox only. Not idempotency-aware (repeating it is harmless).
-ARGV[5..] instance names. An entry whose due time is still in the future (a retry cooling
-down) stays: the sweeper hands it over when it is due.
+ARGV[5..] instance names or event members ("@..."). An entry whose due time is still in the
+future (a retry cooling down) stays: the sweeper hands it over when it is due.
 Returns the number of entries removed.
 ]=]
 local removed = 0

@@ -16,7 +16,8 @@ unchanged on Redis Cluster):
                          instances of one status, or of one status and one task, without scanning
   KEYS[7]  latest  hash  trigger name -> kwargs of its most recent fire (raw JSON text)
   KEYS[8]  counts  hash  task name -> instances created so far (the next instance number)
-  KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, waiting to be handed to a worker
+  KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, until a worker claims it; and
+                         events for webhooks ("@<event>") until their deliveries are queued
   KEYS[10] leases  zset  instance -> lease expiry (ms) of running instances
   KEYS[11] idem    string  this request's Idempotency-Key record (a placeholder, never written,
                          when the request has no key): {fp, answer}
