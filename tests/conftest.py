@@ -13,6 +13,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -50,6 +52,17 @@ def redis_cluster() -> Iterator[RedisClusterServer]:
 
 def unique_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@asynccontextmanager
+async def engine_on(redis_url: str, prefix: str, **options: Any) -> AsyncIterator[Engine]:
+    """An engine on a standalone Redis with the given key prefix (e.g. a test server's)."""
+    engine = Engine(Redis.from_url(redis_url, decode_responses=True), prefix=prefix, **options)
+    await engine.load_scripts()
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
 
 
 @pytest.fixture

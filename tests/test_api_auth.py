@@ -16,11 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from service.api.auth import SCOPES, Scope, new_api_key
 from service.engine import Engine
-from tests.conftest import LiveServer, api_settings
+from tests.conftest import LiveServer, api_settings, engine_on
 
 PROBLEM = "application/problem+json"
 
@@ -111,10 +110,8 @@ def server(redis_url: str) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 async def engine(server: tuple[str, str], redis_url: str) -> AsyncIterator[Engine]:
-    engine = Engine(Redis.from_url(redis_url, decode_responses=True), prefix=server[1])
-    await engine.load_scripts()
-    yield engine
-    await engine.aclose()
+    async with engine_on(redis_url, server[1]) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from service.engine import Engine
 from service.settings import Settings
-from tests.conftest import LiveServer, api_settings
+from tests.conftest import LiveServer, api_settings, engine_on
 
 PROBLEM = "application/problem+json"
 
@@ -59,10 +58,8 @@ def server(redis_url: str) -> Iterator[tuple[str, Settings]]:
 @pytest.fixture(scope="module")
 async def engine(server: tuple[str, Settings], redis_url: str) -> AsyncIterator[Engine]:
     """An engine on the server's Redis and key prefix: the tests' worker."""
-    engine = Engine(Redis.from_url(redis_url, decode_responses=True), prefix=server[1].key_prefix)
-    await engine.load_scripts()
-    yield engine
-    await engine.aclose()
+    async with engine_on(redis_url, server[1].key_prefix) as engine:
+        yield engine
 
 
 @pytest.fixture
