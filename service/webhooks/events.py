@@ -18,6 +18,7 @@ from typing import Any
 
 from service.engine import Engine, NotFoundError
 from service.engine.engine import iso_time
+from service.engine.keys import session_keys
 
 EVENT_TYPES = ("sessionFinalized", "instanceFailed")
 
@@ -34,9 +35,10 @@ async def payload(engine: Engine, uid: str, member: str) -> dict[str, Any]:
     kind, instance, _ = parse_member(member)
     data: dict[str, Any] = {}
     if kind == "sessionFinalized":
-        snapshot_meta = await engine.snapshot(uid)
-        if snapshot_meta.finalizedAt:
-            data["finalizedAt"] = iso_time(snapshot_meta.finalizedAt)
+        meta_key = session_keys(uid, engine.prefix)[0]  # a read of one field, not a snapshot
+        finalized_at = await engine.client.hget(meta_key, "finalizedAt")
+        if finalized_at:
+            data["finalizedAt"] = iso_time(int(finalized_at))
     elif instance is not None:
         try:
             record = await engine.instance(uid, instance)
