@@ -386,10 +386,10 @@ class Engine:
     ) -> Outcome:
         """running -> finished with ``result`` and its cascade, atomically (F2, F4)."""
         self._check_instance(name)
-        payload = self._check_object(result, "result")
+        payload = self._payload(result, "result")
         level = self._check_level(log_level)
         token = self._check_token(token)
-        return await self._transition("complete", uid, name, token, _json(payload), level)
+        return await self._transition("complete", uid, name, token, payload, level)
 
     async def fail(
         self,
@@ -404,10 +404,10 @@ class Engine:
     ) -> Outcome:
         """running -> failed with the cause (F3). No cascade."""
         self._check_instance(name)
-        payload = self._check_object(context, "exceptionContext")
+        payload = self._payload(context, "exceptionContext")
         return await self._transition(
             "fail", uid, name, self._check_token(token), str(exception_type),
-            str(exception_info), _json(payload), self._check_level(log_level),
+            str(exception_info), payload, self._check_level(log_level),
         )  # fmt: skip
 
     async def retry(
@@ -436,7 +436,7 @@ class Engine:
         replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
         meta = _raw_map(self._check_metadata(metadata))
         cause_type, cause_info, cause_context = cause or ("", "", None)
-        context = _json(self._check_object(cause_context, "exceptionContext"))
+        context = self._payload(cause_context, "exceptionContext")
         return await self._transition(
             "retry", uid, name, self._check_token(token), _json(cooldown), replacement, meta,
             str(cause_type), str(cause_info), context, self._check_level(log_level),
@@ -467,10 +467,10 @@ class Engine:
     ) -> Outcome:
         """H2: a failed instance becomes skipped; with ``cascade`` its task's name fires."""
         self._check_instance(name)
-        payload = self._check_object(result, "result")
+        payload = self._payload(result, "result")
         flag = "1" if cascade else "0"
         return await self._transition(
-            "skip", uid, name, flag, _json(payload), idempotency=idempotency
+            "skip", uid, name, flag, payload, idempotency=idempotency
         )
 
     async def set_status(
@@ -491,7 +491,7 @@ class Engine:
         if status not in STATUSES:
             raise InvalidError(f"status: one of {', '.join(STATUSES)} expected")
         meta = _raw_map(self._check_metadata(metadata))
-        kwargs = _json(self._check_object(cascade_kwargs, "cascadeKwargs"))
+        kwargs = self._payload(cascade_kwargs, "cascadeKwargs")
         return await self._transition(
             "setStatus", uid, name, status, meta, "1" if cascade else "0", kwargs,
             "" if token is None else self._check_token(token) or "-",
