@@ -43,7 +43,7 @@ class IdempotencyStore:
         return idempotency_key(uid, digest, self.engine.prefix)
 
     def request(
-        self, uid: str, request: Request, body: bytes
+        self, uid: str, request: Request
     ) -> AbstractAsyncContextManager[Idempotency | None]:
         """A context giving the Idempotency to pass to the engine (None without a key: the
         common case costs nothing). Raises a ProblemError for a key in flight or reused, and
@@ -51,11 +51,11 @@ class IdempotencyStore:
         key = request.headers.get("idempotency-key")
         if key is None:
             return _NO_KEY
-        return self._keyed(uid, key, request.method, request.url.path, body)
+        return self._keyed(uid, key, request)
 
     @asynccontextmanager
     async def _keyed(
-        self, uid: str, key: str, method: str, path: str, body: bytes
+        self, uid: str, key: str, request: Request
     ) -> AsyncIterator[Idempotency | None]:
         if not _KEY.match(key):
             raise ProblemError(
@@ -64,7 +64,9 @@ class IdempotencyStore:
                 errors=[FieldError(field="header.Idempotency-Key", message="invalid key")],
             )
         digest = _digest(key.encode())
-        fingerprint = _digest(b"\n".join([method.encode(), path.encode(), body]))
+        body = await request.body()  # read once by FastAPI already; cached on the request
+        parts = [request.method.encode(), request.url.path.encode(), body]
+        fingerprint = _digest(b"\n".join(parts))
         record_key = self._record_key(uid, digest)
         stored = await self.engine.client.get(record_key)
         if stored is not None:

@@ -76,8 +76,7 @@ async def replay(
 ) -> ReplayAnswer:
     ctx = context(request)
     kwargs = body.kwargs if body else None
-    raw = await request.body()
-    async with ctx.idempotency.request(uid, request, raw) as idem:
+    async with ctx.idempotency.request(uid, request) as idem:
         outcome = await ctx.engine.replay(uid, name, kwargs, idempotency=idem)
     await ctx.after(uid, outcome)
     if outcome.record is not None:
@@ -100,8 +99,7 @@ async def skip(
 ) -> Instance:
     ctx = context(request)
     body = body or SkipBody()
-    raw = await request.body()
-    async with ctx.idempotency.request(uid, request, raw) as idem:
+    async with ctx.idempotency.request(uid, request) as idem:
         outcome = await ctx.engine.skip(
             uid, name, cascade=body.cascade, result=body.result, idempotency=idem
         )
@@ -124,8 +122,7 @@ async def set_status(
     request: Request,
 ) -> Instance:
     ctx = context(request)
-    raw = await request.body()
-    async with ctx.idempotency.request(uid, request, raw) as idem:
+    async with ctx.idempotency.request(uid, request) as idem:
         outcome = await ctx.engine.set_status(
             uid, name, body.status, metadata=body.metadata, cascade=body.cascade,
             cascade_kwargs=body.cascadeKwargs, idempotency=idem,
@@ -148,8 +145,7 @@ async def patch_metadata(
     request: Request,
 ) -> Instance:
     ctx = context(request)
-    raw = await request.body()
-    async with ctx.idempotency.request(uid, request, raw) as idem:
+    async with ctx.idempotency.request(uid, request) as idem:
         return await ctx.engine.set_metadata(uid, name, body, idempotency=idem)
 
 
@@ -161,5 +157,5 @@ async def patch_metadata(
 )
 async def logs_resolved(uid: Uid, name: InstanceName, request: Request) -> Instance:
     ctx = context(request)
-    async with ctx.idempotency.request(uid, request, b"") as idem:
+    async with ctx.idempotency.request(uid, request) as idem:
         return await ctx.engine.mark_logs_resolved(uid, name, idempotency=idem)

@@ -23,8 +23,7 @@ router = APIRouter(tags=["sessions"])
 async def _configure(uid: str, body: ConfigBody, request: Request, replace: bool) -> ConfigBody:
     ctx = context(request)
     config = SessionConfig(tasks=body.tasks, webhooks=body.webhooks)
-    raw = await request.body()
-    async with ctx.idempotency.request(uid, request, raw) as idem:
+    async with ctx.idempotency.request(uid, request) as idem:
         result = await ctx.engine.configure(uid, config, replace=replace, idempotency=idem)
     return ConfigBody(tasks=result.tasks, webhooks=result.webhooks)
 
@@ -69,8 +68,7 @@ async def get_config(request: Request, uid: Uid) -> ConfigBody:
 )
 async def fire(uid: Uid, body: FireBody, request: Request) -> FireAnswer:
     ctx = context(request)
-    raw = await request.body()
-    async with ctx.idempotency.request(uid, request, raw) as idem:
+    async with ctx.idempotency.request(uid, request) as idem:
         outcome = await ctx.engine.fire(uid, body.trigger, body.kwargs, idempotency=idem)
     await ctx.after(uid, outcome)
     return fire_answer(uid, body.trigger, outcome)
@@ -108,7 +106,7 @@ async def unresolved_tasks(request: Request, uid: Uid) -> UnresolvedTasksAnswer:
 )
 async def delete_session(uid: Uid, request: Request) -> Response:
     ctx = context(request)
-    async with ctx.idempotency.request(uid, request, b"") as idem:
+    async with ctx.idempotency.request(uid, request) as idem:
         await ctx.engine.delete(uid, idempotency=idem)
     await DeliveryStore(ctx.engine).delete(uid)
     return Response(status_code=204)

@@ -469,9 +469,7 @@ class Engine:
         self._check_instance(name)
         payload = self._payload(result, "result")
         flag = "1" if cascade else "0"
-        return await self._transition(
-            "skip", uid, name, flag, payload, idempotency=idempotency
-        )
+        return await self._transition("skip", uid, name, flag, payload, idempotency=idempotency)
 
     async def set_status(
         self,
