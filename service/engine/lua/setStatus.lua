@@ -30,11 +30,11 @@ local outcome = new_outcome()
 touch()
 local old = rec.status
 for key, raw in pairs(cjson.decode(ARGV[7])) do rec.meta[key] = raw end
-set_status(rec, status)
-save_instance(name, rec, old)
 if status == 'scheduled' and old ~= 'scheduled' then
-  redis.call('ZADD', K.outbox, NOW, name)
-  DISPATCH[#DISPATCH + 1] = {name, runner_of(load_def(rec.task)), NOW}
+  schedule(name, rec, old, NOW) -- into the outbox, for its runner, as a fire would
+else
+  set_status(rec, status)
+  save_instance(name, rec, old)
 end
 if ARGV[8] == '1' then fire(rec.task, ARGV[9], outcome) end
 return finish(outcome, {instance = name})

@@ -135,10 +135,6 @@ end
 -- Instances
 ---------------------------------------------------------------------------------------------
 
-local function task_of(name)
-  return string.match(name, '^(.*)#%d+$')
-end
-
 local function number_of(name)
   return tonumber(string.match(name, '#(%d+)$'))
 end
