@@ -37,6 +37,13 @@ class Target:
     url: str
     host: str
     address: str
+    netloc: str
+    """The original ``host[:port]``: the Host header to send."""
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        """httpx request extensions: TLS checks the original host, not the address."""
+        return {"sni_hostname": self.host} if self.url.startswith("https") else {}
 
 
 def is_public(address: IPAddress) -> bool:
@@ -100,4 +107,5 @@ class OutboundPolicy:
         chosen = str(addresses[0])
         literal = f"[{chosen}]" if ":" in chosen else chosen
         netloc = f"{literal}:{parts.port}" if parts.port else literal
-        return Target(urlunsplit(parts._replace(netloc=netloc)), host, chosen)
+        original = parts.netloc.rsplit("@", 1)[-1]
+        return Target(urlunsplit(parts._replace(netloc=netloc)), host, chosen, original)

@@ -61,13 +61,12 @@ class Deliverer:
             target = await self.policy.resolve(delivery.url)
             headers = {
                 "Content-Type": "application/json",
-                "Host": httpx.URL(delivery.url).netloc.decode(),
+                "Host": target.netloc,
                 **self.signer.headers(delivery.id, delivery.body),
             }
-            extensions = {"sni_hostname": target.host} if target.url.startswith("https") else {}
             response = await self.client.post(
                 target.url, content=delivery.body, headers=headers, timeout=self.timeout,
-                extensions=extensions,
+                extensions=target.extensions,
             )  # fmt: skip
             status = response.status_code
             if status in (429, 503) and response.headers.get("retry-after", "").isdigit():

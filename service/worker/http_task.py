@@ -15,7 +15,6 @@ TRIGGERS_HTTP_MAX_RESPONSE_BYTES fail the instance. The URL is checked by outbou
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -99,7 +98,7 @@ class HttpTaskRunner:
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": f"{uid}/{name}",
-            "Host": urlsplit(task.run).netloc.rsplit("@", 1)[-1],
+            "Host": target.netloc,
             **self.signer.headers(f"task_{uid}/{name}/{claim.attempt or 1}", body),
         }
         extra = task.model_extra or {}
@@ -107,11 +106,10 @@ class HttpTaskRunner:
             _number(extra.get("readTimeout"), self.read_timeout),
             connect=_number(extra.get("connectTimeout"), self.connect_timeout),
         )
-        extensions = {"sni_hostname": target.host} if target.url.startswith("https") else {}
         try:
             request = self.client.build_request(
                 "POST", target.url, content=body, headers=headers, timeout=timeout,
-                extensions=extensions,
+                extensions=target.extensions,
             )  # fmt: skip
             response = await self.client.send(request, stream=True)
             try:
