@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 import pytest
 
-from service.outbound import OutboundPolicy, OutboundRefused
+from service.engine import Engine, Instance
+from service.outbound import OutboundPolicy, OutboundRefused, is_public
+from service.signing import Signer
+from service.worker.http_task import HttpTaskRunner
 
 
 @pytest.mark.parametrize(
@@ -72,3 +85,189 @@ async def test_target_keeps_the_path_and_puts_the_address_in_place_of_the_host()
     assert target.host == "localhost"
     assert target.url.endswith(":8123/a/b?c=d")
     assert target.address in ("127.0.0.1", "::1")
+
+
+# -- issue 8.1: prefixes are parsed, userinfo is refused, embedded IPv4 is classified --------
+
+
+@pytest.mark.parametrize(
+    ("allow", "url"),
+    [
+        # userinfo: reads as the allowed prefix, connects to the other host
+        ("http://tasks.internal:9000", "http://tasks.internal:9000@169.254.169.254/latest/"),
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000@127.0.0.1:9001/secret"),
+        # dot-segments: /tasks/../admin is /admin for the server
+        ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/../admin/delete"),
+        ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/%2e%2e/admin"),
+        # whole segments: /tasks is not /tasksX
+        ("http://127.0.0.1:7000/tasks", "http://127.0.0.1:7000/tasks-admin/x"),
+        # port and scheme exactly
+        ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:70001/tasks/x"),
+        ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7001/tasks/x"),
+        ("https://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/x"),
+        ("http://127.0.0.1/tasks/", "http://127.0.0.1:8080/tasks/x"),
+    ],
+)
+async def test_url_prefixes_compare_parsed_parts(allow: str, url: str) -> None:
+    with pytest.raises(OutboundRefused):
+        await OutboundPolicy(allow).resolve(url)
+
+
+@pytest.mark.parametrize(
+    ("allow", "url", "path"),
+    [
+        ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/a/../b", "/tasks/b"),
+        ("http://127.0.0.1:7000/tasks", "http://127.0.0.1:7000/tasks/./one", "/tasks/one"),
+        ("http://127.0.0.1:7000/tasks", "http://127.0.0.1:7000/tasks", "/tasks"),
+        ("http://127.0.0.1/tasks/", "http://127.0.0.1:80/tasks/x", "/tasks/x"),
+    ],
+)
+async def test_the_checked_path_is_the_path_sent(allow: str, url: str, path: str) -> None:
+    target = await OutboundPolicy(allow).resolve(url)
+    assert urlsplit(target.url).path == path
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user@example.com/",
+        "http://user:pw@93.184.216.34/",
+        "http://93.184.216.34:99999/",
+        "http://93.184.216.34:port/",
+        "not a url",
+        "http://exa mple.com/",
+    ],
+)
+async def test_urls_that_hide_or_break_their_host_are_refused(url: str) -> None:
+    with pytest.raises(OutboundRefused):
+        await OutboundPolicy("0.0.0.0/0").resolve(url)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2002:c0a8:1::1",  # 6to4 of 192.168.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
+        "64:ff9b::7f00:1",
+        "64:ff9b:1::1",  # local-use NAT64
+        "::127.0.0.1",  # IPv4-compatible
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+        "fe80::5efe:a00:1",  # ISATAP of 10.0.0.1
+        "2001:db8::5efe:a00:1",
+        "fec0::1",  # site-local
+    ],
+)
+def test_ipv6_forms_that_embed_a_private_ipv4_are_private(address: str) -> None:
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["2002:808:808::1", "64:ff9b::808:808", "2606:4700::1111"])
+def test_ipv6_forms_embedding_a_public_ipv4_stay_public(address: str) -> None:
+    assert is_public(ipaddress.ip_address(address))
+
+
+async def test_embedded_private_ipv4_literals_are_refused_by_default() -> None:
+    for url in ("http://[2002:7f00:1::1]/", "http://[64:ff9b::a9fe:a9fe]/latest/"):
+        with pytest.raises(OutboundRefused):
+            await OutboundPolicy().resolve(url)
+
+
+def test_an_allow_list_entry_with_userinfo_or_a_bad_port_is_refused_at_start() -> None:
+    for allow in ("http://user@127.0.0.1/", "http://127.0.0.1:99999/"):
+        with pytest.raises(ValueError, match="TRIGGERS_OUTBOUND_ALLOW"):
+            OutboundPolicy(allow)
+
+
+# -- the symptoms of the issue, against real servers on loopback ---------------------------
+
+
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+class Recorder(ThreadingHTTPServer):
+    paths: list[str]
+
+
+def _recording_server() -> Recorder:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            server.paths.append(self.path)
+            body = b'{"secret": "s3cr3t"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = Recorder(("127.0.0.1", 0), Handler)
+    server.paths = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[Recorder, Recorder]]:
+    allowed, secret = _recording_server(), _recording_server()
+    yield allowed, secret
+    for server in (allowed, secret):
+        server.shutdown()
+        server.server_close()
+
+
+async def _run_http_task(engine: Engine, policy: OutboundPolicy, run: str) -> Instance:
+    """One HTTP task stored as it was before the configure-time checks, run by the worker's
+    runner against the real endpoint, its outcome recorded by the engine."""
+    uid = f"ssrf:{uuid.uuid4().hex[:8]}"
+    await engine.configure(uid, {"tasks": {"t": {"after": ["go"], "run": run}}})
+    await engine.fire(uid, "go")
+    claim = await engine.claim(uid, "t#0")
+    assert claim.token is not None
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        runner = HttpTaskRunner(
+            client, policy, Signer(SECRET), connect_timeout=5, read_timeout=5,
+            max_response_bytes=1 << 20,
+        )  # fmt: skip
+        outcome = await runner.run(uid, "t#0", claim)
+    if outcome.kind == "finished":
+        await engine.complete(uid, "t#0", claim.token, outcome.result)
+    else:
+        await engine.fail(
+            uid, "t#0", claim.token, outcome.exception_type, outcome.exception_info,
+            outcome.exception_context,
+        )  # fmt: skip
+    return await engine.instance(uid, "t#0")
+
+
+async def test_userinfo_cannot_reach_an_unlisted_port(
+    engine: Engine, servers: tuple[Recorder, Recorder]
+) -> None:
+    allowed, secret = servers
+    p1, p2 = allowed.server_address[1], secret.server_address[1]
+    policy = OutboundPolicy(f"http://localhost:{p1}")
+    instance = await _run_http_task(engine, policy, f"http://localhost:{p1}@127.0.0.1:{p2}/s")
+    assert secret.paths == []
+    assert instance.status == "failed"
+    assert instance.metadata["exceptionType"] == "triggers.OutboundRefused"
+    assert "s3cr3t" not in str(instance.metadata)
+
+
+async def test_dot_segments_cannot_leave_an_allowed_prefix(
+    engine: Engine, servers: tuple[Recorder, Recorder]
+) -> None:
+    allowed, _ = servers
+    port = allowed.server_address[1]
+    policy = OutboundPolicy(f"http://127.0.0.1:{port}/tasks/")
+    instance = await _run_http_task(
+        engine, policy, f"http://127.0.0.1:{port}/tasks/../admin/delete"
+    )
+    assert allowed.paths == []
+    assert instance.status == "failed"
+    instance = await _run_http_task(engine, policy, f"http://127.0.0.1:{port}/tasks/a/../b")
+    assert allowed.paths == ["/tasks/b"]
