@@ -499,7 +499,7 @@ BAD_CONFIGS: dict[str, tuple[Any, str]] = {
     ),
     # wrong types
     "tasks-list": ({"tasks": []}, "body.tasks"),
-    "tasks-missing": ({}, "body.tasks"),
+    "tasks-null": ({"tasks": None}, "body.tasks"),  # missing: only PUT (a PATCH may omit it)
     "task-string": ({"tasks": {"t": "x"}}, "body.tasks.t"),
     "after-string": ({"tasks": {"t": {"after": "a", "run": "x"}}}, "body.tasks.t.after"),
     "after-numbers": ({"tasks": {"t": {"after": [1], "run": "x"}}}, "body.tasks.t.after"),

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from service.api.context import context
+from service.api.json_body import StrictJsonRoute
 from service.api.params import InstanceName, Uid, mutating_problems, problems
 from service.api.schemas import (
     InstancesAnswer,
@@ -20,7 +21,7 @@ from service.api.views import unresolved_instance_view
 from service.engine import Instance
 from service.engine.models import Name, Status
 
-router = APIRouter(tags=["instances"])
+router = APIRouter(tags=["instances"], route_class=StrictJsonRoute)
 
 
 @router.get(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.json_body import NonFiniteNumber
 from service.engine import ConflictError, EngineError, IdempotencyMismatchError, NotFoundError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -177,6 +178,13 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, error: RequestValidationError) -> Response:
         kind, fields = validation_errors(error)
         return problem_response(kind, "see errors", errors=fields, path=request.url.path)
+
+    @app.exception_handler(NonFiniteNumber)
+    async def _non_finite(request: Request, error: NonFiniteNumber) -> Response:
+        field = FieldError(field=error.field, message="not a finite JSON number")
+        return problem_response(
+            "validation-error", str(error.detail), errors=[field], path=request.url.path
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> Response:

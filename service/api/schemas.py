@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
 
+from service.api.validation import CheckedSubscription, CheckedTaskConfig, TaskName
 from service.engine.models import (
     Instance,
     JsonObject,
@@ -48,7 +49,8 @@ SUPER_SESSION_EXAMPLE: JsonDict = {
 
 
 class ConfigBody(BaseModel):
-    """A session's configuration: tasks by name, optional webhook subscriptions."""
+    """A session's configuration: tasks by name, optional webhook subscriptions (as answered;
+    what a request may send is ConfigInput and ConfigPatch)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -58,6 +60,37 @@ class ConfigBody(BaseModel):
     tasks: dict[Name, TaskConfig] = Field(description="Tasks by name; a name is 1-200 chars, no #.")
     webhooks: list[Subscription] | None = Field(
         default=None, description="Subscribers of this session's events."
+    )
+
+
+class ConfigInput(BaseModel):
+    """PUT: the whole configuration, checked for what could only fail later (validation.py)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [QUESTIONNAIRE_EXAMPLE, SUPER_SESSION_EXAMPLE]},
+    )
+
+    tasks: dict[TaskName, CheckedTaskConfig] = Field(
+        description="Tasks by name; a name is 1-200 chars, no #, not starting with @."
+    )
+    webhooks: list[CheckedSubscription] | None = Field(
+        default=None,
+        description="Subscribers of this session's events; absent or null: none (PUT).",
+    )
+
+
+class ConfigPatch(ConfigInput):
+    """PATCH: tasks merged by name; ``webhooks``, when present, replaces the whole list of
+    subscriptions (absent or null keeps it). Either may be left out."""
+
+    tasks: dict[TaskName, CheckedTaskConfig] = Field(
+        default_factory=dict,
+        description="Tasks to add or replace, by name (absent: none). Others stay.",
+    )
+    webhooks: list[CheckedSubscription] | None = Field(
+        default=None,
+        description="When present, replaces the session's subscriptions; absent: kept.",
     )
 
 

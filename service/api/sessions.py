@@ -2,27 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fastapi import APIRouter, Request, Response
 
 from service.api.context import context
+from service.api.json_body import StrictJsonRoute
 from service.api.params import Uid, mutating_problems, problems
+from service.api.problems import FieldError, ProblemError
 from service.api.schemas import (
     ConfigBody,
+    ConfigInput,
+    ConfigPatch,
     FireAnswer,
     FireBody,
     SessionAnswer,
     UnresolvedTasksAnswer,
 )
 from service.api.views import fire_answer, session_answer, unresolved_task_view
-from service.engine import SessionConfig
+from service.engine import SessionConfig, Subscription, TaskConfig
+from service.webhooks.runner import WebhookRunner
 from service.webhooks.store import DeliveryStore
 
-router = APIRouter(tags=["sessions"])
+WEBHOOKS_RUNNER = WebhookRunner.key
+
+router = APIRouter(tags=["sessions"], route_class=StrictJsonRoute)
 
 
-async def _configure(uid: str, body: ConfigBody, request: Request, replace: bool) -> ConfigBody:
+def check_runners(body: ConfigInput, known: Iterable[str]) -> None:
+    """Every ``using`` names a runner this service has (else the instance could only fail
+    with UnknownRunner when it is due). The webhooks runner runs events, not tasks."""
+    runners = sorted(set(known) - {WEBHOOKS_RUNNER})
+    errors = [
+        FieldError(
+            field=f"body.tasks.{name}.using",
+            message=f"no runner {task.using!r}: one of {', '.join(runners)}",
+        )
+        for name, task in body.tasks.items()
+        if task.using not in runners
+    ]
+    if errors:
+        raise ProblemError("validation-error", errors[0].message, errors=errors)
+
+
+async def _configure(uid: str, body: ConfigInput, request: Request, replace: bool) -> ConfigBody:
     ctx = context(request)
-    config = SessionConfig(tasks=body.tasks, webhooks=body.webhooks)
+    check_runners(body, ctx.dispatcher.runners)
+    tasks: dict[str, TaskConfig] = dict(body.tasks)
+    webhooks: list[Subscription] | None = None if body.webhooks is None else list(body.webhooks)
+    config = SessionConfig(tasks=tasks, webhooks=webhooks)
     async with ctx.idempotency.request(uid, request) as idem:
         result = await ctx.engine.configure(uid, config, replace=replace, idempotency=idem)
     return ConfigBody(tasks=result.tasks, webhooks=result.webhooks)
@@ -34,7 +62,7 @@ async def _configure(uid: str, body: ConfigBody, request: Request, replace: bool
     responses=mutating_problems(),
     summary="Merge tasks into the configuration (tasks named replace those of that name)",
 )
-async def patch_config(uid: Uid, body: ConfigBody, request: Request) -> ConfigBody:
+async def patch_config(uid: Uid, body: ConfigPatch, request: Request) -> ConfigBody:
     return await _configure(uid, body, request, replace=False)
 
 
@@ -44,7 +72,7 @@ async def patch_config(uid: Uid, body: ConfigBody, request: Request) -> ConfigBo
     responses=mutating_problems(),
     summary="Replace the whole configuration",
 )
-async def put_config(uid: Uid, body: ConfigBody, request: Request) -> ConfigBody:
+async def put_config(uid: Uid, body: ConfigInput, request: Request) -> ConfigBody:
     return await _configure(uid, body, request, replace=True)
 
 

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel
 
 from service.api.context import context
+from service.api.json_body import StrictJsonRoute
 from service.api.params import Uid, mutating_problems, problems
 from service.api.problems import ProblemError
 from service.webhooks.store import Delivery, DeliveryStore
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
 
 DeliveryId = Annotated[str, Path(pattern=r"^msg_[0-9a-f]{32}$", examples=["msg_" + "0" * 32])]
 

@@ -7,16 +7,22 @@ as in the original framework's JSON configuration and in API.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     StrictInt,
     StringConstraints,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -36,7 +42,14 @@ Status = Literal[
 RESOLVED_STATUSES = frozenset({"finished", "abandoned", "skipped", "replayed"})
 FINAL_TRIGGER = "sessionFinalized"
 
-UID_PATTERN = r"^[A-Za-z0-9_\-.:@+]{1,200}$"
+UID_PATTERN = (
+    r"^(?:[A-Za-z0-9_\-:@+][A-Za-z0-9_\-.:@+]{0,199}"
+    r"|\.[A-Za-z0-9_\-:@+][A-Za-z0-9_\-.:@+]{0,198}"
+    r"|\.\.[A-Za-z0-9_\-.:@+]{1,198})$"
+)
+"""1 to 200 characters from letters, digits and _ - . : @ +, except ``.`` and ``..`` (a client
+or proxy resolves those as dot-segments of the path: such a session could not be read back).
+Written without look-ahead, which pydantic-core's regex engine lacks."""
 
 
 NAME_PATTERN = r"^[^#\x00-\x1f\x7f]{1,200}$"
@@ -140,11 +153,45 @@ class TaskConfig(BaseModel):
         return view
 
 
+def check_signing_secret(value: str) -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 24 to 64 random bytes."""
+    key = value.removeprefix("whsec_")
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not value.startswith("whsec_") or not 24 <= len(raw) <= 64:
+        raise ValueError("a signing secret is 'whsec_' + base64 of 24 to 64 bytes")
+    return value
+
+
+KEEP_SECRETS = "keep_secrets"
+"""Serialization context flag: include subscription secrets (storage only, never answers)."""
+
+
 class Subscription(BaseModel):
-    """A webhook subscription: where to POST which events."""
+    """A webhook subscription: where to POST which events, optionally signed with its own
+    secret. The secret is write-only: it is serialized only with the ``keep_secrets`` context
+    (the engine storing it), so no answer can ever carry it."""
 
     url: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     events: list[Name] = Field(default_factory=lambda: [FINAL_TRIGGER])
+    secret: Annotated[str, AfterValidator(check_signing_secret)] | None = Field(
+        default=None,
+        description="Write-only: deliveries to this URL are signed with it instead of the "
+        "service's secret ('whsec_' + base64 of 24 to 64 bytes). Never returned.",
+        json_schema_extra={"writeOnly": True},
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_secret(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        context = info.context if isinstance(info.context, dict) else {}
+        if not context.get(KEEP_SECRETS) or data.get("secret") is None:
+            data.pop("secret", None)
+        return data
 
 
 class SessionConfig(BaseModel):
