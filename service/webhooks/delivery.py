@@ -62,7 +62,7 @@ class Deliverer:
             headers = {
                 "Content-Type": "application/json",
                 "Host": target.netloc,
-                **self.signer.headers(delivery.id, delivery.body),
+                **self.signer_for(delivery).headers(delivery.id, delivery.body),
             }
             response = await self.client.post(
                 target.url, content=delivery.body, headers=headers, timeout=self.timeout,
@@ -83,6 +83,11 @@ class Deliverer:
         decision = self.decide(status, error, count, retry_after)
         await self.store.set_state(uid, delivery.id, decision.state)
         return decision
+
+    def signer_for(self, delivery: Delivery) -> Signer:
+        """The subscription's own secret when it has one (receivers of different tenants
+        cannot replay each other's messages), else the service's."""
+        return Signer(delivery.secret) if delivery.secret else self.signer
 
     def decide(
         self, status: int | None, error: str | None, attempts: int, retry_after: float | None

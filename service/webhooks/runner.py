@@ -60,7 +60,9 @@ class WebhookRunner:
         body = orjson.dumps(await payload(self.engine, uid, member)).decode()
         for subscription in matching:
             identifier = delivery_id(uid, member, subscription.url)
-            created = await store.create(uid, identifier, subscription.url, kind, body)
+            created = await store.create(
+                uid, identifier, subscription.url, kind, body, subscription.secret
+            )
             if created or await store.state(uid, identifier) == "pending":
                 await self.send(uid, identifier)
 

@@ -32,6 +32,8 @@ class Delivery(BaseModel):
     created: int
     state: str = "pending"
     attempts: list[Attempt] = Field(default_factory=list)
+    secret: str | None = Field(default=None, exclude=True)
+    """The subscription's own signing secret, if it has one: used, never shown."""
 
 
 class DeliveryStore:
@@ -42,9 +44,13 @@ class DeliveryStore:
     def _key(self, uid: str, name: str) -> str:
         return f"{self.prefix}:{{{uid}}}:wh:{name}"
 
-    async def create(self, uid: str, delivery_id: str, url: str, kind: str, body: str) -> bool:
+    async def create(
+        self, uid: str, delivery_id: str, url: str, kind: str, body: str, secret: str | None = None
+    ) -> bool:
         """Records a new delivery; False if one with this id exists already."""
         record = {"url": url, "type": kind, "body": body, "created": int(time.time() * 1000)}
+        if secret:
+            record["secret"] = secret
         created = await self.client.hsetnx(
             self._key(uid, "deliveries"), delivery_id, orjson.dumps(record)
         )

@@ -8,10 +8,12 @@ late messages are harmless, and Dramatiq's own retries are off (retries are the 
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import dramatiq
 
+from service.engine import NotFoundError
 from service.settings import Settings
 from service.worker.broker import QUEUE, ensure_broker
 from service.worker.runtime import WorkerRuntime
@@ -24,6 +26,7 @@ _runtime: WorkerRuntime | None = None
 _runtime_lock = threading.Lock()
 
 DAY_MS = 24 * 3600 * 1000
+log = logging.getLogger(__name__)
 
 
 def runtime() -> WorkerRuntime:
@@ -37,7 +40,11 @@ def runtime() -> WorkerRuntime:
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
 async def run_instance(uid: str, name: str) -> None:
-    delay = await runtime().execute(uid, name)
+    try:
+        delay = await runtime().execute(uid, name)
+    except NotFoundError as gone:  # the session was deleted meanwhile: nothing left to do
+        log.info("%s %s: dropped, the session or instance is gone (%s)", uid, name, gone)
+        return
     if delay is not None:  # early: cooling down; come back when due
         run_instance.send_with_options(args=(uid, name), delay=delay)
 

@@ -91,7 +91,7 @@ class Dispatcher:
 
     async def _unknown_runner(self, uid: str, entry: Dispatch) -> None:
         log.error("instance %s of %s: no runner %r", entry.name, uid, entry.runner)
-        await self.engine.set_status(
+        outcome = await self.engine.set_status(
             uid,
             entry.name,
             "failed",
@@ -101,3 +101,4 @@ class Dispatcher:
                 f"(known: {', '.join(sorted(self.runners))})",
             },
         )
+        await self.hand_over(uid, outcome.dispatch)  # its instanceFailed event, at once

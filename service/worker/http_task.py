@@ -1,7 +1,8 @@
 """HTTP tasks (API.md, "HTTP tasks"): POST the context to ``run`` and read the outcome.
 
 Request: JSON ``{"session", "instance", "task", "attempt", "kwargs"}`` with
-``Idempotency-Key: <uid>/<instance>`` and the Standard Webhooks signature headers.
+``Idempotency-Key: <uid>/<instance>`` and the Standard Webhooks signature headers (a
+non-ASCII instance name is percent-encoded there, see header_safe).
 Answer: ``Triggers-Outcome: retry`` or 429/503 -> retry (``Retry-After`` seconds as cooldown, a
 body ``{"kwargs": ...}`` replaces the kwargs); ``Triggers-Outcome: skip`` -> skipped (a JSON
 object body is merged into metadata); other 2xx -> finished with the JSON object body (empty:
@@ -15,6 +16,7 @@ TRIGGERS_HTTP_MAX_RESPONSE_BYTES fail the instance. The URL is checked by outbou
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -29,6 +31,16 @@ EXCERPT = 2000
 
 class ResponseTooLarge(Exception):
     pass
+
+
+def header_safe(text: str) -> str:
+    """``text`` for an HTTP header, which carries ASCII only: names may be any Unicode
+    (``vérifier``, ``比较``), so every non-ASCII character and ``%`` is percent-encoded
+    (UTF-8); ASCII names are sent unchanged."""
+    return quote(text, safe=_HEADER_SAFE)
+
+
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 def _number(value: Any, default: float) -> float:
@@ -95,11 +107,12 @@ class HttpTaskRunner:
             "session": uid, "instance": name, "task": name.rsplit("#", 1)[0],
             "attempt": claim.attempt or 1, "kwargs": claim.kwargs or {},
         }).decode()  # fmt: skip
+        instance = header_safe(name)
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": f"{uid}/{name}",
+            "Idempotency-Key": f"{uid}/{instance}",
             "Host": target.netloc,
-            **self.signer.headers(f"task_{uid}/{name}/{claim.attempt or 1}", body),
+            **self.signer.headers(f"task_{uid}/{instance}/{claim.attempt or 1}", body),
         }
         extra = task.model_extra or {}
         timeout = httpx.Timeout(

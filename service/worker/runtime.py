@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from service.engine import Claim, ConflictError, Engine, InvalidError, Outcome
+from service.engine import Claim, ConflictError, Engine, InvalidError, NotFoundError, Outcome
 from service.factory import build_engine, build_manager
 from service.managers import Manager
 from service.outbound import OutboundPolicy
@@ -83,6 +83,8 @@ class WorkerRuntime:
                 await self.engine.renew_lease(uid, name, token)
             except ConflictError:
                 log.warning("%s %s: lease lost; the result of this run will be refused", uid, name)
+                return
+            except NotFoundError:  # the session was deleted: its run is dropped at the end
                 return
 
     async def record(self, uid: str, name: str, token: str, result: TaskOutcome) -> Outcome:

@@ -11,7 +11,9 @@ ARGV[9] cascade kwargs (raw JSON object text)
 ARGV[10] lease token, or "" for an operator (no transition check, as H3)
 Indexes follow the status: unstarted rejoins the instances that absorb fires (it is evaluated
 at the next relevant fire, D14); scheduled enters the outbox so a worker (or the external
-runner) picks it up; leaving running drops the lease.
+runner) picks it up; leaving running drops the lease. Entering failed emits the
+instanceFailed event (an operator, an external worker, an instance whose runner is unknown),
+as fail.lua and retry.lua do.
 ]=]
 local replayed = replayed_answer()
 if replayed then return replayed end
@@ -35,6 +37,9 @@ if status == 'scheduled' and old ~= 'scheduled' then
 else
   set_status(rec, status)
   save_instance(name, rec, old)
+end
+if status == 'failed' and old ~= 'failed' then -- every way into failed tells subscribers
+  emit_event('instanceFailed:' .. name .. ':' .. NOW)
 end
 if ARGV[8] == '1' then fire(rec.task, ARGV[9], outcome) end
 return finish(outcome, {instance = name})
