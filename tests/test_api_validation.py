@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.engine import Engine, InvalidError
 from tests.test_api_sessions import assert_problem
 
 
@@ -251,3 +252,69 @@ async def test_big_but_finite_numbers_and_words_like_nan_in_strings_stay(
 
 async def test_a_put_without_tasks_is_refused(api: httpx.AsyncClient) -> None:
     await refused_config(api, {"webhooks": []}, "body.tasks", "PUT")
+
+
+# -- 8.6: engine-owned metadata --------------------------------------------------------------
+
+ENGINE_KEYS = ["depth", "parent", "attempt", "cooldown", "actualKwargs", "timestamps"]
+OUTCOME_KEYS = ["result", "exceptionType", "exceptionInfo", "exceptionContext", "logLevel",
+                "cascade"]  # fmt: skip
+
+
+async def _external_instance(api: httpx.AsyncClient) -> str:
+    uid = new_uid()
+    tasks = {"t": {"after": ["a"], "run": "echo", "using": "external", "maxRetries": 1}}
+    assert (await api.put(f"/sessions/{uid}/config", json={"tasks": tasks})).status_code == 200
+    assert (await api.post(f"/sessions/{uid}/fire", json={"trigger": "a"})).status_code == 200
+    return uid
+
+
+@pytest.mark.parametrize("key", ENGINE_KEYS + OUTCOME_KEYS)
+async def test_metadata_the_engine_keeps_cannot_be_merged(api: httpx.AsyncClient, key: str) -> None:
+    uid = await _external_instance(api)
+    url = f"/sessions/{uid}/instances/t%230"
+    before = (await api.get(url)).json()
+    response = await api.patch(f"{url}/metadata", json={key: -1000000, "note": "x"})
+    problem = assert_problem(response, 422, "validation-error")
+    assert any(error["field"].endswith(f".{key}") for error in problem["errors"]), problem
+    assert (await api.get(url)).json() == before
+
+
+@pytest.mark.parametrize("key", ENGINE_KEYS)
+async def test_a_status_change_cannot_write_engine_keys_either(
+    api: httpx.AsyncClient, key: str
+) -> None:
+    uid = await _external_instance(api)
+    response = await api.post(f"/sessions/{uid}/instances/t%230/status",
+                              json={"status": "failed", "metadata": {key: -1000000}})  # fmt: skip
+    assert_problem(response, 422, "validation-error", f"body.metadata.{key}")
+
+
+async def test_the_retry_budget_cannot_be_escaped_through_metadata(engine: Engine) -> None:
+    """depth: -1000000 would have let a task retry for ever; the budget holds."""
+    uid = new_uid()
+    await engine.configure(uid, {"tasks": {"t": {"after": ["a"], "run": "x", "maxRetries": 1}}})
+    await engine.fire(uid, "a")
+    with pytest.raises(InvalidError):
+        await engine.set_metadata(uid, "t#0", {"depth": -1000000})
+    claim = await engine.claim(uid, "t#0")
+    assert claim.token is not None
+    with pytest.raises(InvalidError):  # a task's own retry metadata cannot carry it either
+        await engine.retry(uid, "t#0", claim.token, metadata={"depth": "-1000000"})
+    outcome = await engine.retry(uid, "t#0", claim.token)
+    assert outcome.retried and outcome.clone == "t#1"
+    claim = await engine.claim(uid, "t#1")
+    assert claim.token is not None
+    outcome = await engine.retry(uid, "t#1", claim.token)
+    assert outcome.retried is False
+    assert (await engine.instance(uid, "t#1")).metadata["exceptionType"] == (
+        "triggers.MaxRetriesExceeded"
+    )
+
+
+async def test_operator_keys_and_logs_resolved_stay_writable(api: httpx.AsyncClient) -> None:
+    uid = await _external_instance(api)
+    response = await api.patch(f"/sessions/{uid}/instances/t%230/metadata",
+                               json={"reviewedBy": "ops", "logsResolved": True})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json()["metadata"]["reviewedBy"] == "ops"

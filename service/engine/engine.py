@@ -47,7 +47,17 @@ _UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
 _NAME_RE = re.compile(r"[^#\x00-\x1f\x7f]{1,200}")
 _INSTANCE = re.compile(r"(?P<task>[^#\x00-\x1f\x7f]{1,200})#(?P<n>\d{1,18})")
 _SUBSCRIPTIONS = TypeAdapter(list[Subscription])
-RESERVED_METADATA = frozenset({"timestamps"})
+RESERVED_METADATA = frozenset(
+    {"timestamps", "depth", "parent", "attempt", "cooldown", "actualKwargs"}
+)
+"""Metadata the engine keeps and relies on (status times, the retry budget's depth, the
+lineage, the attempt count, the cooldown, the kwargs a run got): no caller writes them."""
+OUTCOME_METADATA = frozenset(
+    {"result", "exceptionType", "exceptionInfo", "exceptionContext", "logLevel", "cascade"}
+)
+"""What a run or a transition recorded (the webhooks and error listings read them): written
+with a transition (complete, fail, retry, skip, a status with its metadata), never by a plain
+metadata merge."""
 ERROR_LEVEL = 40
 MARKING_SCRIPTS = frozenset(
     {"fire", "claim", "complete", "retry", "replay", "skip", "setStatus", "finalizeIfReady"}
@@ -269,11 +279,13 @@ class Engine:
             raise InvalidError("log_level: a logging level from 0 to 100 expected")
         return level
 
-    def _check_metadata(self, metadata: Any, field: str = "metadata") -> dict[str, Any]:
+    def _check_metadata(
+        self, metadata: Any, field: str = "metadata", reserved: frozenset[str] = RESERVED_METADATA
+    ) -> dict[str, Any]:
         mapping = self._check_object(metadata, field)
-        reserved = RESERVED_METADATA & mapping.keys()
-        if reserved:
-            raise InvalidError(f"{field}.{min(reserved)}: written by the engine only")
+        refused = reserved & mapping.keys()
+        if refused:
+            raise InvalidError(f"{field}.{min(refused)}: written by the engine only")
         return mapping
 
     # -- configuration ----------------------------------------------------------------------
@@ -506,11 +518,14 @@ class Engine:
         *,
         idempotency: Idempotency | None = None,
     ) -> Instance:
-        """H4: shallow-merge metadata, any status."""
+        """H4: shallow-merge metadata, any status. Keys the engine keeps or a transition
+        records are refused (RESERVED_METADATA, OUTCOME_METADATA): a merged ``depth`` would
+        reset the retry budget."""
         self._check_instance(name)
         if not isinstance(metadata, Mapping):
             raise InvalidError("metadata: a JSON object expected")
-        raw = _raw_map(self._check_metadata(dict(metadata)))
+        reserved = RESERVED_METADATA | OUTCOME_METADATA
+        raw = _raw_map(self._check_metadata(dict(metadata), reserved=reserved))
         outcome = await self._transition("setMetadata", uid, name, raw, idempotency=idempotency)
         assert outcome.record is not None
         return outcome.record
