@@ -6,10 +6,12 @@ Names are fixed by API.md (``TRIGGERS_REDIS_URL``, ...). README.md lists every s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.secret_format import check_signing_secret
 
 
 class Settings(BaseSettings):
@@ -72,10 +74,11 @@ class Settings(BaseSettings):
         "that HTTP tasks and webhooks may call although they are private or loopback "
         "(e.g. localhost for tasks on this machine).",
     )
-    webhook_secret: str | None = Field(
+    webhook_secret: Annotated[str, AfterValidator(check_signing_secret)] | None = Field(
         default=None,
-        description="Signing secret (whsec_ + base64) for webhooks and HTTP tasks; unset: "
-        "generated once and kept in TRIGGERS_DATA_DIR/webhook-secret.",
+        description="Signing secret (whsec_ + base64 of 24 to 64 bytes) for webhooks and HTTP "
+        "tasks; unset: generated once per deployment and kept in the state Redis "
+        "(<prefix>:webhook-secret), with a copy in TRIGGERS_DATA_DIR/webhook-secret.",
     )
     webhooks: str | None = Field(
         default=None,

@@ -7,8 +7,6 @@ as in the original framework's JSON configuration and in API.md.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -25,6 +23,8 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+
+from service.secret_format import check_signing_secret
 
 STATUSES = (
     "unstarted",
@@ -151,18 +151,6 @@ class TaskConfig(BaseModel):
         if self.andEvery is not None:
             view["every"] = self.andEvery
         return view
-
-
-def check_signing_secret(value: str) -> str:
-    """A Standard Webhooks secret: ``whsec_`` + base64 of 24 to 64 random bytes."""
-    key = value.removeprefix("whsec_")
-    try:
-        raw = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if not value.startswith("whsec_") or not 24 <= len(raw) <= 64:
-        raise ValueError("a signing secret is 'whsec_' + base64 of 24 to 64 bytes")
-    return value
 
 
 KEEP_SECRETS = "keep_secrets"

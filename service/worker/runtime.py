@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from service.factory import build_engine, build_manager
 from service.managers import Manager
 from service.outbound import OutboundPolicy
 from service.settings import Settings
-from service.signing import Signer, load_or_create_secret
+from service.signing import Signer, deployment_secret
 from service.webhooks.delivery import Deliverer, parse_schedule
 from service.webhooks.store import DeliveryStore
 from service.worker.dispatch import Dispatcher, load_runners
@@ -37,7 +36,7 @@ class WorkerRuntime:
         self.manager: Manager = build_manager(settings)
         self.engine: Engine = build_engine(settings, settings.redis_url, self.manager)
         self.dispatcher = Dispatcher(self.engine, load_runners(), settings)
-        secret = load_or_create_secret(settings.webhook_secret, Path(settings.data_dir))
+        secret = deployment_secret(settings)
         self.http = httpx.AsyncClient(follow_redirects=False)
         self.http_tasks = HttpTaskRunner(
             self.http, OutboundPolicy(settings.outbound_allow), Signer(secret),

@@ -13,6 +13,8 @@ import json
 import os
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -155,3 +157,35 @@ async def test_a_subscription_secret_signs_its_deliveries(
         Webhook(secret(stack)).verify(raw, headers)
     [(body, headers)] = hooks_to(task_server, shared)
     Webhook(secret(stack)).verify(json.dumps(body, separators=(",", ":")), headers)
+
+
+async def test_workers_started_in_different_folders_sign_alike(
+    stack: Stack, client: httpx.AsyncClient, engine_e2e: Engine, task_server: TaskServer,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Issue 8.7: each folder generated its own secret; receivers answered 401 for good."""
+    path = f"/signed/{uuid.uuid4().hex[:8]}"
+    task_server.routes[path] = ok({})
+    tasks = {"t": {"after": ["go"], "run": task_server.url(path)}}
+
+    async def run_one() -> tuple[dict[str, Any], dict[str, str]]:
+        uid = new_uid()
+        assert (await client.put(f"/sessions/{uid}/config", json={"tasks": tasks})).is_success
+        await fire(client, uid, "go")
+        await wait_for(engine_e2e, uid, lambda i: "t#0" in i and i["t#0"].resolved)
+        [call] = [(b, h) for b, h in hooks_to(task_server, path) if b["session"] == uid]
+        return call
+
+    await run_one()  # the first worker has its secret
+    expected = secret(stack)
+    stack.kill_workers()
+    stack.env, original = {**stack.env, "TRIGGERS_DATA_DIR": str(tmp_path)}, stack.env
+    try:
+        stack.start_worker()
+        body, headers = await run_one()
+    finally:
+        stack.kill_workers()
+        stack.env = original
+        stack.start_worker()
+    Webhook(expected).verify(json.dumps(body, separators=(",", ":")), headers)
+    assert (tmp_path / "webhook-secret").read_text().strip() == expected
