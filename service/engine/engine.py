@@ -26,7 +26,6 @@ from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import idempotency_key, session_keys
 from service.engine.merge import merge_kwargs
 from service.engine.models import (
-    KEEP_SECRETS,
     RESOLVED_STATUSES,
     STATUSES,
     UID_PATTERN,
@@ -313,11 +312,8 @@ class Engine:
             ]
         except (PydanticSerializationError, TypeError) as error:
             raise InvalidError(f"tasks: a value is not JSON ({error})") from None
-        keep = {KEEP_SECRETS: True}  # stored with their write-only secrets
         webhooks = (
-            ""
-            if config.webhooks is None
-            else _json([hook.model_dump(mode="json", context=keep) for hook in config.webhooks])
+            "" if config.webhooks is None else _json([h.stored_form() for h in config.webhooks])
         )
         mode = "replace" if replace else "merge"
         answer = await self._run(

@@ -15,12 +15,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
     StrictInt,
     StringConstraints,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -153,33 +150,27 @@ class TaskConfig(BaseModel):
         return view
 
 
-KEEP_SECRETS = "keep_secrets"
-"""Serialization context flag: include subscription secrets (storage only, never answers)."""
-
-
 class Subscription(BaseModel):
     """A webhook subscription: where to POST which events, optionally signed with its own
-    secret. The secret is write-only: it is serialized only with the ``keep_secrets`` context
-    (the engine storing it), so no answer can ever carry it."""
+    secret. The secret is write-only: excluded from every serialization (answers), kept only
+    in the stored form."""
 
     url: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     events: list[Name] = Field(default_factory=lambda: [FINAL_TRIGGER])
     secret: Annotated[str, AfterValidator(check_signing_secret)] | None = Field(
         default=None,
+        exclude=True,
         description="Write-only: deliveries to this URL are signed with it instead of the "
         "service's secret ('whsec_' + base64 of 24 to 64 bytes). Never returned.",
         json_schema_extra={"writeOnly": True},
     )
 
-    @model_serializer(mode="wrap")
-    def _without_secret(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        context = info.context if isinstance(info.context, dict) else {}
-        if not context.get(KEEP_SECRETS) or data.get("secret") is None:
-            data.pop("secret", None)
-        return data
+    def stored_form(self) -> dict[str, Any]:
+        """What the session keeps: the subscription with its secret, if any."""
+        stored = self.model_dump(mode="json")
+        if self.secret is not None:
+            stored["secret"] = self.secret
+        return stored
 
 
 class SessionConfig(BaseModel):
