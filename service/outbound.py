@@ -212,7 +212,14 @@ class UrlPrefix:
             and url.host == self.host
             and url.port == self.port
             and segments[: len(self.segments)] == self.segments
+            and not any(_ambiguous(segment) for segment in segments)
         )
+
+
+def _ambiguous(segment: str) -> bool:
+    """A (decoded) segment some servers read as several or as a dot-segment: an encoded ``/``,
+    a backslash, or ``..;x`` (path parameters, as Tomcat reads them). Never under a prefix."""
+    return "/" in segment or "\\" in segment or segment.split(";", 1)[0] in (".", "..")
 
 
 class OutboundPolicy:
@@ -266,3 +273,9 @@ class OutboundPolicy:
         netloc = f"{literal}:{port}" if port else literal
         return Target(urlunsplit(parsed.parts._replace(netloc=netloc)), host, chosen,
                       parsed.parts.netloc)  # fmt: skip
+
+
+def check_allow_list(value: str) -> str:
+    """``TRIGGERS_OUTBOUND_ALLOW`` parses (checked with the settings, at start)."""
+    OutboundPolicy(value)
+    return value

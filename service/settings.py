@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.outbound import check_allow_list
 from service.secret_format import check_signing_secret
 
 
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
         description="Dramatiq broker: redis:// or amqp:// (RabbitMQ, needs the pika package); "
         "unset: the state Redis.",
     )
-    outbound_allow: str | None = Field(
+    outbound_allow: Annotated[str, AfterValidator(check_allow_list)] | None = Field(
         default=None,
         description="Comma-separated hosts, host:port, addresses, CIDR networks or URL prefixes "
         "that HTTP tasks and webhooks may call although they are private or loopback "

@@ -13,9 +13,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from service.engine import Engine, Instance
 from service.outbound import OutboundPolicy, OutboundRefused, is_public
+from service.settings import Settings
 from service.signing import Signer
 from service.worker.http_task import HttpTaskRunner
 
@@ -99,6 +101,10 @@ async def test_target_keeps_the_path_and_puts_the_address_in_place_of_the_host()
         # dot-segments: /tasks/../admin is /admin for the server
         ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/../admin/delete"),
         ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/%2e%2e/admin"),
+        # segments other servers split or read as dot-segments
+        ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/a%2f..%2f..%2fadmin"),
+        ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/..%5cadmin"),
+        ("http://127.0.0.1:7000/tasks/", "http://127.0.0.1:7000/tasks/..;/admin"),
         # whole segments: /tasks is not /tasksX
         ("http://127.0.0.1:7000/tasks", "http://127.0.0.1:7000/tasks-admin/x"),
         # port and scheme exactly
@@ -179,6 +185,8 @@ def test_an_allow_list_entry_with_userinfo_or_a_bad_port_is_refused_at_start() -
     for allow in ("http://user@127.0.0.1/", "http://127.0.0.1:99999/"):
         with pytest.raises(ValueError, match="TRIGGERS_OUTBOUND_ALLOW"):
             OutboundPolicy(allow)
+        with pytest.raises(ValidationError, match="outbound_allow"):
+            Settings(outbound_allow=allow)
 
 
 # -- the symptoms of the issue, against real servers on loopback ---------------------------
