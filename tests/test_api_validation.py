@@ -192,7 +192,9 @@ async def test_uids_with_dots_that_are_not_dot_segments_stay_valid(api: httpx.As
         assert response.status_code == 200, (uid, response.text)
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1E+400"])
+@pytest.mark.parametrize(
+    "number", ["NaN", "Infinity", "-Infinity", "1e400", "-1E+400", "1" * 400 + ".5"]
+)
 async def test_non_finite_numbers_are_refused_and_nothing_is_stored(
     api: httpx.AsyncClient, number: str
 ) -> None:

@@ -19,7 +19,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-SUSPECT = re.compile(rb"NaN|Infinity|[eE][+-]?0*[0-9]{3}")
+SUSPECT = re.compile(rb"NaN|Infinity|[eE][+-]?0*[0-9]{3}|[0-9]{309}")
 """Only a body holding one of these can hold a non-finite number: the walk is skipped for
 every other body."""
 
