@@ -49,11 +49,12 @@ def edit_distance(a: str, b: str) -> int:
 def near_directive(key: str) -> str | None:
     """The known directive ``key`` is probably a misspelling of: at most 2 edits away (1 for
     directives of 4 characters or fewer, so short custom keys stay free), but not equal."""
-    for known in known_directives():
+    directives = known_directives()
+    if key in directives:
+        return None
+    for known in directives:
         limit = 1 if len(known) <= 4 else 2
-        if key != known and edit_distance(key.lower(), known.lower()) <= limit:
-            return known
-        if key != known and key.lower() == known.lower():
+        if edit_distance(key.lower(), known.lower()) <= limit:
             return known
     return None
 
