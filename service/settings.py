@@ -15,6 +15,17 @@ from service.outbound import check_allow_list
 from service.secret_format import check_signing_secret
 
 
+def check_global_webhooks(value: str) -> str:
+    """TRIGGERS_WEBHOOKS holds subscriptions that can be delivered (as a session's must).
+    Imported here, when the setting is given, so that reading settings stays light."""
+    from pydantic import TypeAdapter
+
+    from service.api.validation import CheckedSubscription
+
+    TypeAdapter(list[CheckedSubscription]).validate_json(value)
+    return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRIGGERS_", extra="ignore")
 
@@ -81,10 +92,11 @@ class Settings(BaseSettings):
         "tasks; unset: generated once per deployment and kept in the state Redis "
         "(<prefix>:webhook-secret), with a copy in TRIGGERS_DATA_DIR/webhook-secret.",
     )
-    webhooks: str | None = Field(
+    webhooks: Annotated[str, AfterValidator(check_global_webhooks)] | None = Field(
         default=None,
-        description='Global webhook subscriptions, a JSON list of {"url", "events"} '
-        '("*" for every event), added to each session\'s own.',
+        description='Global webhook subscriptions, a JSON list of {"url", "events", "secret"?} '
+        '("*" for every event), added to each session\'s own; checked at start as a '
+        "session's are.",
     )
     webhook_timeout: float = Field(default=15.0, gt=0, description="Seconds per attempt.")
     webhook_retry_schedule: str = Field(

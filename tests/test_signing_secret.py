@@ -58,3 +58,19 @@ def test_a_configured_secret_is_used_as_it_is_and_nothing_is_stored(
 def test_a_malformed_configured_secret_is_refused_at_start(secret: str) -> None:
     with pytest.raises(ValidationError, match="webhook_secret"):
         Settings(webhook_secret=secret)
+
+
+@pytest.mark.parametrize(
+    "webhooks",
+    ['[{"url": "https://u:p@hooks.example.com/"}]', '[{"url": "not a url"}]',
+     '[{"url": "https://hooks.example.com/", "events": ["nope"]}]',
+     '[{"url": "https://hooks.example.com/", "secret": "abc"}]', "not json"],
+)  # fmt: skip
+def test_global_subscriptions_are_checked_at_start(webhooks: str) -> None:
+    with pytest.raises(ValidationError, match="webhooks"):
+        Settings(webhooks=webhooks)
+
+
+def test_valid_global_subscriptions_are_accepted() -> None:
+    hooks = f'[{{"url": "https://hooks.example.com/", "events": ["*"], "secret": "{GIVEN}"}}]'
+    assert Settings(webhooks=hooks).webhooks == hooks
