@@ -43,7 +43,7 @@ async def test_non_ascii_task_names_reach_their_http_endpoint(
     assert answer.status_code == 200, answer.text
     await fire(client, uid, "go")
     name = f"{task}#0"
-    instances = await wait_for(engine_e2e, uid, lambda i: name in i and i[name].resolved)
+    instances = await wait_for(engine_e2e, uid, lambda i: name in i and i[name].resolved, 60)
     assert instances[name].status == "finished", instances[name].metadata
     [(body, headers)] = hooks_to(task_server, path)
     assert body["instance"] == name and body["task"] == task
@@ -64,7 +64,7 @@ async def test_an_unknown_runner_sends_instance_failed(
         "webhooks": [{"url": task_server.url(path), "events": ["instanceFailed"]}],
     })  # fmt: skip
     await fire(client, uid, "go")
-    await wait_deliveries(client, uid, lambda d: d and d[0]["state"] == "delivered")
+    await wait_deliveries(client, uid, lambda d: d and d[0]["state"] == "delivered", 60)
     [(body, _)] = hooks_to(task_server, path)
     assert body["type"] == "instanceFailed"
     assert body["data"]["instance"] == "t#0"
@@ -85,7 +85,7 @@ async def test_an_operator_setting_failed_sends_instance_failed(
     answer = await client.post(f"/sessions/{uid}/instances/t%230/status", json={
         "status": "failed", "metadata": {"exceptionType": "ops.Broken"}})  # fmt: skip
     assert answer.status_code == 200, answer.text
-    await wait_deliveries(client, uid, lambda d: d and d[0]["state"] == "delivered")
+    await wait_deliveries(client, uid, lambda d: d and d[0]["state"] == "delivered", 60)
     [(body, _)] = hooks_to(task_server, path)
     assert body["data"] == {"instance": "t#0", "task": "t", "exceptionType": "ops.Broken",
                             "exceptionInfo": ""}  # fmt: skip
@@ -147,7 +147,7 @@ async def test_a_subscription_secret_signs_its_deliveries(
     await fire(client, uid, "go")
     await client.post(f"/sessions/{uid}/instances/t%230/status", json={"status": "failed"})
     found = await wait_deliveries(
-        client, uid, lambda d: len(d) == 2 and all(x["state"] == "delivered" for x in d)
+        client, uid, lambda d: len(d) == 2 and all(x["state"] == "delivered" for x in d), 60
     )
     assert TENANT_SECRET not in json.dumps(found)
     [(body, headers)] = hooks_to(task_server, own)
@@ -172,7 +172,7 @@ async def test_workers_started_in_different_folders_sign_alike(
         uid = new_uid()
         assert (await client.put(f"/sessions/{uid}/config", json={"tasks": tasks})).is_success
         await fire(client, uid, "go")
-        await wait_for(engine_e2e, uid, lambda i: "t#0" in i and i["t#0"].resolved)
+        await wait_for(engine_e2e, uid, lambda i: "t#0" in i and i["t#0"].resolved, 60)
         [call] = [(b, h) for b, h in hooks_to(task_server, path) if b["session"] == uid]
         return call
 
