@@ -3,8 +3,8 @@
 A URL is called only if every address its host resolves to is public, or the operator's
 allow-list (``TRIGGERS_OUTBOUND_ALLOW``) names it. Private, loopback, link-local (cloud
 metadata), CGNAT, multicast, reserved and IPv6 unique-local addresses are closed by default,
-and so is every IPv6 address that embeds such an IPv4 address (IPv4-mapped and -compatible,
-6to4, Teredo, NAT64, ISATAP): the network may route those to the embedded address.
+and so is every IPv6 address that embeds such an IPv4 address (IPv4-mapped, -compatible and
+-translated, 6to4, Teredo, NAT64, ISATAP): the network may route those to the embedded address.
 The host is resolved once and the connection goes to that checked address (the Host header
 and TLS server name stay the original host), so DNS rebinding cannot swap it; redirects are
 never followed (the callers' httpx clients have follow_redirects off).
@@ -36,6 +36,7 @@ CGNAT = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT, RFC 2765
 ISATAP_IDS = (0x00005EFE, 0x02005EFE)
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -141,7 +142,7 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]
     low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.ipv4_mapped is not None:
         found.append(address.ipv4_mapped)
-    if address in IPV4_COMPATIBLE or address in NAT64:
+    if address in IPV4_COMPATIBLE or address in IPV4_TRANSLATED or address in NAT64:
         found.append(low32)
     if address.sixtofour is not None:
         found.append(address.sixtofour)

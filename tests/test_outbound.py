@@ -160,6 +160,7 @@ async def test_urls_that_hide_or_break_their_host_are_refused(url: str) -> None:
         "64:ff9b:1::1",  # local-use NAT64
         "::127.0.0.1",  # IPv4-compatible
         "::ffff:169.254.169.254",  # IPv4-mapped
+        "::ffff:0:a00:1",  # IPv4-translated (SIIT) of 10.0.0.1
         "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
         "fe80::5efe:a00:1",  # ISATAP of 10.0.0.1
         "2001:db8::5efe:a00:1",
