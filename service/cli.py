@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,28 +27,49 @@ from typing import Any
 from service.api.auth import SCOPES, new_api_key
 from service.client import TriggersClient, TriggersHTTPError
 from service.settings import Settings
-from service.worker.process import run_workers, start_worker
+from service.worker.process import run_workers
 
 log = logging.getLogger("triggers")
+
+EXIT_OK = 0
+EXIT_REFUSED = 1  # the service answered with an error (a problem document)
+EXIT_USAGE = 2  # bad command line: unknown option, bad JSON, missing @file
+EXIT_UNREACHABLE = 3  # no answer from the service (refused, timed out, bad URL)
+EXIT_CANNOT_START = 4  # serve: port busy, data directory in use, no redis-server
+
+
+def fail(command: str, message: str, code: int) -> int:
+    """One line on stderr, no traceback: the error is the user's to fix, not a crash."""
+    print(f"triggers {command}: {message}", file=sys.stderr)
+    return code
 
 
 @contextmanager
 def redis_for(settings: Settings) -> Iterator[Settings]:
-    """The settings with a Redis URL: the configured one, or a started embedded server."""
+    """The settings with a Redis URL: the configured one, or a started embedded server.
+
+    The embedded server's data directory is locked first (``DataDirLock``), and the Redis child
+    shares the lock, so one data directory never gets two servers.
+    """
     if settings.redis_url:
         yield settings
         return
-    from service.redis_server import RedisServer
+    from service.redis_server import DataDirLock, RedisServer
 
+    lock = DataDirLock(settings.data_dir).acquire()
     folder = Path(settings.data_dir).resolve() / "redis"
     try:
-        with RedisServer(data_dir=folder, appendonly=True) as server:
+        assert lock.fd is not None
+        with RedisServer(data_dir=folder, appendonly=True, inherit_fds=(lock.fd,)) as server:
+            assert server.process is not None
+            lock.record(f"redis-server pid {server.process.pid} on port {server.port}")
             log.info("embedded Redis on %s, data in %s (append-only file on)", server.url, folder)
             # Everything that reads settings from the environment (the in-process worker, the
             # dispatcher's broker) uses this server too.
             os.environ["TRIGGERS_REDIS_URL"] = server.url
             yield settings.model_copy(update={"redis_url": server.url})
     finally:
+        lock.release()
         log.info("embedded Redis stopped, data flushed")
 
 
@@ -55,30 +77,66 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything else starts.
+
+    A busy port must fail the start before the embedded Redis and the worker are started (and
+    left to clean up); binding here and handing the socket to uvicorn also leaves no window for
+    another process to take the port in between.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the API until SIGINT or SIGTERM; the embedded Redis is stopped (flushed) after it.
 
-    uvicorn handles both signals for a graceful shutdown and then raises them again; our
-    handlers turn that into exceptions that unwind the ``with`` blocks, so the Redis child is
-    always stopped, never orphaned.
+    Order: the port is bound, then the data directory locked, then Redis started, so a second
+    service fails at once, with one line, and starts nothing. uvicorn handles both signals for
+    a graceful shutdown and then raises them again; our handlers turn that into exceptions that
+    unwind the ``with`` blocks, so the Redis child is always stopped, never orphaned.
     """
     import uvicorn
 
     from service.api.app import create_app
+    from service.redis_server import RedisServerError
+    from service.settings import Settings
+    from service.worker.process import start_worker
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    embedded = not Settings().redis_url
     try:
-        with redis_for(Settings()) as settings:
+        sock = listen_socket(args.host, args.port)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        message = (f"cannot listen on {args.host}:{args.port} ({reason}): is another service "
+                   "using it? Choose another port with --port")  # fmt: skip
+        return fail("serve", message, EXIT_CANNOT_START)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    settings = Settings()
+    embedded = not settings.redis_url
+    try:
+        with sock, redis_for(settings) as settings:
             worker = start_worker(settings) if embedded else None
             try:
-                uvicorn.run(
-                    create_app(settings), host=args.host, port=args.port, loop="uvloop",
-                    http="httptools", log_level=args.log_level, lifespan="on",
+                config = uvicorn.Config(
+                    create_app(settings), loop="uvloop", http="httptools",
+                    log_level=args.log_level, lifespan="on",
                 )  # fmt: skip
+                log.info("serving on http://%s:%d", args.host, args.port)
+                uvicorn.Server(config).run(sockets=[sock])
             finally:
                 if worker is not None:
                     worker.stop(timeout=10_000)
+    except RedisServerError as error:
+        return fail("serve", str(error).splitlines()[0], EXIT_CANNOT_START)
     except KeyboardInterrupt:
         pass
     return 0

@@ -11,6 +11,7 @@ Nothing here talks to the engine: it only manages processes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -37,6 +38,62 @@ def _command(client: redis.Redis, *args: object) -> Any:
 
 class RedisServerError(RuntimeError):
     """The redis-server binary is missing, or a server did not start or stop in time."""
+
+
+class DataDirInUse(RedisServerError):
+    """Another service (or the Redis it left behind) holds the data directory's lock."""
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<folder>/serve.lock``: one data directory, one service.
+
+    Two embedded Redis servers on one append-only file would each see only their own sessions
+    and merge them after a restart. The lock is released by the kernel when every descriptor of
+    it is closed, so it cannot go stale after a crash; passing ``fd`` to the Redis child keeps
+    the folder locked as long as an orphaned Redis still writes to it. The file records who
+    holds it, for the message a second start prints.
+    """
+
+    NAME = "serve.lock"
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder).resolve() / self.NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise DataDirInUse(
+                f"data directory {self.path.parent} is in use by another triggers serve "
+                f"({holder}); stop it, or set TRIGGERS_DATA_DIR to another folder"
+            ) from None
+        self.fd = fd
+        self.record()
+        return self
+
+    def record(self, *extra: str) -> None:
+        """Write who holds the lock: this process, and e.g. the Redis child sharing it."""
+        if self.fd is None:
+            return
+        text = ", ".join([f"pid {os.getpid()}", *extra]) + "\n"
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, text.encode(), 0)
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> DataDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def find_redis_server() -> str:
@@ -86,6 +143,8 @@ class RedisServer:
 
     ``data_dir`` None means a temporary folder removed on stop. ``appendonly`` turns on the
     append-only file (the embedded service mode wants it: state is a database here, not a cache).
+    ``inherit_fds`` stay open in the child: the data directory's lock, so that a Redis orphaned
+    by a killed service still holds it.
     """
 
     def __init__(
@@ -97,7 +156,9 @@ class RedisServer:
         extra_config: dict[str, str] | None = None,
         binary: str | None = None,
         cluster: bool = False,
+        inherit_fds: tuple[int, ...] = (),
     ) -> None:
+        self.inherit_fds = inherit_fds
         self.binary = binary or find_redis_server()
         self.cluster = cluster
         self.port = port or free_port(with_cluster_bus=cluster)
@@ -145,6 +206,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            pass_fds=self.inherit_fds,
         )
         deadline = time.monotonic() + timeout
         client = self.client()
