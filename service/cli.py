@@ -7,7 +7,13 @@
 * ``triggers api-key NAME [--prefix P ...] [--scope S ...]``: a new secret and its
   TRIGGERS_API_KEYS entry.
 * ``triggers configure|fire|show|unresolved|replay|skip|delete``: talk to a running service
-  (``--url``, default http://127.0.0.1:8000; ``--api-key`` or TRIGGERS_CLIENT_API_KEY).
+  (``--url`` or TRIGGERS_URL, default http://127.0.0.1:8000; ``--api-key`` or
+  TRIGGERS_API_KEY). Quiet unless ``-v``.
+
+Exit codes: 0 done; 1 the service refused (its problem in one line, all of it with -v); 2 bad
+command line (unknown option, JSON that does not parse, an @file that cannot be read); 3 the
+service could not be reached; 4 ``serve`` could not start (port busy, data directory in use,
+no redis-server).
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.api.auth import SCOPES, new_api_key
-from service.client import TriggersClient, TriggersHTTPError
-from service.settings import Settings
-from service.worker.process import run_workers
+# Only the standard library at import: `triggers --help` and the client commands must start
+# fast, so each command imports what it needs (FastAPI, uvicorn, dramatiq, redis) itself.
+if TYPE_CHECKING:
+    from service.client import TriggersClient
+    from service.settings import Settings
 
 log = logging.getLogger("triggers")
 
@@ -144,16 +151,25 @@ def serve(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     """`triggers worker`: Dramatiq worker processes (TRIGGERS_REDIS_URL must be set)."""
+    from service.settings import Settings
+    from service.worker.process import run_workers
+
     settings = Settings()
     if not (settings.redis_url or settings.broker_url):
-        print("triggers worker: set TRIGGERS_REDIS_URL (state) and optionally "
-              "TRIGGERS_BROKER_URL", file=sys.stderr)  # fmt: skip
-        return 2
+        return fail("worker", "set TRIGGERS_REDIS_URL (state) and optionally "
+                    "TRIGGERS_BROKER_URL", EXIT_USAGE)  # fmt: skip
     return run_workers(args.processes or settings.worker_processes,
                        args.threads or settings.worker_threads)  # fmt: skip
 
 
+# The API key scopes (service.api.auth.SCOPES; a test keeps the two equal): spelled out here so
+# that building the parser does not import the API.
+SCOPES = ("read", "fire", "configure", "operate")
+
+
 def api_key(args: argparse.Namespace) -> int:
+    from service.api.auth import new_api_key
+
     secret, entry = new_api_key(args.name, args.prefix or [], args.scope or list(SCOPES))
     print(f"secret (give it to the client, it is not stored): {secret}")
     print("entry for TRIGGERS_API_KEYS (a JSON list of such entries):")
@@ -161,51 +177,90 @@ def api_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> TriggersClient:
-    key = args.api_key or os.environ.get("TRIGGERS_CLIENT_API_KEY")
-    return TriggersClient(args.url, key)
+class UsageError(Exception):
+    """A command-line argument that cannot be used (exit code 2)."""
 
 
-def _json_arg(text: str | None) -> Any:
+def _json_arg(name: str, text: str | None) -> Any:
+    """A JSON argument, inline or ``@file``."""
     if text is None:
         return None
+    source = name
     if text.startswith("@"):
-        return json.loads(Path(text[1:]).read_text())
-    return json.loads(text)
+        source = text[1:]
+        try:
+            text = Path(source).read_text()
+        except OSError as error:
+            raise UsageError(f"cannot read {name} from @{source}: {error.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"{source} is not valid JSON ({error})") from None
 
 
 CLIENT_COMMANDS: dict[str, Callable[[TriggersClient, argparse.Namespace], Any]] = {
-    "configure": lambda c, a: c.configure(a.uid, _json_arg(a.config), replace=a.replace),
-    "fire": lambda c, a: c.fire(a.uid, a.trigger, _json_arg(a.kwargs)),
+    "configure": lambda c, a: c.configure(a.uid, _json_arg("config", a.config), replace=a.replace),
+    "fire": lambda c, a: c.fire(a.uid, a.trigger, _json_arg("kwargs", a.kwargs)),
     "show": lambda c, a: c.session(a.uid),
     "unresolved": lambda c, a: {
         "tasks": c.unresolved_tasks(a.uid)["tasks"],
         "instances": c.unresolved_instances(a.uid)["instances"],
     },
-    "replay": lambda c, a: c.replay(a.uid, a.instance, _json_arg(a.kwargs)),
+    "replay": lambda c, a: c.replay(a.uid, a.instance, _json_arg("kwargs", a.kwargs)),
     "skip": lambda c, a: c.skip(a.uid, a.instance, cascade=a.cascade),
     "delete": lambda c, a: c.delete(a.uid),
 }
 
 
+def problem_line(status: int, problem: dict[str, Any]) -> str:
+    """A problem document in one line: status, title, detail, and each field named."""
+    parts = [str(status), str(problem.get("title") or "error")]
+    detail = problem.get("detail")
+    if detail and detail != "see errors":
+        parts.append(str(detail))
+    errors = problem.get("errors") or []
+    fields = "; ".join(
+        f"{e.get('field')}: {e.get('message')}" for e in errors if isinstance(e, dict)
+    )
+    line = ": ".join(parts)
+    return f"{line} ({fields})" if fields else line
+
+
 def run_client_command(args: argparse.Namespace) -> int:
-    client = _client(args)
+    """Call the service; every failure is one line and an exit code (see the module doc)."""
+    from service.client import TriggersClient, TriggersError, TriggersHTTPError, TriggersUnreachable
+
+    command = args.command
     try:
-        answer = CLIENT_COMMANDS[args.command](client, args)
+        client = TriggersClient(args.url, args.api_key)
+    except Exception as error:  # httpx refuses a malformed base URL at construction
+        return fail(command, f"bad --url/TRIGGERS_URL {args.url!r}: {error}", EXIT_USAGE)
+    try:
+        answer = CLIENT_COMMANDS[command](client, args)
+    except UsageError as error:
+        return fail(command, str(error), EXIT_USAGE)
+    except TriggersUnreachable as error:
+        return fail(command, f"{error}: is it running (triggers serve)? Set the address with "
+                    "--url or TRIGGERS_URL", EXIT_UNREACHABLE)  # fmt: skip
     except TriggersHTTPError as error:
-        print(json.dumps(error.problem, indent=2), file=sys.stderr)
-        return 1
+        if args.verbose:
+            print(json.dumps(error.problem, indent=2), file=sys.stderr)
+        return fail(command, problem_line(error.status, error.problem), EXIT_REFUSED)
+    except TriggersError as error:
+        return fail(command, str(error), EXIT_REFUSED)
     finally:
         client.close()
     if answer is not None:
         print(json.dumps(answer, indent=2))
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="triggers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log HTTP requests and "
+                        "print whole problem documents")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser = sub.add_parser("serve", help="run the HTTP API (and the embedded Redis)")
     serve_parser.add_argument("--host", default="127.0.0.1")
@@ -221,8 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--url", default="http://127.0.0.1:8000")
-        p.add_argument("--api-key", default=None)
+        p.add_argument(
+            "--url",
+            default=None,
+            help="the service (default: TRIGGERS_URL, else http://127.0.0.1:8000)",
+        )
+        p.add_argument("--api-key", default=None, help="default: TRIGGERS_API_KEY")
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log HTTP requests and print whole problem documents",
+        )
         p.add_argument("uid")
         return p
 
@@ -244,9 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
+    # The service logs what it does; a client command prints its answer and nothing else
+    # (no "INFO httpx HTTP Request" lines) unless -v.
+    quiet = args.command not in ("serve", "worker") and not args.verbose
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=LOG_FORMAT)
     if args.command == "serve":
         return serve(args)
     if args.command == "api-key":

@@ -25,6 +25,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".triggers"), description="Where the embedded Redis keeps its files."
     )
+    url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The service the command line and service.client call (clients only; "
+        "they read it from the environment without importing these settings).",
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="The API key secret the command line and service.client send (clients only).",
+    )
     manager: str = Field(
         default="finalizing", description="Manager key from the registry (default, finalizing)."
     )

@@ -54,9 +54,10 @@ def redis_servers_on(data_dir: Path) -> int:
     count = 0
     for proc in Path("/proc").iterdir():
         try:
-            if b"redis-server" in (proc / "cmdline").read_bytes() and os.readlink(
-                proc / "cwd"
-            ) == folder:
+            if (
+                b"redis-server" in (proc / "cmdline").read_bytes()
+                and os.readlink(proc / "cwd") == folder
+            ):
                 count += 1
         except OSError:
             continue
