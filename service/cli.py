@@ -115,6 +115,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.slow_clients import header_deadline_protocol
     from service.redis_server import RedisServerError
     from service.settings import Settings
     from service.worker.process import start_worker
@@ -134,7 +135,9 @@ def serve(args: argparse.Namespace) -> int:
             worker = start_worker(settings) if embedded else None
             try:
                 config = uvicorn.Config(
-                    create_app(settings), loop="uvloop", http="httptools",
+                    create_app(settings), loop="uvloop",
+                    http=header_deadline_protocol(settings.header_timeout),
+                    timeout_keep_alive=settings.keep_alive_timeout,
                     log_level=args.log_level, lifespan="on",
                 )  # fmt: skip
                 log.info("serving on http://%s:%d", args.host, args.port)

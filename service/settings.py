@@ -62,6 +62,24 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
     )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers, from connecting (or "
+        "from the first byte of a request on a kept-alive connection); then 408 and closed.",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client has to send a whole request body once its headers are "
+        "in; then 408 and closed.",
+    )
+    keep_alive_timeout: int = Field(
+        default=5,
+        ge=1,
+        description="Seconds an idle kept-alive connection stays open (uvicorn's "
+        "timeout_keep_alive).",
+    )
     idempotency_ttl: int = Field(
         default=24 * 3600, ge=1, description="Seconds an Idempotency-Key's answer is kept."
     )

@@ -28,6 +28,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "not-found": (404, "No such session or instance"),
     "route-not-found": (404, "Not Found"),
     "json-too-deep": (400, "The body's JSON is nested too deeply"),
+    "request-timeout": (408, "The request was not received in time"),
     "conflict": (409, "The instance's status does not allow this"),
     "payload-too-large": (413, "The body is larger than the limit"),
     "unauthorized": (401, "A valid API key is required"),
@@ -45,10 +46,14 @@ HTTP_KINDS = {
     400: "malformed-json",  # FastAPI: "There was an error parsing the body"
     404: "route-not-found",  # raised by routing only: engine lookups answer "not-found"
     405: "method-not-allowed",
+    408: "request-timeout",  # slow_clients.BodyDeadline
     413: "payload-too-large",
     415: "unsupported-media-type",
 }
-BODY_KINDS = {"malformed-json", "payload-too-large", "unsupported-media-type", "json-too-deep"}
+BODY_KINDS = {
+    "malformed-json", "payload-too-large", "unsupported-media-type", "json-too-deep",
+    "request-timeout",
+}  # fmt: skip
 
 
 class FieldError(BaseModel):
@@ -210,7 +215,13 @@ def install(app: FastAPI) -> None:
             return _too_deep(request)
         kind = HTTP_KINDS.get(error.status_code, "validation-error")
         fields = [FieldError(field="body", message=str(error.detail))] if kind in BODY_KINDS else []
-        return problem_response(kind, str(error.detail), errors=fields, path=request.url.path)
+        return problem_response(
+            kind,
+            str(error.detail),
+            errors=fields,
+            path=request.url.path,
+            headers=dict(error.headers or {}),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
