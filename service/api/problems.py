@@ -172,10 +172,10 @@ def _not_json(request: Request) -> Response:
 
 
 def _too_deep(request: Request) -> Response:
-    """Valid JSON deeper than the parser's recursion limit (about 900 levels) is refused as
-    such, not called "not valid JSON"."""
+    """Valid JSON deeper than the parser's recursion limit (about 900 levels on Python 3.11) is
+    refused as such, not called "not valid JSON"."""
     return problem_response(
-        "json-too-deep", "JSON nested deeper than about 900 levels is refused",
+        "json-too-deep", "the body's JSON is nested too deeply to be parsed",
         errors=[FieldError(field="body", message="nesting too deep")], path=request.url.path,
     )  # fmt: skip
 
