@@ -142,6 +142,7 @@ def serve(args: argparse.Namespace) -> int:
                     http=header_deadline_protocol(settings.header_timeout),
                     timeout_keep_alive=settings.keep_alive_timeout,
                     log_level=args.log_level, lifespan="on",
+                    forwarded_allow_ips=args.forwarded_allow_ips,
                 )  # fmt: skip
                 log.info("serving on http://%s:%d", args.host, args.port)
                 uvicorn.Server(config).run(sockets=[sock])
@@ -269,9 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "print whole problem documents")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser = sub.add_parser("serve", help="run the HTTP API (and the embedded Redis)")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+        "machine only; 0.0.0.0 for every interface, with API keys)",
+    )  # fmt: skip
+    serve_parser.add_argument("--port", type=int, default=8000, help="default 8000")
     serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="proxies whose X-Forwarded-For/-Proto are trusted, comma-separated or * (default: "
+        "FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
+    )
     worker_parser = sub.add_parser("worker", help="run Dramatiq worker processes")
     worker_parser.add_argument("--processes", type=int, help="default TRIGGERS_WORKER_PROCESSES")
     worker_parser.add_argument("--threads", type=int, help="default TRIGGERS_WORKER_THREADS")
