@@ -51,6 +51,30 @@ def fail(command: str, message: str, code: int) -> int:
     return code
 
 
+class CommandFailed(Exception):
+    """Ends a command with one line and an exit code (``main`` prints it)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def load_settings() -> Settings:
+    """The service's settings; a bad value is one line naming the variable, not a traceback."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"TRIGGERS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise CommandFailed(EXIT_USAGE, f"bad setting: {problems}") from None
+
+
 @contextmanager
 def redis_for(settings: Settings) -> Iterator[Settings]:
     """The settings with a Redis URL: the configured one, or a started embedded server.
@@ -120,9 +144,9 @@ def serve(args: argparse.Namespace) -> int:
     from service.api.app import create_app
     from service.api.slow_clients import header_deadline_protocol
     from service.redis_server import RedisServerError
-    from service.settings import Settings
     from service.worker.process import start_worker
 
+    settings = load_settings()
     try:
         sock = listen_socket(args.host, args.port)
     except OSError as error:
@@ -131,7 +155,6 @@ def serve(args: argparse.Namespace) -> int:
                    "using it? Choose another port with --port")  # fmt: skip
         return fail("serve", message, EXIT_CANNOT_START)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    settings = Settings()
     embedded = not settings.redis_url
     try:
         with sock, redis_for(settings) as settings:
@@ -158,10 +181,9 @@ def serve(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     """`triggers worker`: Dramatiq worker processes (TRIGGERS_REDIS_URL must be set)."""
-    from service.settings import Settings
     from service.worker.process import run_workers
 
-    settings = Settings()
+    settings = load_settings()
     if not (settings.redis_url or settings.broker_url):
         return fail("worker", "set TRIGGERS_REDIS_URL (state) and optionally "
                     "TRIGGERS_BROKER_URL", EXIT_USAGE)  # fmt: skip
@@ -335,13 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     # (no "INFO httpx HTTP Request" lines) unless -v.
     quiet = args.command not in ("serve", "worker") and not args.verbose
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=LOG_FORMAT)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "api-key":
-        return api_key(args)
-    if args.command == "worker":
-        return worker(args)
-    return run_client_command(args)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "api-key":
+            return api_key(args)
+        if args.command == "worker":
+            return worker(args)
+        return run_client_command(args)
+    except CommandFailed as error:
+        return fail(args.command, error.message, error.code)
 
 
 if __name__ == "__main__":

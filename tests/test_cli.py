@@ -127,3 +127,11 @@ def test_the_light_copies_agree_with_the_server_side() -> None:
     """The command line spells out what it would otherwise import from the server's modules."""
     assert tuple(cli.SCOPES) == tuple(SCOPES)
     assert Settings().url == client.DEFAULT_URL
+
+
+def test_a_bad_setting_is_one_line_naming_it_and_exit_2(tmp_path: Path) -> None:
+    result = triggers("serve", "--port", str(free_port()), TRIGGERS_BODY_TIMEOUT="soon",
+                      TRIGGERS_DATA_DIR=str(tmp_path))  # fmt: skip
+    assert result.returncode == EXIT_USAGE
+    assert "TRIGGERS_BODY_TIMEOUT" in one_line(result)
+    assert not (tmp_path / "redis").exists()
