@@ -47,6 +47,7 @@ def header_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
 
     class HeaderDeadlineProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _in_headers = False  # a request's first byte came, its headers are not complete yet
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -54,10 +55,12 @@ def header_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._in_headers = True
             if self._header_timer is None:
                 self._arm()
 
         def on_headers_complete(self) -> None:
+            self._in_headers = False
             self._disarm()
             super().on_headers_complete()
 
@@ -74,13 +77,15 @@ def header_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
                 timer.cancel()
 
         def _headers_too_slow(self) -> None:
+            """408 to a request that began; a connection that sent nothing is just closed
+            (an unasked-for answer would confuse a proxy's pooled idle connection)."""
             self._header_timer = None
             if self.transport.is_closing():
                 return
-            if self.cycle is None or self.cycle.response_complete:  # never mid-answer
+            answering = self.cycle is None or self.cycle.response_complete  # never mid-answer
+            if self._in_headers and answering:
                 detail = f"the request's headers took longer than {seconds:g} s"
-                url: bytes = getattr(self, "url", b"")  # set by the first byte of a request
-                path = url.decode("latin-1").split("?", 1)[0]
+                path = self.url.decode("latin-1").split("?", 1)[0]
                 self.transport.write(_timeout_answer(detail, "headers", path))
             self.transport.close()
 
