@@ -61,8 +61,14 @@ class DataDirLock:
         self.fd: int | None = None
 
     def acquire(self) -> DataDirLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise RedisServerError(
+                f"cannot use data directory {self.path.parent} ({error.strerror}); set "
+                "TRIGGERS_DATA_DIR to a folder this user may write"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

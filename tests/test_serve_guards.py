@@ -118,3 +118,12 @@ def test_a_busy_port_fails_before_redis_is_started(tmp_path: Path) -> None:
     assert len(lines) == 1, err
     assert str(port) in lines[0] and "--port" in lines[0]
     assert not (tmp_path / "redis" / "redis.conf").exists()
+
+
+@pytest.mark.timeout(120)
+def test_an_unusable_data_dir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    code, err = finish(serve_command(tmp_path / "a-file" / "data", free_port()))
+    assert code == EXIT_CANNOT_START
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "TRIGGERS_DATA_DIR" in lines[0], err
