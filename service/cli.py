@@ -7,7 +7,13 @@
 * ``triggers api-key NAME [--prefix P ...] [--scope S ...]``: a new secret and its
   TRIGGERS_API_KEYS entry.
 * ``triggers configure|fire|show|unresolved|replay|skip|delete``: talk to a running service
-  (``--url``, default http://127.0.0.1:8000; ``--api-key`` or TRIGGERS_CLIENT_API_KEY).
+  (``--url`` or TRIGGERS_URL, default http://127.0.0.1:8000; ``--api-key`` or
+  TRIGGERS_API_KEY). Quiet unless ``-v``.
+
+Exit codes: 0 done; 1 the service refused (its problem in one line, all of it with -v); 2 bad
+command line (unknown option, JSON that does not parse, an @file that cannot be read); 3 the
+service could not be reached; 4 ``serve`` could not start (port busy, data directory in use,
+no redis-server).
 """
 
 from __future__ import annotations
@@ -17,68 +23,157 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.api.auth import SCOPES, new_api_key
-from service.client import TriggersClient, TriggersHTTPError
-from service.settings import Settings
-from service.worker.process import run_workers, start_worker
+# Only the standard library at import: `triggers --help` and the client commands must start
+# fast, so each command imports what it needs (FastAPI, uvicorn, dramatiq, redis) itself.
+if TYPE_CHECKING:
+    from service.client import TriggersClient
+    from service.settings import Settings
 
 log = logging.getLogger("triggers")
+
+EXIT_OK = 0
+EXIT_REFUSED = 1  # the service answered with an error (a problem document)
+EXIT_USAGE = 2  # bad command line: unknown option, bad JSON, missing @file
+EXIT_UNREACHABLE = 3  # no answer from the service (refused, timed out, bad URL)
+EXIT_CANNOT_START = 4  # serve: port busy, data directory in use, no redis-server
+
+
+def fail(command: str, message: str, code: int) -> int:
+    """One line on stderr, no traceback: the error is the user's to fix, not a crash."""
+    print(f"triggers {command}: {message}", file=sys.stderr)
+    return code
+
+
+class CommandFailed(Exception):
+    """Ends a command with one line and an exit code (``main`` prints it)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def load_settings() -> Settings:
+    """The service's settings; a bad value is one line naming the variable, not a traceback."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"TRIGGERS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise CommandFailed(EXIT_USAGE, f"bad setting: {problems}") from None
 
 
 @contextmanager
 def redis_for(settings: Settings) -> Iterator[Settings]:
-    """The settings with a Redis URL: the configured one, or a started embedded server."""
+    """The settings with a Redis URL: the configured one, or a started embedded server.
+
+    The embedded server's data directory is locked first (``DataDirLock``), and the Redis child
+    shares the lock, so one data directory never gets two servers.
+    """
     if settings.redis_url:
         yield settings
         return
-    from service.redis_server import RedisServer
+    from service.redis_server import DataDirLock, RedisServer
 
+    lock = DataDirLock(settings.data_dir).acquire()
     folder = Path(settings.data_dir).resolve() / "redis"
+    started = False
     try:
-        with RedisServer(data_dir=folder, appendonly=True) as server:
+        assert lock.fd is not None
+        with RedisServer(data_dir=folder, appendonly=True, inherit_fds=(lock.fd,)) as server:
+            started = True
+            assert server.process is not None
+            lock.record(f"redis-server pid {server.process.pid} on port {server.port}")
             log.info("embedded Redis on %s, data in %s (append-only file on)", server.url, folder)
             # Everything that reads settings from the environment (the in-process worker, the
             # dispatcher's broker) uses this server too.
             os.environ["TRIGGERS_REDIS_URL"] = server.url
             yield settings.model_copy(update={"redis_url": server.url})
     finally:
-        log.info("embedded Redis stopped, data flushed")
+        lock.release()
+        if started:
+            log.info("embedded Redis stopped, data flushed")
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything else starts.
+
+    A busy port must fail the start before the embedded Redis and the worker are started (and
+    left to clean up); binding here and handing the socket to uvicorn also leaves no window for
+    another process to take the port in between.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the API until SIGINT or SIGTERM; the embedded Redis is stopped (flushed) after it.
 
-    uvicorn handles both signals for a graceful shutdown and then raises them again; our
-    handlers turn that into exceptions that unwind the ``with`` blocks, so the Redis child is
-    always stopped, never orphaned.
+    Order: the port is bound, then the data directory locked, then Redis started, so a second
+    service fails at once, with one line, and starts nothing. uvicorn handles both signals for
+    a graceful shutdown and then raises them again; our handlers turn that into exceptions that
+    unwind the ``with`` blocks, so the Redis child is always stopped, never orphaned.
     """
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.slow_clients import header_deadline_protocol
+    from service.redis_server import RedisServerError
+    from service.worker.process import start_worker
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    embedded = not Settings().redis_url
+    settings = load_settings()
     try:
-        with redis_for(Settings()) as settings:
+        sock = listen_socket(args.host, args.port)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        message = (f"cannot listen on {args.host}:{args.port} ({reason}): is another service "
+                   "using it? Choose another port with --port")  # fmt: skip
+        return fail("serve", message, EXIT_CANNOT_START)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    embedded = not settings.redis_url
+    try:
+        with sock, redis_for(settings) as settings:
             worker = start_worker(settings) if embedded else None
             try:
-                uvicorn.run(
-                    create_app(settings), host=args.host, port=args.port, loop="uvloop",
-                    http="httptools", log_level=args.log_level, lifespan="on",
+                config = uvicorn.Config(
+                    create_app(settings), loop="uvloop",
+                    http=header_deadline_protocol(settings.header_timeout),
+                    timeout_keep_alive=settings.keep_alive_timeout,
+                    log_level=args.log_level, lifespan="on",
+                    forwarded_allow_ips=args.forwarded_allow_ips,
                 )  # fmt: skip
+                log.info("serving on http://%s:%d", args.host, args.port)
+                uvicorn.Server(config).run(sockets=[sock])
             finally:
                 if worker is not None:
                     worker.stop(timeout=10_000)
+    except RedisServerError as error:
+        return fail("serve", str(error).splitlines()[0], EXIT_CANNOT_START)
     except KeyboardInterrupt:
         pass
     return 0
@@ -86,16 +181,24 @@ def serve(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     """`triggers worker`: Dramatiq worker processes (TRIGGERS_REDIS_URL must be set)."""
-    settings = Settings()
+    from service.worker.process import run_workers
+
+    settings = load_settings()
     if not (settings.redis_url or settings.broker_url):
-        print("triggers worker: set TRIGGERS_REDIS_URL (state) and optionally "
-              "TRIGGERS_BROKER_URL", file=sys.stderr)  # fmt: skip
-        return 2
+        return fail("worker", "set TRIGGERS_REDIS_URL (state) and optionally "
+                    "TRIGGERS_BROKER_URL", EXIT_USAGE)  # fmt: skip
     return run_workers(args.processes or settings.worker_processes,
                        args.threads or settings.worker_threads)  # fmt: skip
 
 
+# The API key scopes (service.api.auth.SCOPES; a test keeps the two equal): spelled out here so
+# that building the parser does not import the API.
+SCOPES = ("read", "fire", "configure", "operate")
+
+
 def api_key(args: argparse.Namespace) -> int:
+    from service.api.auth import new_api_key
+
     secret, entry = new_api_key(args.name, args.prefix or [], args.scope or list(SCOPES))
     print(f"secret (give it to the client, it is not stored): {secret}")
     print("entry for TRIGGERS_API_KEYS (a JSON list of such entries):")
@@ -103,56 +206,104 @@ def api_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> TriggersClient:
-    key = args.api_key or os.environ.get("TRIGGERS_CLIENT_API_KEY")
-    return TriggersClient(args.url, key)
+class UsageError(Exception):
+    """A command-line argument that cannot be used (exit code 2)."""
 
 
-def _json_arg(text: str | None) -> Any:
+def _json_arg(name: str, text: str | None) -> Any:
+    """A JSON argument, inline or ``@file``."""
     if text is None:
         return None
+    source = name
     if text.startswith("@"):
-        return json.loads(Path(text[1:]).read_text())
-    return json.loads(text)
+        source = text[1:]
+        try:
+            text = Path(source).read_text()
+        except OSError as error:
+            raise UsageError(f"cannot read {name} from @{source}: {error.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"{source} is not valid JSON ({error})") from None
 
 
 CLIENT_COMMANDS: dict[str, Callable[[TriggersClient, argparse.Namespace], Any]] = {
-    "configure": lambda c, a: c.configure(a.uid, _json_arg(a.config), replace=a.replace),
-    "fire": lambda c, a: c.fire(a.uid, a.trigger, _json_arg(a.kwargs)),
+    "configure": lambda c, a: c.configure(a.uid, _json_arg("config", a.config), replace=a.replace),
+    "fire": lambda c, a: c.fire(a.uid, a.trigger, _json_arg("kwargs", a.kwargs)),
     "show": lambda c, a: c.session(a.uid),
     "unresolved": lambda c, a: {
         "tasks": c.unresolved_tasks(a.uid)["tasks"],
         "instances": c.unresolved_instances(a.uid)["instances"],
     },
-    "replay": lambda c, a: c.replay(a.uid, a.instance, _json_arg(a.kwargs)),
+    "replay": lambda c, a: c.replay(a.uid, a.instance, _json_arg("kwargs", a.kwargs)),
     "skip": lambda c, a: c.skip(a.uid, a.instance, cascade=a.cascade),
     "delete": lambda c, a: c.delete(a.uid),
 }
 
 
+def problem_line(status: int, problem: dict[str, Any]) -> str:
+    """A problem document in one line: status, title, detail, and each field named."""
+    parts = [str(status), str(problem.get("title") or "error")]
+    detail = problem.get("detail")
+    if detail and detail != "see errors":
+        parts.append(str(detail))
+    errors = problem.get("errors") or []
+    fields = "; ".join(
+        f"{e.get('field')}: {e.get('message')}" for e in errors if isinstance(e, dict)
+    )
+    line = ": ".join(parts)
+    return f"{line} ({fields})" if fields else line
+
+
 def run_client_command(args: argparse.Namespace) -> int:
-    client = _client(args)
+    """Call the service; every failure is one line and an exit code (see the module doc)."""
+    from service.client import TriggersClient, TriggersError, TriggersHTTPError, TriggersUnreachable
+
+    command = args.command
     try:
-        answer = CLIENT_COMMANDS[args.command](client, args)
+        client = TriggersClient(args.url, args.api_key)
+    except Exception as error:  # httpx refuses a malformed base URL at construction
+        return fail(command, f"bad --url/TRIGGERS_URL {args.url!r}: {error}", EXIT_USAGE)
+    try:
+        answer = CLIENT_COMMANDS[command](client, args)
+    except UsageError as error:
+        return fail(command, str(error), EXIT_USAGE)
+    except TriggersUnreachable as error:
+        return fail(command, f"{error}: is it running (triggers serve)? Set the address with "
+                    "--url or TRIGGERS_URL", EXIT_UNREACHABLE)  # fmt: skip
     except TriggersHTTPError as error:
-        print(json.dumps(error.problem, indent=2), file=sys.stderr)
-        return 1
+        if args.verbose:
+            print(json.dumps(error.problem, indent=2), file=sys.stderr)
+        return fail(command, problem_line(error.status, error.problem), EXIT_REFUSED)
+    except TriggersError as error:
+        return fail(command, str(error), EXIT_REFUSED)
     finally:
         client.close()
     if answer is not None:
         print(json.dumps(answer, indent=2))
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="triggers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log HTTP requests and "
+                        "print whole problem documents")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser = sub.add_parser("serve", help="run the HTTP API (and the embedded Redis)")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+        "machine only; 0.0.0.0 for every interface, with API keys)",
+    )  # fmt: skip
+    serve_parser.add_argument("--port", type=int, default=8000, help="default 8000")
     serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="proxies whose X-Forwarded-For/-Proto are trusted, comma-separated or * (default: "
+        "FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
+    )
     worker_parser = sub.add_parser("worker", help="run Dramatiq worker processes")
     worker_parser.add_argument("--processes", type=int, help="default TRIGGERS_WORKER_PROCESSES")
     worker_parser.add_argument("--threads", type=int, help="default TRIGGERS_WORKER_THREADS")
@@ -163,8 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--url", default="http://127.0.0.1:8000")
-        p.add_argument("--api-key", default=None)
+        p.add_argument(
+            "--url",
+            default=None,
+            help="the service (default: TRIGGERS_URL, else http://127.0.0.1:8000)",
+        )
+        p.add_argument("--api-key", default=None, help="default: TRIGGERS_API_KEY")
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log HTTP requests and print whole problem documents",
+        )
         p.add_argument("uid")
         return p
 
@@ -186,16 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "api-key":
-        return api_key(args)
-    if args.command == "worker":
-        return worker(args)
-    return run_client_command(args)
+    # The service logs what it does; a client command prints its answer and nothing else
+    # (no "INFO httpx HTTP Request" lines) unless -v.
+    quiet = args.command not in ("serve", "worker") and not args.verbose
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=LOG_FORMAT)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "api-key":
+            return api_key(args)
+        if args.command == "worker":
+            return worker(args)
+        return run_client_command(args)
+    except CommandFailed as error:
+        return fail(args.command, error.message, error.code)
 
 
 if __name__ == "__main__":

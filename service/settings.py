@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.outbound import check_allow_list
@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".triggers"), description="Where the embedded Redis keeps its files."
     )
+    url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The service the command line and service.client call (clients only; "
+        "they read it from the environment without importing these settings).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key secret the command line and service.client send (clients only).",
+    )
     manager: str = Field(
         default="finalizing", description="Manager key from the registry (default, finalizing)."
     )
@@ -66,6 +75,24 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers, from connecting (or "
+        "from the first byte of a request on a kept-alive connection); then 408 and closed.",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client has to send a whole request body once its headers are "
+        "in; then 408 and closed.",
+    )
+    keep_alive_timeout: int = Field(
+        default=5,
+        ge=1,
+        description="Seconds an idle kept-alive connection stays open (uvicorn's "
+        "timeout_keep_alive).",
     )
     idempotency_ttl: int = Field(
         default=24 * 3600, ge=1, description="Seconds an Idempotency-Key's answer is kept."

@@ -19,6 +19,7 @@ from service.api.context import ApiContext
 from service.api.gate import Gate
 from service.api.idempotency import IdempotencyStore
 from service.api.limits import BodySizeLimit
+from service.api.slow_clients import BodyDeadline
 from service.engine import Engine
 from service.factory import build_engine, build_manager
 from service.settings import Settings
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout)
     app.add_middleware(Gate, auth=auth)  # added last: runs first, before any body is read
 
     openapi.install(app)

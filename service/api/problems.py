@@ -27,6 +27,9 @@ KINDS: dict[str, tuple[int, str]] = {
     "validation-error": (422, "The request is not valid"),
     "malformed-json": (400, "The body is not valid JSON"),
     "not-found": (404, "No such session or instance"),
+    "route-not-found": (404, "Not Found"),
+    "json-too-deep": (400, "The body's JSON is nested too deeply"),
+    "request-timeout": (408, "The request was not received in time"),
     "conflict": (409, "The instance's status does not allow this"),
     "payload-too-large": (413, "The body is larger than the limit"),
     "unauthorized": (401, "A valid API key is required"),
@@ -42,12 +45,16 @@ KINDS: dict[str, tuple[int, str]] = {
 
 HTTP_KINDS = {
     400: "malformed-json",  # FastAPI: "There was an error parsing the body"
-    404: "not-found",
+    404: "route-not-found",  # raised by routing only: engine lookups answer "not-found"
     405: "method-not-allowed",
+    408: "request-timeout",  # slow_clients.BodyDeadline
     413: "payload-too-large",
     415: "unsupported-media-type",
 }
-BODY_KINDS = {"malformed-json", "payload-too-large", "unsupported-media-type"}
+BODY_KINDS = {
+    "malformed-json", "payload-too-large", "unsupported-media-type", "json-too-deep",
+    "request-timeout",
+}  # fmt: skip
 
 
 class FieldError(BaseModel):
@@ -152,6 +159,28 @@ def validation_errors(error: RequestValidationError) -> tuple[str, list[FieldErr
     return kind, fields
 
 
+def _not_json(request: Request) -> Response:
+    """FastAPI hands a body that is not declared JSON to validation as bytes, which then reads
+    "Input should be a valid dictionary": the fault is the header, so name it."""
+    declared = request.headers.get("content-type")
+    message = f"is {declared!r}" if declared else "is missing"
+    return problem_response(
+        "unsupported-media-type", f"Content-Type {message}: send application/json",
+        errors=[FieldError(field="header.Content-Type", message=f"{message}; application/json "
+                           "expected")],
+        path=request.url.path,
+    )  # fmt: skip
+
+
+def _too_deep(request: Request) -> Response:
+    """Valid JSON deeper than the parser's recursion limit (about 900 levels on Python 3.11) is
+    refused as such, not called "not valid JSON"."""
+    return problem_response(
+        "json-too-deep", "the body's JSON is nested too deeply to be parsed",
+        errors=[FieldError(field="body", message="nesting too deep")], path=request.url.path,
+    )  # fmt: skip
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem document (never a bare 500)."""
 
@@ -176,6 +205,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> Response:
+        if isinstance(error.body, bytes) and error.body:
+            return _not_json(request)
         kind, fields = validation_errors(error)
         return problem_response(kind, "see errors", errors=fields, path=request.url.path)
 
@@ -188,9 +219,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> Response:
+        if isinstance(error.__cause__, RecursionError):
+            return _too_deep(request)
         kind = HTTP_KINDS.get(error.status_code, "validation-error")
         fields = [FieldError(field="body", message=str(error.detail))] if kind in BODY_KINDS else []
-        return problem_response(kind, str(error.detail), errors=fields, path=request.url.path)
+        return problem_response(
+            kind,
+            str(error.detail),
+            errors=fields,
+            path=request.url.path,
+            headers=dict(error.headers or {}),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
