@@ -264,6 +264,7 @@ class Claim(BaseModel):
     token: str | None = None
     attempt: int | None = None
     expires: int | None = None
+    sessionId: str | None = None
     wait: int | None = None
     status: str | None = None
     instance: Instance | None = None
@@ -283,4 +284,5 @@ class SessionSnapshot(BaseModel):
     created: int
     updated: int
     version: int
+    sessionId: str | None = None
     webhooks: list[Subscription] | None = None

@@ -1,7 +1,8 @@
 """HTTP tasks (API.md, "HTTP tasks"): POST the context to ``run`` and read the outcome.
 
 Request: JSON ``{"session", "instance", "task", "attempt", "kwargs"}`` with
-``Idempotency-Key: <uid>/<instance>`` and the Standard Webhooks signature headers.
+``Idempotency-Key: <uid>/<instance>/<sessionId>`` (the session's incarnation: a session deleted
+and created again under its UID never repeats a key) and the Standard Webhooks signature headers.
 Answer: ``Triggers-Outcome: retry`` or 429/503 -> retry (``Retry-After`` seconds as cooldown, a
 body ``{"kwargs": ...}`` replaces the kwargs); ``Triggers-Outcome: skip`` -> skipped (a JSON
 object body is merged into metadata); other 2xx -> finished with the JSON object body (empty:
@@ -95,11 +96,12 @@ class HttpTaskRunner:
             "session": uid, "instance": name, "task": name.rsplit("#", 1)[0],
             "attempt": claim.attempt or 1, "kwargs": claim.kwargs or {},
         }).decode()  # fmt: skip
+        key = f"{uid}/{name}/{claim.sessionId or ''}"  # never repeats for a re-created UID
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": f"{uid}/{name}",
+            "Idempotency-Key": key,
             "Host": target.netloc,
-            **self.signer.headers(f"task_{uid}/{name}/{claim.attempt or 1}", body),
+            **self.signer.headers(f"task_{key}/{claim.attempt or 1}", body),
         }
         extra = task.model_extra or {}
         timeout = httpx.Timeout(
