@@ -43,6 +43,7 @@ class WorkerRuntime:
             self.http, OutboundPolicy(settings.outbound_allow), Signer(secret),
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
+            max_timeout=settings.http_max_timeout,
             max_response_bytes=settings.http_max_response_bytes,
         )  # fmt: skip
         self.deliverer = Deliverer(
