@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
+import socket
 import threading
 import time
 import uuid
@@ -40,11 +42,12 @@ def isolated_stack(
 @dataclass
 class SlowEndpoints:
     """``/trickle/...``: 200 with a 20-byte JSON body sent one byte every ``trickle_every``
-    seconds. ``/hold/...``: answers ``{}`` after ``hold`` seconds. Every call is recorded with
-    its session; ``running``/``most_at_once`` count the calls in progress per path."""
+    seconds. ``/hold/<seconds>/...``: a first attempt is answered ``{"attempt": 1}`` after that
+    many seconds, or abandoned as soon as the client closes the connection; later attempts at
+    once. Every call is recorded; ``running``/``most_at_once`` count the calls in progress per
+    path, ``ended`` says how each call ended (answered or abandoned) and when."""
 
     trickle_every: float = 2.0
-    hold: float = 20.0
     port: int = 0
     calls: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
     ended: list[tuple[str, str, float]] = field(default_factory=list)
@@ -82,13 +85,23 @@ def _handler(endpoints: SlowEndpoints) -> type[BaseHTTPRequestHandler]:
             try:
                 if self.path.startswith("/trickle"):
                     self._trickle()
+                elif self._held(float(self.path.split("/")[2]) if body["attempt"] == 1 else 0):
+                    self._answer(json.dumps({"attempt": body["attempt"]}).encode())
                 else:
-                    time.sleep(endpoints.hold)
-                    self._answer(b"{}")
+                    how = "abandoned"
             except OSError:  # the client went away (its deadline, a cancelled run)
                 how = "abandoned"
             finally:
                 endpoints.leave(self.path, how)
+
+        def _held(self, seconds: float) -> bool:
+            """Waits ``seconds``; False as soon as the client closes its connection."""
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                readable, _, _ = select.select([self.connection], [], [], 0.05)
+                if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                    return False
+            return True
 
         def _answer(self, content: bytes) -> None:
             self.send_response(200)
