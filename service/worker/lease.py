@@ -34,6 +34,9 @@ MAX_BACKOFF = 1.0
 
 
 class LeaseKeeper:
+    """The lease of one run: ``keep()`` renews it while the run goes on and returns once it is
+    lost (``lost`` set, ``reason`` says why); the caller then stops the run."""
+
     def __init__(self, engine: Engine, uid: str, name: str, token: str, sent_at: float) -> None:
         """``sent_at``: ``time.monotonic()`` taken before the claim was sent."""
         self.engine = engine
