@@ -35,8 +35,11 @@ def lookup(registry: EntryPointClassRegistry[Any], key: str) -> Any:
         return registry.get(key)
 
 
-def class_of(registry: EntryPointClassRegistry[Any], key: str) -> Any:
-    """The class ``registry`` holds under ``key``, not an instance (LookupError if nothing)."""
+def lookup_class(registry: EntryPointClassRegistry[Any], key: str) -> Any:
+    """The class ``registry`` holds under ``key``, not an instance (LookupError if nothing).
+    A cold registry's first read fills it from entry points: without the lock, threads that
+    arrive meanwhile see a half-filled table (the sweeper thread and the first message of a
+    fresh worker process raced here)."""
     with _lock:
         return registry.get_class(key)
 

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     )
     http_connect_timeout: float = Field(default=5.0, gt=0, description="HTTP tasks: seconds.")
     http_read_timeout: float = Field(default=60.0, gt=0, description="HTTP tasks: seconds.")
+    http_max_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="HTTP tasks: the total deadline of one request in seconds (connect and every "
+        "read together), and the most a per-task connectTimeout/readTimeout may ask for.",
+    )
     http_max_response_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="HTTP tasks: largest answer body read."
     )

@@ -241,7 +241,7 @@ async def _run_http_task(engine: Engine, policy: OutboundPolicy, run: str) -> In
     async with httpx.AsyncClient(follow_redirects=False) as client:
         runner = HttpTaskRunner(
             client, policy, Signer(SECRET), connect_timeout=5, read_timeout=5,
-            max_response_bytes=1 << 20,
+            max_response_bytes=1 << 20, max_timeout=30,
         )  # fmt: skip
         outcome = await runner.run(uid, "t#0", claim)
     if outcome.kind == "finished":

@@ -126,6 +126,12 @@ class SessionAnswer(BaseModel):
     created: str
     updated: str
     version: int = Field(description="Increases with every change of the session.")
+    sessionId: str | None = Field(
+        default=None,
+        description="Opaque id of this incarnation of the session, created with it: a session "
+        "deleted (or expired) and created again under the same UID gets a new one. Part of "
+        "HTTP tasks' Idempotency-Key and of webhook ids.",
+    )
     webhooks: list[Subscription] | None = None
 
 

@@ -33,6 +33,7 @@ def session_answer(snapshot: SessionSnapshot) -> SessionAnswer:
         created=iso_time(snapshot.created),
         updated=iso_time(snapshot.updated),
         version=snapshot.version,
+        sessionId=snapshot.sessionId,
         webhooks=snapshot.webhooks,
     )
 

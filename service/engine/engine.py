@@ -587,6 +587,7 @@ class Engine:
             created=int(meta["created"]),
             updated=int(meta["updated"]),
             version=int(meta["version"]),
+            sessionId=meta.get("sid"),
             webhooks=_SUBSCRIPTIONS.validate_json(webhooks) if webhooks else None,
         )
 

@@ -290,6 +290,7 @@ class Claim(BaseModel):
     token: str | None = None
     attempt: int | None = None
     expires: int | None = None
+    sessionId: str | None = None
     wait: int | None = None
     status: str | None = None
     instance: Instance | None = None
@@ -309,4 +310,5 @@ class SessionSnapshot(BaseModel):
     created: int
     updated: int
     version: int
+    sessionId: str | None = None
     webhooks: list[Subscription] | None = None

@@ -2,9 +2,11 @@
 
 Subscribers are the session's ``webhooks`` (its configuration) and the global ones of
 ``TRIGGERS_WEBHOOKS`` (a JSON list of ``{"url", "events"}``; ``"*"`` subscribes to every
-event). Each delivery gets an id derived from the session, the event and the URL, so a
-re-dispatched event (the sweeper, after a crash) finds its deliveries already recorded and
-does not deliver twice; the delivery actor then makes the attempts.
+event). Each delivery gets an id derived from the session (its UID and sessionId), the event
+and the URL, so a re-dispatched event (the sweeper, after a crash) finds its deliveries
+already recorded and does not deliver twice, while a session created again under the same UID
+gets new ids (a stale record of the old incarnation never blocks its events); the delivery
+actor then makes the attempts.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from service.engine import Engine, NotFoundError, Subscription
+from service.engine.keys import session_keys
 from service.settings import Settings
 from service.webhooks.events import parse_member, payload
 from service.webhooks.store import DeliveryStore
@@ -23,8 +26,17 @@ from service.worker.runners import ActorSender
 SUBSCRIPTIONS = TypeAdapter(list[Subscription])
 
 
-def delivery_id(uid: str, member: str, url: str) -> str:
-    return "msg_" + hashlib.sha256(f"{uid}|{member}|{url}".encode()).hexdigest()[:32]
+def delivery_id(uid: str, session_id: str, member: str, url: str) -> str:
+    """The same for every dispatch of one event of one incarnation of a session (so it is
+    delivered once), different for a session created again under the same UID (sessionId)."""
+    key = f"{uid}|{session_id}|{member}|{url}"
+    return "msg_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+async def session_id(engine: Engine, uid: str) -> str:
+    """The sessionId of the session's current incarnation (one field of its meta hash)."""
+    meta_key = session_keys(uid, engine.prefix)[0]
+    return str(await engine.client.hget(meta_key, "sid") or "")
 
 
 class WebhookRunner:
@@ -58,8 +70,9 @@ class WebhookRunner:
             return
         store = DeliveryStore(self.engine)
         body = orjson.dumps(await payload(self.engine, uid, member)).decode()
+        incarnation = await session_id(self.engine, uid)
         for subscription in matching:
-            identifier = delivery_id(uid, member, subscription.url)
+            identifier = delivery_id(uid, incarnation, member, subscription.url)
             created = await store.create(
                 uid, identifier, subscription.url, kind, body, subscription.secret
             )

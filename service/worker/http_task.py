@@ -1,20 +1,25 @@
 """HTTP tasks (API.md, "HTTP tasks"): POST the context to ``run`` and read the outcome.
 
 Request: JSON ``{"session", "instance", "task", "attempt", "kwargs"}`` with
-``Idempotency-Key: <uid>/<instance>`` and the Standard Webhooks signature headers (a
-non-ASCII instance name is percent-encoded there, see header_safe).
+``Idempotency-Key: <uid>/<instance>/<sessionId>`` (the session's incarnation: a session deleted
+and created again under its UID never repeats a key; a non-ASCII instance name is
+percent-encoded there, see header_safe) and the Standard Webhooks signature headers.
 Answer: ``Triggers-Outcome: retry`` or 429/503 -> retry (``Retry-After`` seconds as cooldown, a
 body ``{"kwargs": ...}`` replaces the kwargs); ``Triggers-Outcome: skip`` -> skipped (a JSON
 object body is merged into metadata); other 2xx -> finished with the JSON object body (empty:
 {}) as result; anything else, timeouts and refused connections -> failed with the cause.
 
 Timeouts: TRIGGERS_HTTP_CONNECT_TIMEOUT / TRIGGERS_HTTP_READ_TIMEOUT, or per task with the
-custom directives ``connectTimeout`` / ``readTimeout`` (seconds). Bodies beyond
-TRIGGERS_HTTP_MAX_RESPONSE_BYTES fail the instance. The URL is checked by outbound.py first.
+custom directives ``connectTimeout`` / ``readTimeout`` (seconds), each clamped to
+TRIGGERS_HTTP_MAX_TIMEOUT, which is also the total deadline of the whole request (resolving,
+connecting and every read): per-read timeouts alone let an endpoint that sends a byte now and
+then hold a worker thread for ever. Bodies beyond TRIGGERS_HTTP_MAX_RESPONSE_BYTES fail the
+instance. The URL is checked by outbound.py first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -43,10 +48,11 @@ def header_safe(text: str) -> str:
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
-def _number(value: Any, default: float) -> float:
+def _seconds(value: Any, default: float, most: float) -> float:
+    """A per-task timeout directive: positive seconds (else the default), at most ``most``."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return default
+        return min(float(value), most)
+    return min(default, most)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
@@ -87,6 +93,7 @@ class HttpTaskRunner:
         *,
         connect_timeout: float,
         read_timeout: float,
+        max_timeout: float,
         max_response_bytes: int,
     ) -> None:
         self.client = client
@@ -94,9 +101,24 @@ class HttpTaskRunner:
         self.signer = signer
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.max_timeout = max_timeout
         self.max_response_bytes = max_response_bytes
 
     async def run(self, uid: str, name: str, claim: Claim) -> TaskOutcome:
+        """POST the context and read the outcome, all within the total deadline."""
+        assert claim.task is not None
+        try:
+            async with asyncio.timeout(self.max_timeout):
+                return await self._run(uid, name, claim)
+        except TimeoutError:
+            return TaskOutcome.failure(
+                "triggers.HttpDeadlineExceeded",
+                f"POST {claim.task.run}: no complete answer within {self.max_timeout:g} s "
+                "(TRIGGERS_HTTP_MAX_TIMEOUT)",
+                {"url": claim.task.run},
+            )
+
+    async def _run(self, uid: str, name: str, claim: Claim) -> TaskOutcome:
         assert claim.task is not None
         task = claim.task
         try:
@@ -107,17 +129,18 @@ class HttpTaskRunner:
             "session": uid, "instance": name, "task": name.rsplit("#", 1)[0],
             "attempt": claim.attempt or 1, "kwargs": claim.kwargs or {},
         }).decode()  # fmt: skip
-        instance = header_safe(name)
+        # sessionId: never repeats for a re-created UID; header_safe: headers carry ASCII only
+        key = f"{uid}/{header_safe(name)}/{claim.sessionId or ''}"
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": f"{uid}/{instance}",
+            "Idempotency-Key": key,
             "Host": target.netloc,
-            **self.signer.headers(f"task_{uid}/{instance}/{claim.attempt or 1}", body),
+            **self.signer.headers(f"task_{key}/{claim.attempt or 1}", body),
         }
         extra = task.model_extra or {}
         timeout = httpx.Timeout(
-            _number(extra.get("readTimeout"), self.read_timeout),
-            connect=_number(extra.get("connectTimeout"), self.connect_timeout),
+            _seconds(extra.get("readTimeout"), self.read_timeout, self.max_timeout),
+            connect=_seconds(extra.get("connectTimeout"), self.connect_timeout, self.max_timeout),
         )
         try:
             request = self.client.build_request(

@@ -7,9 +7,11 @@ and the modules listed in ``TRIGGERS_TASK_MODULES``, whose functions decorated w
 
 The context gives: ``kwargs`` (per trigger, withParams merged), ``validate(Model)``,
 ``fire(trigger, kwargs)`` into the same session, ``retry(cooldown=, kwargs=)``,
-``skip(metadata)``, a ``logger`` whose highest level is recorded as ``logLevel``, and
-``TaskError(message, context)`` for failures that carry context. Returning a dict (or nothing)
-finishes the instance with that result; returning anything else truthy fails it (F2).
+``skip(metadata)``, a ``logger`` whose highest level is recorded as ``logLevel``,
+``TaskError(message, context)`` for failures that carry context, and ``cancelled``: true once
+the run lost its lease (its outcome is then discarded and ``fire`` raises TaskCancelled).
+Returning a dict (or nothing) finishes the instance with that result; returning anything else
+truthy fails it (F2).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import asyncio
 import importlib
 import inspect
 import logging
+import threading
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
@@ -55,6 +58,12 @@ class TaskError(Exception):
         self.context = context or {}
 
 
+class TaskCancelled(Exception):
+    """The run was cancelled (its lease was lost: another worker may run the instance now);
+    raised by the context's calls that would change the session, so a cancelled run that
+    does not check ``context.cancelled`` still cannot act."""
+
+
 class RetryRequested(Exception):
     def __init__(self, cooldown: float, kwargs: dict[str, Any] | None) -> None:
         super().__init__("retry requested")
@@ -86,6 +95,8 @@ class TaskContext:
         kwargs: dict[str, Any],
         fire: Callable[[str, dict[str, Any] | None], Awaitable[Any]],
         loop: asyncio.AbstractEventLoop,
+        *,
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.session = uid
         self.instance = instance
@@ -93,10 +104,22 @@ class TaskContext:
         self.kwargs = kwargs
         self._fire = fire
         self._loop = loop
+        self._cancelled = cancelled or threading.Event()
         self._recorder = _LevelRecorder()
         self.logger = logging.getLogger(f"triggers.task.{instance}")
         self.logger.setLevel(logging.DEBUG)
         self.logger.addHandler(self._recorder)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled: stop, its outcome will be discarded. (An ``async
+        def`` task is also cancelled at its next ``await``; a ``def`` task runs in a thread
+        that cannot be stopped from outside, so a long one should check this now and then.)"""
+        return self._cancelled.is_set()
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise TaskCancelled(f"the run of {self.instance} was cancelled (lease lost)")
 
     @property
     def log_level(self) -> int:
@@ -122,11 +145,15 @@ class TaskContext:
         raise SkipRequested(metadata)
 
     async def fire_async(self, trigger: str, kwargs: dict[str, Any] | None = None) -> Any:
+        """Fire a trigger into this session; TaskCancelled once the run was cancelled (checked
+        on the event loop, where the cancellation is decided, right before the fire)."""
+        self._check_cancelled()
         return await self._fire(trigger, kwargs)
 
     def fire(self, trigger: str, kwargs: dict[str, Any] | None = None) -> Any:
         """Fire a trigger into this session (from a ``def`` task, which runs in a thread)."""
-        coroutine: Coroutine[Any, Any, Any] = self._fire(trigger, kwargs)  # type: ignore[assignment]
+        self._check_cancelled()
+        coroutine = self.fire_async(trigger, kwargs)
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
 
 

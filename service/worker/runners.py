@@ -20,6 +20,7 @@ from typing import Any
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import NoScriptError
 
 from service.engine.connection import HiredisPackingConnection
 
@@ -29,7 +30,18 @@ class ActorSender:
 
     def __init__(self) -> None:
         self._client: Redis | None = None
-        self._sha: str | None = None
+
+    def _client_for(self, broker: RedisBroker) -> Redis:
+        """The asyncio client on the broker's Redis, made on first use. Nothing is awaited
+        here, so concurrent first sends all see the one client, ready to use."""
+        if self._client is None:
+            options = broker.client.connection_pool.connection_kwargs
+            pool = ConnectionPool(
+                connection_class=HiredisPackingConnection,
+                **{key: value for key, value in options.items() if key in _REDIS_OPTIONS},
+            )
+            self._client = Redis(connection_pool=pool)
+        return self._client
 
     async def send(self, actor: Any, args: tuple[Any, ...], delay_ms: int) -> None:
         broker = actor.broker
@@ -50,30 +62,26 @@ class ActorSender:
         broker.emit_after("enqueue", message, delay)
 
     async def _enqueue(self, broker: RedisBroker, queue: str, message_id: str, data: bytes) -> None:
-        """The broker's own enqueue command (dispatch.lua), with the arguments it passes."""
+        """The broker's own enqueue command (dispatch.lua), with the arguments it passes.
+
+        The script's SHA1 is known without asking Redis (redis-py computes it), so there is no
+        load step to race: a Redis that does not know the script yet answers NOSCRIPT, and the
+        script is loaded then (by each concurrent sender that saw NOSCRIPT; loading is
+        idempotent) and the call repeated.
+        """
         script: Any = broker.scripts["dispatch"]
-        if self._client is None:
-            options = broker.client.connection_pool.connection_kwargs
-            pool = ConnectionPool(
-                connection_class=HiredisPackingConnection,
-                **{key: value for key, value in options.items() if key in _REDIS_OPTIONS},
-            )
-            self._client = Redis(connection_pool=pool)
-            self._sha = await self._client.script_load(script.script)
+        client = self._client_for(broker)
         args = [
             "enqueue", int(time.time() * 1000), queue, broker.broker_id,
             broker.heartbeat_timeout, broker.dead_message_ttl, 0,
             broker._max_unpack_size(),  # type: ignore[no-untyped-call]
             message_id, data,
         ]  # fmt: skip
-        assert self._sha is not None
         try:
-            await self._client.evalsha(self._sha, 1, broker.namespace, *args)
-        except Exception as error:
-            if "NOSCRIPT" not in str(error):
-                raise
-            self._sha = await self._client.script_load(script.script)
-            await self._client.evalsha(self._sha, 1, broker.namespace, *args)
+            await client.evalsha(script.sha, 1, broker.namespace, *args)
+        except NoScriptError:
+            await client.script_load(script.script)
+            await client.evalsha(script.sha, 1, broker.namespace, *args)
 
 
 class DramatiqRunner:

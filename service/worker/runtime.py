@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 import httpx
 
-from service.engine import Claim, ConflictError, Engine, InvalidError, NotFoundError, Outcome
+from service.engine import Claim, ConflictError, Engine, InvalidError, Outcome
 from service.factory import build_engine, build_manager
 from service.managers import Manager
 from service.outbound import OutboundPolicy
@@ -23,6 +25,7 @@ from service.webhooks.delivery import Deliverer, parse_schedule
 from service.webhooks.store import DeliveryStore
 from service.worker.dispatch import Dispatcher, load_runners
 from service.worker.http_task import HttpTaskRunner
+from service.worker.lease import LeaseKeeper
 from service.worker.outcome import TaskOutcome
 from service.worker.python_tasks import PythonTaskRegistry, TaskContext
 
@@ -42,6 +45,7 @@ class WorkerRuntime:
             self.http, OutboundPolicy(settings.outbound_allow), Signer(secret),
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
+            max_timeout=settings.http_max_timeout,
             max_response_bytes=settings.http_max_response_bytes,
         )  # fmt: skip
         self.deliverer = Deliverer(
@@ -62,29 +66,55 @@ class WorkerRuntime:
         await self.after(uid, outcome)
         return outcome
 
-    async def run_task(self, uid: str, name: str, claim: Claim) -> TaskOutcome:
+    async def run_task(
+        self, uid: str, name: str, claim: Claim, cancelled: threading.Event
+    ) -> TaskOutcome:
+        """Runs the task; ``cancelled`` is set when the run must stop (its lease is lost)."""
         assert claim.task is not None
         if claim.task.run.startswith(("http://", "https://")):
             return await self.http_tasks.run(uid, name, claim)
         context = TaskContext(
             uid, name, claim.attempt or 1, claim.kwargs or {},
             lambda trigger, kwargs: self.fire(uid, trigger, kwargs),
-            asyncio.get_running_loop(),
+            asyncio.get_running_loop(), cancelled=cancelled,
         )  # fmt: skip
         return await self.python_tasks.run(claim.task.run, context)
 
-    async def keep_lease(self, uid: str, name: str, token: str) -> None:
-        """Renew the lease every third of its length while the task runs."""
-        interval = self.engine.lease_ms / 3000
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.engine.renew_lease(uid, name, token)
-            except ConflictError:
-                log.warning("%s %s: lease lost; the result of this run will be refused", uid, name)
-                return
-            except NotFoundError:  # the session was deleted: its run is dropped at the end
-                return
+    async def _run_guarded(
+        self, uid: str, name: str, claim: Claim, cancelled: threading.Event
+    ) -> TaskOutcome:
+        try:
+            return await self.run_task(uid, name, claim, cancelled)
+        except Exception as error:  # a fault of ours, not the task's: still an end
+            log.exception("%s %s: running the task failed", uid, name)
+            return TaskOutcome.failure("triggers.WorkerError",
+                                       f"{type(error).__name__}: {error}")  # fmt: skip
+
+    async def run_leased(
+        self, uid: str, name: str, claim: Claim, sent_at: float
+    ) -> TaskOutcome | None:
+        """Runs the task while its lease is kept; None when the lease was lost: the run is then
+        stopped (an HTTP request is cancelled, which closes its connection; a Python task's
+        context turns ``cancelled`` and refuses to fire) and its outcome must not be reported,
+        since another worker may be running the instance again."""
+        assert claim.token is not None
+        keeper = LeaseKeeper(self.engine, uid, name, claim.token, sent_at)
+        cancelled = threading.Event()
+        run = asyncio.create_task(self._run_guarded(uid, name, claim, cancelled))
+        renewal = asyncio.create_task(keeper.keep())
+        try:
+            await asyncio.wait({run, renewal}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done() and not keeper.lost.is_set():
+                return run.result()
+        finally:
+            renewal.cancel()
+            if not run.done():
+                cancelled.set()
+                run.cancel()
+        await asyncio.gather(run, return_exceptions=True)  # let it unwind
+        log.warning("%s %s: lease lost (%s); the run was stopped and reports nothing",
+                    uid, name, keeper.reason)  # fmt: skip
+        return None
 
     async def record(self, uid: str, name: str, token: str, result: TaskOutcome) -> Outcome:
         """The transition that ends the run (one script each, with its cascade)."""
@@ -107,6 +137,7 @@ class WorkerRuntime:
 
     async def execute(self, uid: str, name: str) -> int | None:
         """Claim, run, record. Returns a delay (ms) when the instance is not due yet."""
+        sent_at = time.monotonic()  # the lease runs from no earlier than this
         claim = await self.engine.claim(uid, name)
         if claim.state == "not_due":
             return claim.wait
@@ -118,15 +149,10 @@ class WorkerRuntime:
             result = TaskOutcome.failure("triggers.TaskNotConfigured",
                                          f"task of {name} is no longer configured")  # fmt: skip
         else:
-            renewal = asyncio.create_task(self.keep_lease(uid, name, claim.token))
-            try:
-                result = await self.run_task(uid, name, claim)
-            except Exception as error:  # a fault of ours, not the task's: still an end
-                log.exception("%s %s: running the task failed", uid, name)
-                result = TaskOutcome.failure("triggers.WorkerError",
-                                             f"{type(error).__name__}: {error}")  # fmt: skip
-            finally:
-                renewal.cancel()
+            leased = await self.run_leased(uid, name, claim, sent_at)
+            if leased is None:
+                return None
+            result = leased
         try:
             outcome = await self.record(uid, name, claim.token, result)
         except ConflictError as refused:

@@ -55,7 +55,8 @@ async def test_cascade_chain_through_python_and_http_tasks(
                    "cfg": {"strict": True}},
     }  # fmt: skip
     _, raw_body, headers, _ = next(c for c in task_server.calls if c[1] == body)
-    assert headers["idempotency-key"] == f"{uid}/t_compare#0"
+    session_id = (await engine_e2e.snapshot(uid)).sessionId
+    assert headers["idempotency-key"] == f"{uid}/t_compare#0/{session_id}"
     secret = (Path(stack.env["TRIGGERS_DATA_DIR"]) / "webhook-secret").read_text().strip()
     Webhook(secret).verify(json.dumps(raw_body, separators=(",", ":")), headers)
 

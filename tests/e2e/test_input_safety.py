@@ -47,7 +47,8 @@ async def test_non_ascii_task_names_reach_their_http_endpoint(
     assert instances[name].status == "finished", instances[name].metadata
     [(body, headers)] = hooks_to(task_server, path)
     assert body["instance"] == name and body["task"] == task
-    assert headers["idempotency-key"] == f"{uid}/{quote(name, safe=' #')}"
+    session_id = (await engine_e2e.snapshot(uid)).sessionId
+    assert headers["idempotency-key"] == f"{uid}/{quote(name, safe=' #')}/{session_id}"
     raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     Webhook(secret(stack)).verify(raw, headers)
 

@@ -9,7 +9,8 @@ ARGV[8] actualKwargs: the exact kwargs the task will receive (raw JSON, merged b
         from the instance kwargs and the task's withParams, E1)
 ARGV[9] config version the worker merged from (defs.v); "" to skip the check
 Returns cjson {state = ...}:
-  claimed    -> token, attempt (1 for the first run), expires (ms)
+  claimed    -> token, attempt (1 for the first run), expires (ms), sessionId (meta sid: the
+                incarnation of the session, part of the HTTP task's Idempotency-Key)
   not_due    -> wait (ms): the instance is cooling down (retry cooldown, G6 done right)
   busy       -> another worker holds a live lease (duplicate message): do nothing
   stale      -> the task was reconfigured since the worker read it: read and merge again
@@ -45,4 +46,5 @@ rec.lease = {token = token, exp = NOW + lease_ms, attempt = attempt}
 save_instance(name, rec, old)
 redis.call('ZADD', K.leases, NOW + lease_ms, name)
 apply_ttl()
-return cjson.encode({state = 'claimed', token = token, attempt = attempt, expires = NOW + lease_ms})
+return cjson.encode({state = 'claimed', token = token, attempt = attempt, expires = NOW + lease_ms,
+  sessionId = redis.call('HGET', K.meta, 'sid')})

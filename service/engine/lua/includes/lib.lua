@@ -6,7 +6,8 @@ order (service/engine/keys.py builds them; no key name is ever built here, so ev
 unchanged on Redis Cluster):
 
   KEYS[1]  meta    hash  created, updated (ms), version, cfgv (config version), npos (next task
-                         position), finalized ("1"), finalizedAt (ms), webhooks (raw JSON)
+                         position), finalized ("1"), finalizedAt (ms), webhooks (raw JSON),
+                         sid (the sessionId of this incarnation, see new_session_id)
   KEYS[2]  tasks   hash  task name -> task configuration as the client gave it (raw JSON text)
   KEYS[3]  defs    hash  task name -> what the scripts need of it (cjson): after (effective, with
                          the andEvery trigger), unless, every, maxRetries, pos, v
@@ -93,12 +94,25 @@ local function session_exists()
   return redis.call('EXISTS', K.meta) == 1
 end
 
+-- The opaque sessionId of a session created now: the server's time in microseconds, in hex.
+-- Every key of one UID lives on one server, whose scripts run one at a time and each take more
+-- than a microsecond, so two incarnations of a UID (deleted or expired, then created again)
+-- never get the same id unless the server's clock steps back to that very microsecond. TIME
+-- is the only source of variety a script may use (math.random repeats its seed every call);
+-- scripts are replicated by effects, so replicas store the id the primary chose.
+local function new_session_id()
+  return string.format('%x%05x', tonumber(_t[1]), tonumber(_t[2]))
+end
+
 -- Creates the session if needed and bumps its version: called once by every changing script.
+-- A session made before sessionIds existed gets one at its next change.
 local function touch()
   if redis.call('HINCRBY', K.meta, 'version', 1) == 1 then
-    redis.call('HSET', K.meta, 'created', NOW, 'updated', NOW, 'cfgv', 0, 'npos', 0)
+    redis.call('HSET', K.meta, 'created', NOW, 'updated', NOW, 'cfgv', 0, 'npos', 0,
+      'sid', new_session_id())
   else
     redis.call('HSET', K.meta, 'updated', NOW)
+    redis.call('HSETNX', K.meta, 'sid', new_session_id())
   end
 end
 
