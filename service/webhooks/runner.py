@@ -64,10 +64,11 @@ class WebhookRunner:
             if created or await store.state(uid, identifier) == "pending":
                 await self.send(uid, identifier)
 
-    async def send(self, uid: str, identifier: str, delay_ms: int = 0) -> None:
+    async def send(self, uid: str, identifier: str, delay_ms: int = 0, *, chain: int = 0) -> None:
+        """A message for the next attempt of the delivery (``chain``: see store.py)."""
         from service.worker.actors import deliver_webhook
 
-        await self.sender.send(deliver_webhook, (uid, identifier), delay_ms)
+        await self.sender.send(deliver_webhook, (uid, identifier, chain), delay_ms)
 
     async def redeliver(self, uid: str, identifier: str) -> bool:
         """By hand: the delivery starts again (same id), whatever its state."""

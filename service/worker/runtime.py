@@ -140,7 +140,7 @@ class WorkerRuntime:
             await self.manager.after_replay(uid, outcome.record)
         return None
 
-    async def deliver(self, uid: str, delivery_id: str) -> float | None:
+    async def deliver(self, uid: str, delivery_id: str, chain: int = 0) -> float | None:
         """One attempt of a webhook delivery; the delay before the next one, if any."""
         delivery = await self.deliverer.store.get(uid, delivery_id)
         if delivery is None or delivery.state in ("delivered", "failed"):
