@@ -82,7 +82,11 @@ class Settings(BaseSettings):
         description='Global webhook subscriptions, a JSON list of {"url", "events"} '
         '("*" for every event), added to each session\'s own.',
     )
-    webhook_timeout: float = Field(default=15.0, gt=0, description="Seconds per attempt.")
+    webhook_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds per webhook attempt, all of it (at most TRIGGERS_HTTP_MAX_TIMEOUT).",
+    )
     webhook_retry_schedule: str = Field(
         default="5,300,1800,7200,18000,36000,36000,50400,72000",
         description="Seconds before each retry of a failed delivery (then it is failed): "
@@ -97,6 +101,10 @@ class Settings(BaseSettings):
     http_max_response_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="HTTP tasks: largest answer body read."
     )
+    http_max_timeout: float = 300.0
+    """Operator maximum, in seconds, of one whole HTTP task request or webhook attempt
+    (connect, send and the complete answer): no endpoint can hold a worker longer, whatever
+    per-read timeouts or task directives say (env TRIGGERS_HTTP_MAX_TIMEOUT)."""
     worker_processes: int = Field(default=2, ge=1, description="`triggers worker` processes.")
     worker_threads: int = Field(default=8, ge=1, description="Worker threads per process.")
     worker_poll_ms: int = Field(

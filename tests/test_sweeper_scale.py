@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from service.engine import Engine
+from service.engine.models import SweepResult
 from service.settings import Settings
 from service.worker.runtime import WorkerRuntime
 from service.worker.sweeper import Sweeper
@@ -157,3 +159,24 @@ async def test_a_pass_reads_only_due_sessions_and_removes_finished_ones(
     assert "done" not in scores  # nothing outstanding: left the index
     assert scores["later"] >= now_ms() + 3500 * 1000  # the retry is due in an hour (+ grace)
     assert sweeper.swept == 0
+
+
+async def test_the_pending_index_on_standalone_and_cluster(any_engine: Engine) -> None:
+    """Marks, the due read, the sweep and the re-score, on both topologies (the index keys
+    share one slot of their own; the sweep runs in the session's slot)."""
+    engine, uid = any_engine, "idx:1"
+    await engine.configure(uid, EXTERNAL)
+    outcome = await engine.fire(uid, "go")  # never handed over
+    assert outcome.scheduled == ["t#0"]
+    read_at = now_ms() + engine.sweep_grace_ms + 1000
+    [(found_uid, score)] = await engine.due_sessions(read_at, 10)
+    assert found_uid == uid
+    swept = await engine.sweep(uid, 0)
+    assert [entry.name for entry in swept.stranded] == ["t#0"]
+    assert swept.next is not None
+    assert await engine.rescore_pending(uid, score, swept.next, read_at, settle_ms=0)
+    await engine.ack_dispatched(uid, ["t#0"])  # the external runner took it
+    score = dict(await engine.pending_sessions())[uid]
+    assert await engine.sweep(uid, 0) == SweepResult()  # nothing outstanding
+    assert not await engine.rescore_pending(uid, score, None, now_ms() + 120_000, settle_ms=0)
+    assert await engine.pending_sessions() == []

@@ -56,6 +56,8 @@ MARKING_SCRIPTS = frozenset(
 pending index before they run (DESIGN.md section 2), far enough ahead that a change which
 schedules nothing costs no early visit (``PREMARK_MS``; a claim: its lease), and again, by the
 due time + grace, after a change that did schedule something (``Engine._transition``)."""
+DELIVERY_SCRIPTS = frozenset({"createDelivery", "beginAttempt", "finishAttempt", "redeliver"})
+"""Webhook delivery scripts (service/webhooks/store.py runs them through ``run_delivery``)."""
 PREMARK_MS = 60_000
 """How far ahead a change marks its session before its script runs. The mark only matters when
 the process dies between the script and its second mark; the sweeper then finds the session
@@ -192,7 +194,7 @@ class Engine:
         uid: str,
         *args: str | int | float,
         idempotency: Idempotency | None = None,
-        horizon_ms: int = PREMARK_MS,
+        horizon_ms: int | None = PREMARK_MS,
     ) -> Any:
         common = [
             self.session_ttl,
@@ -201,7 +203,8 @@ class Engine:
             idempotency.ttl_ms if idempotency else 0,
         ]
         keys = self._keys(uid, idempotency)
-        mark = self._mark(uid, horizon_ms) if script in MARKING_SCRIPTS else None
+        marking = script in MARKING_SCRIPTS or script in DELIVERY_SCRIPTS
+        mark = self._mark(uid, horizon_ms) if marking and horizon_ms is not None else None
         return await self.scripts.run(script, keys, [*common, *args], mark=mark)
 
     def _mark(self, uid: str, ahead_ms: int, at_ms: int | None = None) -> Mark:
@@ -575,6 +578,17 @@ class Engine:
         """What the sweeper must hand to workers again in this session, and when the session
         next needs the sweeper (``next``; None: nothing outstanding)."""
         return SweepResult.model_validate_json(await self._run("sweepSession", uid, grace_ms))
+
+    async def run_delivery(
+        self, script: str, uid: str, *args: str | int | float, attention_in_ms: int | None
+    ) -> Any:
+        """Runs one of the webhook delivery scripts on the session's keys (the delivery store
+        owns their meaning). ``attention_in_ms``: the script makes an attempt due within that
+        many ms, so the session is marked in the pending index for then, before the script
+        runs (None: it makes nothing due)."""
+        if script not in DELIVERY_SCRIPTS:
+            raise InvalidError(f"script: one of {', '.join(sorted(DELIVERY_SCRIPTS))} expected")
+        return await self._run(script, uid, *args, horizon_ms=attention_in_ms)
 
     async def due_sessions(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
         """Sessions of the pending index due by ``now_ms`` (earliest first), with their score:

@@ -42,6 +42,10 @@ SCRIPT_NAMES = (
     "readInstances",
     "readUnresolved",
     "sweepSession",
+    "createDelivery",
+    "beginAttempt",
+    "finishAttempt",
+    "redeliver",
 )
 STANDALONE_SCRIPT_NAMES = ("rescorePending",)
 """Scripts that are not about one session: no library, their own keys."""

@@ -88,10 +88,14 @@ class Sweeper:
             log.warning("sweeper: re-dispatching %s of session %s",
                         ", ".join(e.name for e in entries), uid)  # fmt: skip
             await dispatcher.hand_over(uid, entries)
-        webhooks = dispatcher.runners.get("webhooks")
+        send = getattr(dispatcher.runners.get("webhooks"), "send", None)
         for delivery_id, chain in found.deliveries:
+            if send is None:
+                log.error("sweeper: delivery %s of %s is due but no webhooks runner is "
+                          "registered", delivery_id, uid)  # fmt: skip
+                break
             log.warning("sweeper: re-sending webhook delivery %s of session %s", delivery_id, uid)
-            await webhooks.send(uid, delivery_id, chain=chain)  # type: ignore[union-attr]
+            await send(uid, delivery_id, chain=chain)
         await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=self.settle_ms)
         return len(entries) + len(found.deliveries)
 

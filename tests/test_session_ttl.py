@@ -1,0 +1,78 @@
+"""TRIGGERS_SESSION_TTL without gaps (issue 14, item 9): a session never expires while it has
+work outstanding, and everything of it expires with it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from service.engine import Engine
+from service.webhooks.store import DeliveryStore
+from tests.conftest import unique_prefix
+
+TTL = 3
+CONFIG = {"tasks": {"t": {"after": ["go"], "run": "P", "maxRetries": 2}}}
+
+
+@pytest.fixture
+async def short_lived(redis_url: str) -> AsyncIterator[Engine]:
+    """Sessions kept 3 s after their last change; leases of 1.5 s."""
+    engine = Engine(Redis.from_url(redis_url, decode_responses=True), prefix=unique_prefix(),
+                    session_ttl=TTL, lease_ms=1500)  # fmt: skip
+    await engine.load_scripts()
+    yield engine
+    await engine.aclose()
+
+
+async def session_keys_left(engine: Engine, uid: str) -> list[str]:
+    return sorted(await engine.client.keys(f"{engine.prefix}:{{{uid}}}:*"))
+
+
+@pytest.mark.slow
+async def test_a_task_running_past_the_ttl_renewing_its_lease_completes(
+    short_lived: Engine,
+) -> None:
+    engine, uid = short_lived, "ttl:running"
+    await engine.configure(uid, CONFIG)
+    await engine.fire(uid, "go")
+    claim = await engine.claim(uid, "t#0")
+    assert claim.token is not None
+    until = time.monotonic() + 8  # the task runs 8 s, renewing every 0.5 s as a worker does
+    while time.monotonic() < until:
+        await asyncio.sleep(0.5)
+        await engine.renew_lease(uid, "t#0", claim.token)
+    outcome = await engine.complete(uid, "t#0", claim.token, {"done": True})
+    assert outcome.instance == "t#0"
+    assert (await engine.instance(uid, "t#0")).status == "finished"
+
+
+@pytest.mark.slow
+async def test_a_retry_due_after_the_ttl_still_runs(short_lived: Engine) -> None:
+    engine, uid = short_lived, "ttl:retry"
+    await engine.configure(uid, CONFIG)
+    await engine.fire(uid, "go")
+    claim = await engine.claim(uid, "t#0")
+    assert claim.token is not None
+    outcome = await engine.retry(uid, "t#0", claim.token, cooldown=TTL + 2)
+    assert outcome.clone == "t#1" and outcome.due is not None
+    await asyncio.sleep(max(0.0, outcome.due / 1000 - time.time()) + 0.2)
+    again = await engine.claim(uid, "t#1")
+    assert again.state == "claimed"
+
+
+@pytest.mark.slow
+async def test_delivery_records_expire_with_the_session(short_lived: Engine) -> None:
+    engine, uid = short_lived, "ttl:webhooks"
+    await engine.configure(uid, CONFIG)
+    store = DeliveryStore(engine)
+    await store.create(uid, "msg_" + "1" * 32, "http://127.0.0.1:9/hook", "sessionFinalized", "{}")
+    assert await store.get(uid, "msg_" + "1" * 32) is not None
+    deadline = time.monotonic() + 60
+    while await engine.client.exists(f"{engine.prefix}:{{{uid}}}:meta"):
+        assert time.monotonic() < deadline, "the session never expired"
+        await asyncio.sleep(0.2)
+    assert await session_keys_left(engine, uid) == []  # nothing of it outlives it
