@@ -135,7 +135,8 @@ async def test_a_fire_between_sweep_and_rescore_keeps_the_session_due(
     assert found.next is None  # nothing outstanding when swept
     outcome = await engine.fire(uid, "go")  # committed; its caller dies before the hand-over
     assert outcome.scheduled == ["t#0"]
-    await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=int(GRACE * 1000))
+    await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=int(GRACE * 1000),
+                                 hold_ms=LEASE_MS)  # fmt: skip
     scores = dict(await engine.pending_sessions())
     assert uid in scores and scores[uid] <= now_ms() + GRACE * 1000 + 500
     sweeper = Sweeper(runtime)
@@ -174,9 +175,34 @@ async def test_the_pending_index_on_standalone_and_cluster(any_engine: Engine) -
     swept = await engine.sweep(uid, 0)
     assert [entry.name for entry in swept.stranded] == ["t#0"]
     assert swept.next is not None
-    assert await engine.rescore_pending(uid, score, swept.next, read_at, settle_ms=0)
+    assert await engine.rescore_pending(uid, score, swept.next, read_at, settle_ms=0, hold_ms=0)
     await engine.ack_dispatched(uid, ["t#0"])  # the external runner took it
     score = dict(await engine.pending_sessions())[uid]
     assert await engine.sweep(uid, 0) == SweepResult()  # nothing outstanding
-    assert not await engine.rescore_pending(uid, score, None, now_ms() + 120_000, settle_ms=0)
+    later = now_ms() + 120_000
+    assert not await engine.rescore_pending(uid, score, None, later, settle_ms=0, hold_ms=0)
     assert await engine.pending_sessions() == []
+
+
+async def test_a_change_whose_caller_died_after_its_script_stays_watched(
+    runtime: WorkerRuntime,
+) -> None:
+    """The other side of the race: the change pre-marked its session just before the sweeper
+    read the index, its script ran after the sweep, and its caller died before the post-mark
+    (and before the hand-over). The re-score must keep the session watched, within the hold."""
+    engine, uid = runtime.engine, "race:died"
+    await engine.configure(uid, EXTERNAL)
+    await engine.mark_pending(uid, now_ms())  # due now, as after any earlier change
+    await asyncio.sleep(GRACE + 0.1)  # that mark has landed long ago
+    premarked = now_ms()
+    await engine.scripts.mark(engine._mark(uid, 60_000))  # the change's first step
+    read_at = now_ms()
+    [(_, score)] = [e for e in await engine.due_sessions(read_at, 10) if e[0] == uid]
+    found = await engine.sweep(uid, int(GRACE * 1000))
+    assert found.next is None
+    keys = engine._keys(uid, None)  # the change's script, without its post-mark: it died
+    await engine.scripts.run("fire", keys, [0, "0", "", 0, "go", "{}"])
+    hold = LEASE_MS
+    await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=int(GRACE * 1000),
+                                 hold_ms=hold)  # fmt: skip
+    assert dict(await engine.pending_sessions())[uid] <= premarked + hold + 100

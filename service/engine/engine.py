@@ -150,7 +150,7 @@ class Engine:
         self.lease_ms = lease_ms
         self.scripts = ScriptRunner(client)
         self.sweep_grace_ms = sweep_grace_ms
-        self.pending_key, self.marks_key = pending_keys(prefix)
+        self.pending_key, self.premarks_key, self.postmarks_key = pending_keys(prefix)
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Engine:
@@ -207,15 +207,16 @@ class Engine:
         mark = self._mark(uid, horizon_ms) if marking and horizon_ms is not None else None
         return await self.scripts.run(script, keys, [*common, *args], mark=mark)
 
-    def _mark(self, uid: str, ahead_ms: int, at_ms: int | None = None) -> Mark:
-        """Mark ``uid`` as needing the sweeper ``ahead_ms`` after now (or after ``at_ms``)."""
+    def _mark(self, uid: str, ahead_ms: int) -> Mark:
+        """Pre-mark: ``uid`` needs the sweeper ``ahead_ms`` from now (a script follows)."""
         now = _now_ms()
-        score = (now if at_ms is None else at_ms) + ahead_ms
-        return Mark(self.pending_key, self.marks_key, uid, score, now)
+        return Mark(self.pending_key, self.premarks_key, uid, now + ahead_ms, now)
 
     async def mark_pending(self, uid: str, at_ms: int) -> None:
-        """The session needs the sweeper by ``at_ms`` (never pushes an earlier need back)."""
-        await self.scripts.mark(self._mark(uid, 0, at_ms))
+        """Post-mark: the session needs the sweeper by ``at_ms`` (for what a change that has
+        run scheduled; never pushes an earlier need back)."""
+        mark = Mark(self.pending_key, self.postmarks_key, uid, at_ms, _now_ms())
+        await self.scripts.mark(mark)
 
     async def _transition(
         self,
@@ -605,15 +606,23 @@ class Engine:
         return [(str(uid), int(score)) for uid, score in found]
 
     async def rescore_pending(
-        self, uid: str, score_read: int, next_ms: int | None, read_at_ms: int, *, settle_ms: int
+        self,
+        uid: str,
+        score_read: int,
+        next_ms: int | None,
+        read_at_ms: int,
+        *,
+        settle_ms: int,
+        hold_ms: int,
     ) -> bool:
         """After a sweep of ``uid``: the session next needs the sweeper at ``next_ms``, or
         leaves the index (None), unless a change marked it since (lua/standalone/
         rescorePending.lua). Returns whether it stays in the index."""
         args: list[str | int | float] = [
-            uid, score_read, "" if next_ms is None else next_ms, read_at_ms, settle_ms,
+            uid, score_read, "" if next_ms is None else next_ms, read_at_ms, settle_ms, hold_ms,
         ]  # fmt: skip
-        kept = await self.scripts.run("rescorePending", [self.pending_key, self.marks_key], args)
+        keys = [self.pending_key, self.premarks_key, self.postmarks_key]
+        kept = await self.scripts.run("rescorePending", keys, args)
         return bool(kept)
 
     async def delete(self, uid: str, *, idempotency: Idempotency | None = None) -> bool:

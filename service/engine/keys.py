@@ -47,8 +47,10 @@ def delivery_keys(uid: str, prefix: str = "trg") -> list[str]:
     return [f"{prefix}:{{{uid}}}:{name}" for name in DELIVERY_KEY_NAMES]
 
 
-def pending_keys(prefix: str = "trg") -> tuple[str, str]:
-    """The global pending index and its marks (not part of any session). They share the hash
-    tag ``{pending}`` so one standalone script can change both on Redis Cluster; a session's
-    keys are ``<prefix>:{<uid>}:...``, so no session key can ever have these names."""
-    return f"{prefix}:pending:{{pending}}", f"{prefix}:pending:{{pending}}:marks"
+def pending_keys(prefix: str = "trg") -> tuple[str, str, str]:
+    """The global pending index and its pre- and post-marks (not part of any session; see
+    lua/standalone/rescorePending.lua). They share the hash tag ``{pending}`` so one standalone
+    script can change all three on Redis Cluster; a session's keys are ``<prefix>:{<uid>}:...``,
+    so no session key can ever have these names."""
+    index = f"{prefix}:pending:{{pending}}"
+    return index, f"{index}:pre", f"{index}:post"

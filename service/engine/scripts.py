@@ -151,9 +151,9 @@ class ScriptRunner:
 @dataclass(frozen=True)
 class Mark:
     """A session marked in the global pending index: it must be visited by ``score`` (ms) at
-    the latest. ``ZADD LT`` never pushes an earlier need back; the marks hash keeps the time
-    of the latest mark, which tells the sweeper that a change may still be on its way
-    (lua/standalone/rescorePending.lua)."""
+    the latest. ``ZADD LT`` never pushes an earlier need back; ``marks`` (the pre- or the
+    post-marks hash) keeps the time of the latest mark, which tells the sweeper that a change
+    may still be on its way (lua/standalone/rescorePending.lua)."""
 
     index: str
     marks: str

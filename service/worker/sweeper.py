@@ -30,6 +30,7 @@ import time
 
 from dramatiq.middleware import Middleware
 
+from service.engine.engine import PREMARK_MS
 from service.settings import Settings
 from service.worker.runtime import WorkerRuntime
 
@@ -40,7 +41,7 @@ BATCH = 200
 CONCURRENCY = 16
 """Sessions swept at once (each visit is a few round trips)."""
 MIN_SETTLE_MS = 1_000
-"""Least time allowed between a change's first mark and its script (see rescorePending.lua)."""
+"""Least time allowed between a change's pre-mark and its script (see rescorePending.lua)."""
 
 
 class Sweeper:
@@ -54,6 +55,7 @@ class Sweeper:
         )
         self.grace_ms = int(self.settings.sweep_grace * 1000)
         self.settle_ms = max(self.grace_ms, MIN_SETTLE_MS)
+        self.hold_ms = min(runtime.engine.lease_ms, PREMARK_MS)
         self.swept = 0
         self.visited = 0
 
@@ -96,7 +98,8 @@ class Sweeper:
                 break
             log.warning("sweeper: re-sending webhook delivery %s of session %s", delivery_id, uid)
             await send(uid, delivery_id, chain=chain)
-        await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=self.settle_ms)
+        await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=self.settle_ms,
+                                     hold_ms=self.hold_ms)  # fmt: skip
         return len(entries) + len(found.deliveries)
 
     async def lead(self) -> bool:
