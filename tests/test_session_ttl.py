@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.engine import Engine
-from service.webhooks.store import DeliveryStore
+from service.webhooks.store import Attempt, DeliveryStore
 from tests.conftest import unique_prefix
 
 TTL = 3
@@ -65,12 +65,27 @@ async def test_a_retry_due_after_the_ttl_still_runs(short_lived: Engine) -> None
 
 
 @pytest.mark.slow
+async def test_an_instance_waiting_for_a_worker_outlives_the_ttl(short_lived: Engine) -> None:
+    """Workers busy (a backlog) for longer than the TTL: the scheduled instance waits in the
+    outbox, and the session waits with it."""
+    engine, uid = short_lived, "ttl:backlog"
+    await engine.configure(uid, CONFIG)
+    await engine.fire(uid, "go")  # scheduled; no worker takes it for a while
+    await asyncio.sleep(TTL + 2)
+    assert (await engine.claim(uid, "t#0")).state == "claimed"
+
+
+@pytest.mark.slow
 async def test_delivery_records_expire_with_the_session(short_lived: Engine) -> None:
     engine, uid = short_lived, "ttl:webhooks"
     await engine.configure(uid, CONFIG)
-    store = DeliveryStore(engine)
-    await store.create(uid, "msg_" + "1" * 32, "http://127.0.0.1:9/hook", "sessionFinalized", "{}")
-    assert await store.get(uid, "msg_" + "1" * 32) is not None
+    store, delivery_id = DeliveryStore(engine), "msg_" + "1" * 32
+    await store.create(uid, delivery_id, "http://127.0.0.1:9/hook", "sessionFinalized", "{}")
+    begun = await store.begin(uid, delivery_id, 1, 10_000)  # a worker's attempt: delivered
+    await store.finish(uid, delivery_id, begun.take, Attempt(at=int(time.time() * 1000),
+                                                             status=204), "delivered")  # fmt: skip
+    delivery = await store.get(uid, delivery_id)
+    assert delivery is not None and delivery.state == "delivered"
     deadline = time.monotonic() + 60
     while await engine.client.exists(f"{engine.prefix}:{{{uid}}}:meta"):
         assert time.monotonic() < deadline, "the session never expired"

@@ -5,7 +5,8 @@ next needs the sweeper (DESIGN.md section 2; the pending index is scored by that
 Keys: all session keys; reads outbox, leases, inst, defs, deliveries, delivery_due; writes
 outbox, leases and delivery_due scores only (never a status): each entry it returns is
 re-stamped so that it is returned again at most once per grace period, even when workers are
-merely slow or a queue has a backlog.
+merely slow or a queue has a backlog. With work outstanding it applies the session TTL, so a
+session is not expired while the sweeper keeps re-sending its work.
 ARGV[5] grace in ms: an outbox entry or a webhook delivery is stranded when it has been due for
         longer than this (its caller died between the script and the enqueue, or the message
         was lost, e.g. a Dramatiq delayed message across a Redis restart).
@@ -94,6 +95,8 @@ consider(earliest(K.leases))
 local first_delivery = earliest(K.delivery_due)
 consider(first_delivery and first_delivery + grace)
 result.next = next_at
+-- Outstanding work keeps the session alive between visits (TTL setting on; see apply_ttl).
+if next_at then apply_ttl(math.max(OUTSTANDING_HOLD, math.ceil(2 * grace / 1000))) end
 result.outbox = redis.call('ZCARD', K.outbox)
 result.leases = redis.call('ZCARD', K.leases)
 return cjson.encode(result)

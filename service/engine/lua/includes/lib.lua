@@ -106,24 +106,37 @@ local function touch()
   end
 end
 
--- The latest time (ms) at which the session still has work due: its last outbox entry
--- (a retry cooling down), lease expiry or webhook delivery attempt; NOW when it has none.
+-- A session with work outstanding is kept at least this long (s) after its last change or
+-- sweep: longer than the sweeper ever leaves it unvisited (a pre-mark looks 60 s ahead; a
+-- stranded entry is re-sent, and the session swept, every grace period).
+local OUTSTANDING_HOLD = 120
+
+-- The latest time (ms) at which the session still has work due (its last outbox entry, lease
+-- expiry or webhook delivery attempt), and whether it has any work outstanding at all.
 local function latest_due()
-  local latest = NOW
+  local latest, outstanding = NOW, false
   for _, key in ipairs({K.outbox, K.leases, K.delivery_due}) do
     local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-    if last[2] and tonumber(last[2]) > latest then latest = tonumber(last[2]) end
+    if last[2] then
+      outstanding = true
+      if tonumber(last[2]) > latest then latest = tonumber(last[2]) end
+    end
   end
-  return latest
+  return latest, outstanding
 end
 
 -- Applies the session TTL to every key of the session, delivery records included (no-op when
--- the TTL setting is off). The TTL counts from the latest work still due, so a session never
--- expires under a task that runs (renewLease applies it too), a retry that cools down or a
--- webhook delivery still to be attempted; and everything of the session expires together.
-local function apply_ttl()
+-- the TTL setting is off). While work is outstanding the TTL counts from the latest due time
+-- plus a hold (`hold` s, default OUTSTANDING_HOLD): a session never expires under a task that
+-- runs (renewLease applies it too), a retry that cools down, an instance waiting for a worker
+-- or a webhook delivery still to be attempted; and everything of the session expires together.
+local function apply_ttl(hold)
   if TTL <= 0 then return end
-  local ttl = TTL + math.ceil((latest_due() - NOW) / 1000)
+  local latest, outstanding = latest_due()
+  local ttl = TTL
+  if outstanding then
+    ttl = TTL + math.ceil((latest - NOW) / 1000) + (hold or OUTSTANDING_HOLD)
+  end
   for i = 1, 10 do
     redis.call('EXPIRE', KEYS[i], ttl)
   end
