@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from service.engine import Engine
+from service.engine.keys import session_keys
 from service.engine.models import SweepResult
 from service.settings import Settings
 from service.worker.runtime import WorkerRuntime
@@ -206,3 +207,19 @@ async def test_a_change_whose_caller_died_after_its_script_stays_watched(
     await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=int(GRACE * 1000),
                                  hold_ms=hold)  # fmt: skip
     assert dict(await engine.pending_sessions())[uid] <= premarked + hold + 100
+
+
+async def test_a_session_whose_sweep_fails_does_not_stall_the_others(
+    runtime: WorkerRuntime,
+) -> None:
+    engine = runtime.engine
+    for uid in ("broken", "fine"):
+        await engine.configure(uid, EXTERNAL)
+        await engine.fire(uid, "go")  # never handed over
+        await engine.mark_pending(uid, 0)
+    inst_key = session_keys("broken", engine.prefix)[4]
+    await engine.client.hset(inst_key, "t#0", "not json")  # its sweep script now fails
+    await asyncio.sleep(GRACE + 0.1)
+    sweeper = Sweeper(runtime)
+    assert await sweeper.pass_once() == 1  # fine's entry was re-sent all the same
+    assert dict(await engine.pending_sessions())["broken"] > now_ms()  # tried again later

@@ -591,6 +591,11 @@ class Engine:
             raise InvalidError(f"script: one of {', '.join(sorted(DELIVERY_SCRIPTS))} expected")
         return await self._run(script, uid, *args, horizon_ms=attention_in_ms)
 
+    async def defer_pending(self, uid: str, at_ms: int) -> None:
+        """Push a session whose sweep failed back to ``at_ms`` (only later, never earlier), so
+        that it does not stand first in every pass."""
+        await self.client.zadd(self.pending_key, {uid: at_ms}, xx=True, gt=True)
+
     async def due_sessions(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
         """Sessions of the pending index due by ``now_ms`` (earliest first), with their score:
         a range read of the index, O(log n + limit) whatever the number of pending sessions."""

@@ -56,6 +56,7 @@ class Sweeper:
         self.grace_ms = int(self.settings.sweep_grace * 1000)
         self.settle_ms = max(self.grace_ms, MIN_SETTLE_MS)
         self.hold_ms = min(runtime.engine.lease_ms, PREMARK_MS)
+        self.retry_ms = max(self.grace_ms, int(self.settings.sweep_interval * 1000), 1000)
         self.swept = 0
         self.visited = 0
 
@@ -72,7 +73,13 @@ class Sweeper:
 
             async def visit(uid: str, score: int, read_at: int = read_at) -> int:
                 async with limit:
-                    return await self.visit(uid, score, read_at)
+                    try:
+                        return await self.visit(uid, score, read_at)
+                    except Exception as error:  # one broken session must not stall the rest
+                        log.error("sweeper: session %s failed (%s: %s); next try in %d ms",
+                                  uid, type(error).__name__, error, self.retry_ms)  # fmt: skip
+                        await engine.defer_pending(uid, int(time.time() * 1000) + self.retry_ms)
+                        return 0
 
             sent += sum(await asyncio.gather(*(visit(uid, score) for uid, score in due)))
             self.visited += len(due)
