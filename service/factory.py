@@ -27,4 +27,5 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
         finalize=manager.finalize,
         session_ttl=settings.session_ttl or 0,
         lease_ms=int(settings.lease_seconds * 1000),
+        sweep_grace_ms=int(settings.sweep_grace * 1000),
     )

@@ -125,7 +125,11 @@ class Settings(BaseSettings):
         '("*" for every event), added to each session\'s own; checked at start as a '
         "session's are.",
     )
-    webhook_timeout: float = Field(default=15.0, gt=0, description="Seconds per attempt.")
+    webhook_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds per webhook attempt, all of it (at most TRIGGERS_HTTP_MAX_TIMEOUT).",
+    )
     webhook_retry_schedule: str = Field(
         default="5,300,1800,7200,18000,36000,36000,50400,72000",
         description="Seconds before each retry of a failed delivery (then it is failed): "
@@ -140,8 +144,9 @@ class Settings(BaseSettings):
     http_max_timeout: float = Field(
         default=300.0,
         gt=0,
-        description="HTTP tasks: the total deadline of one request in seconds (connect and every "
-        "read together), and the most a per-task connectTimeout/readTimeout may ask for.",
+        description="The total deadline in seconds of one HTTP task request or webhook attempt "
+        "(connect and every read together), and the most a per-task connectTimeout/readTimeout "
+        "may ask for: no endpoint can hold a worker longer.",
     )
     http_max_response_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="HTTP tasks: largest answer body read."

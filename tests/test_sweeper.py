@@ -1,8 +1,10 @@
-"""The sweeper: one leader at a time, and what a pass re-sends."""
+"""The sweeper: one leader at a time, and what a pass re-sends (tests/test_sweeper_scale.py:
+the pending index at scale)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -46,5 +48,10 @@ async def test_a_pass_re_sends_stranded_entries_and_prunes_empty_sessions(
     sweeper = Sweeper(runtime)
     assert await sweeper.pass_once() == 1  # t#0 handed to its runner (external: acknowledged)
     assert await sweeper.pass_once() == 0
-    assert {uid for uid, _ in await engine.pending_sessions()} == set()
+    now = int(time.time() * 1000)
+    assert await engine.due_sessions(now, 10) == []  # nothing due: a pass reads nothing
+    assert dict(await engine.pending_sessions())["s:2"] >= now + 30_000  # scheduled nothing
+    await asyncio.sleep(sweeper.settle_ms / 1000 + 0.1)  # the changes have surely landed
+    assert await sweeper.pass_once() == 0
+    assert {uid for uid, _ in await engine.pending_sessions()} == {"s:2"}  # s:1 left
     assert (await engine.instance("s:1", "t#0")).status == "scheduled"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from service.engine.connection import HiredisPackingConnection
 from service.engine.errors import InvalidError, NotFoundError
-from service.engine.keys import idempotency_key, session_keys
+from service.engine.keys import delivery_keys, idempotency_key, pending_keys, session_keys
 from service.engine.merge import merge_kwargs
 from service.engine.models import (
     RESOLVED_STATUSES,
@@ -40,7 +41,7 @@ from service.engine.models import (
     UnresolvedInstance,
     UnresolvedTask,
 )
-from service.engine.scripts import RedisClient, ScriptRunner
+from service.engine.scripts import Mark, RedisClient, ScriptRunner
 
 _UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
 _NAME_RE = re.compile(r"[^#\x00-\x1f\x7f]{1,200}")
@@ -61,8 +62,16 @@ ERROR_LEVEL = 40
 MARKING_SCRIPTS = frozenset(
     {"fire", "claim", "complete", "retry", "replay", "skip", "setStatus", "finalizeIfReady"}
 )
-"""Scripts that can put instances in the outbox or take a lease: the session is added to the
-pending index before they run (DESIGN.md section 2)."""
+"""Scripts that can put instances in the outbox or take a lease: the session is marked in the
+pending index before they run (DESIGN.md section 2), far enough ahead that a change which
+schedules nothing costs no early visit (``PREMARK_MS``; a claim: its lease), and again, by the
+due time + grace, after a change that did schedule something (``Engine._transition``)."""
+DELIVERY_SCRIPTS = frozenset({"createDelivery", "beginAttempt", "finishAttempt", "redeliver"})
+"""Webhook delivery scripts (service/webhooks/store.py runs them through ``run_delivery``)."""
+PREMARK_MS = 60_000
+"""How far ahead a change marks its session before its script runs. The mark only matters when
+the process dies between the script and its second mark; the sweeper then finds the session
+this long after the change (a change that scheduled nothing: one visit, this long after)."""
 MAX_LEASE_MS = 24 * 3600 * 1000
 HEALTH_CHECK_SECONDS = 5
 """A pooled connection idle longer than this is PINGed before use, so a Redis restart costs
@@ -130,6 +139,8 @@ class Engine:
     ``finalize``: run the finalization recipe after every change (the ``finalizing`` manager).
     ``session_ttl``: seconds a session is kept after its last change (0: until deleted).
     ``lease_ms``: how long a claim holds an instance before the sweeper may re-dispatch it.
+    ``sweep_grace_ms``: how long the sweeper lets an outbox entry wait for its enqueue (the
+    pending index asks for a visit at its due time + this).
     """
 
     def __init__(
@@ -140,6 +151,7 @@ class Engine:
         finalize: bool = True,
         session_ttl: int = 0,
         lease_ms: int = 30_000,
+        sweep_grace_ms: int = 5_000,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -147,7 +159,8 @@ class Engine:
         self.session_ttl = session_ttl
         self.lease_ms = lease_ms
         self.scripts = ScriptRunner(client)
-        self.pending_key = f"{prefix}:pending"
+        self.sweep_grace_ms = sweep_grace_ms
+        self.pending_key, self.premarks_key, self.postmarks_key = pending_keys(prefix)
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Engine:
@@ -179,7 +192,11 @@ class Engine:
                 "uid: 1 to 200 characters from letters, digits and _ - . : @ + expected"
             )
         digest = idempotency.key_digest if idempotency else None
-        return [*session_keys(uid, self.prefix), idempotency_key(uid, digest, self.prefix)]
+        return [
+            *session_keys(uid, self.prefix),
+            idempotency_key(uid, digest, self.prefix),
+            *delivery_keys(uid, self.prefix),
+        ]
 
     async def _run(
         self,
@@ -187,6 +204,7 @@ class Engine:
         uid: str,
         *args: str | int | float,
         idempotency: Idempotency | None = None,
+        horizon_ms: int | None = PREMARK_MS,
     ) -> Any:
         common = [
             self.session_ttl,
@@ -195,8 +213,20 @@ class Engine:
             idempotency.ttl_ms if idempotency else 0,
         ]
         keys = self._keys(uid, idempotency)
-        mark = (self.pending_key, uid) if script in MARKING_SCRIPTS else None
+        marking = script in MARKING_SCRIPTS or script in DELIVERY_SCRIPTS
+        mark = self._mark(uid, horizon_ms) if marking and horizon_ms is not None else None
         return await self.scripts.run(script, keys, [*common, *args], mark=mark)
+
+    def _mark(self, uid: str, ahead_ms: int) -> Mark:
+        """Pre-mark: ``uid`` needs the sweeper ``ahead_ms`` from now (a script follows)."""
+        now = _now_ms()
+        return Mark(self.pending_key, self.premarks_key, uid, now + ahead_ms, now)
+
+    async def mark_pending(self, uid: str, at_ms: int) -> None:
+        """Post-mark: the session needs the sweeper by ``at_ms`` (for what a change that has
+        run scheduled; never pushes an earlier need back)."""
+        mark = Mark(self.pending_key, self.postmarks_key, uid, at_ms, _now_ms())
+        await self.scripts.mark(mark)
 
     async def _transition(
         self,
@@ -205,9 +235,16 @@ class Engine:
         *args: str | int | float,
         idempotency: Idempotency | None = None,
     ) -> Outcome:
+        started = _now_ms()
         answer = orjson.loads(await self._run(script, uid, *args, idempotency=idempotency))
         record = answer.pop("record", None)
         outcome = Outcome.model_validate(answer)
+        if outcome.dispatch and script in MARKING_SCRIPTS:
+            # Second mark: what this change scheduled is watched from its due time + grace
+            # (the first mark, before the script, looked PREMARK_MS ahead).
+            attention = min(entry.due for entry in outcome.dispatch) + self.sweep_grace_ms
+            if attention < started + PREMARK_MS:
+                await self.mark_pending(uid, attention)
         if record is not None and outcome.instance is not None:
             outcome.record = decode_instance(outcome.instance, record)
         return outcome
@@ -363,9 +400,11 @@ class Engine:
             task = TaskConfig.model_validate_json(raw_task) if raw_task else None
             kwargs = merge_kwargs(task.withParams if task else {}, instance.kwargs)
             token = secrets.token_hex(16)
-            answer = orjson.loads(
-                await self._run("claim", uid, name, token, lease, _json(kwargs), version or "")
+            # horizon: the index watches a dead worker's lease from its expiry
+            claimed = await self._run(
+                "claim", uid, name, token, lease, _json(kwargs), version or "", horizon_ms=lease
             )
+            answer = orjson.loads(claimed)
             if answer["state"] == "stale":
                 continue
             claim = Claim.model_validate(answer)
@@ -550,19 +589,59 @@ class Engine:
         return int(await self._run("ackDispatched", uid, *names))
 
     async def sweep(self, uid: str, grace_ms: int) -> SweepResult:
-        """What the sweeper must hand to workers again in this session (read only)."""
+        """What the sweeper must hand to workers again in this session, and when the session
+        next needs the sweeper (``next``; None: nothing outstanding)."""
         return SweepResult.model_validate_json(await self._run("sweepSession", uid, grace_ms))
 
+    async def run_delivery(
+        self, script: str, uid: str, *args: str | int | float, attention_in_ms: int | None
+    ) -> Any:
+        """Runs one of the webhook delivery scripts on the session's keys (the delivery store
+        owns their meaning). ``attention_in_ms``: the script makes an attempt due within that
+        many ms, so the session is marked in the pending index for then, before the script
+        runs (None: it makes nothing due)."""
+        if script not in DELIVERY_SCRIPTS:
+            raise InvalidError(f"script: one of {', '.join(sorted(DELIVERY_SCRIPTS))} expected")
+        return await self._run(script, uid, *args, horizon_ms=attention_in_ms)
+
+    async def defer_pending(self, uid: str, at_ms: int) -> None:
+        """Push a session whose sweep failed back to ``at_ms`` (only later, never earlier), so
+        that it does not stand first in every pass."""
+        await self.client.zadd(self.pending_key, {uid: at_ms}, xx=True, gt=True)
+
+    async def due_sessions(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Sessions of the pending index due by ``now_ms`` (earliest first), with their score:
+        a range read of the index, O(log n + limit) whatever the number of pending sessions."""
+        found: list[Any] = await self.client.zrangebyscore(
+            self.pending_key, "-inf", now_ms, start=0, num=limit, withscores=True
+        )
+        return [(str(uid), int(score)) for uid, score in found]
+
     async def pending_sessions(self, limit: int = 1000) -> list[tuple[str, int]]:
-        """Sessions that may hold stranded work, oldest mark first, with their mark (ms)."""
+        """Sessions of the pending index, earliest need first, with when they need the sweeper
+        (ms). For inspection; the sweeper reads ``due_sessions``."""
         found: list[Any] = await self.client.zrange(self.pending_key, 0, limit - 1, withscores=True)
         return [(str(uid), int(score)) for uid, score in found]
 
-    async def prune_pending(self, uid: str, seen_at_ms: int) -> bool:
-        """Forget a session whose outbox and leases were empty at ``seen_at_ms``, unless a
-        change marked it again since."""
-        removed = await self.scripts.run("prunePending", [self.pending_key], [uid, seen_at_ms])
-        return bool(removed)
+    async def rescore_pending(
+        self,
+        uid: str,
+        score_read: int,
+        next_ms: int | None,
+        read_at_ms: int,
+        *,
+        settle_ms: int,
+        hold_ms: int,
+    ) -> bool:
+        """After a sweep of ``uid``: the session next needs the sweeper at ``next_ms``, or
+        leaves the index (None), unless a change marked it since (lua/standalone/
+        rescorePending.lua). Returns whether it stays in the index."""
+        args: list[str | int | float] = [
+            uid, score_read, "" if next_ms is None else next_ms, read_at_ms, settle_ms, hold_ms,
+        ]  # fmt: skip
+        keys = [self.pending_key, self.premarks_key, self.postmarks_key]
+        kept = await self.scripts.run("rescorePending", keys, args)
+        return bool(kept)
 
     async def delete(self, uid: str, *, idempotency: Idempotency | None = None) -> bool:
         """Remove the session; True if it existed."""
@@ -641,6 +720,10 @@ class Engine:
             and int(instance.metadata.get("logLevel") or 0) >= ERROR_LEVEL
             and instance.metadata.get("logsResolved") is not True
         ]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _instance_order(name: str) -> tuple[str, int]:

@@ -35,3 +35,22 @@ def idempotency_key(uid: str, key_digest: str | None, prefix: str = "trg") -> st
     the placeholder passed when a request has no key (scripts never write it then).
     """
     return f"{prefix}:{{{uid}}}:idem:{key_digest or '-'}"
+
+
+DELIVERY_KEY_NAMES = ("wh:deliveries", "wh:due")
+"""Webhook delivery records and their due times (keys 12 and 13 of every script, after the
+Idempotency-Key record): in the session's slot, so they expire and are deleted with it."""
+
+
+def delivery_keys(uid: str, prefix: str = "trg") -> list[str]:
+    """The webhook delivery keys of session ``uid`` (see lua/includes/lib.lua)."""
+    return [f"{prefix}:{{{uid}}}:{name}" for name in DELIVERY_KEY_NAMES]
+
+
+def pending_keys(prefix: str = "trg") -> tuple[str, str, str]:
+    """The global pending index and its pre- and post-marks (not part of any session; see
+    lua/standalone/rescorePending.lua). They share the hash tag ``{pending}`` so one standalone
+    script can change all three on Redis Cluster; a session's keys are ``<prefix>:{<uid>}:...``,
+    so no session key can ever have these names."""
+    index = f"{prefix}:pending:{{pending}}"
+    return index, f"{index}:pre", f"{index}:post"

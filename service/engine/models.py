@@ -243,10 +243,16 @@ class Dispatch(NamedTuple):
 
 
 class SweepResult(BaseModel):
-    """What sweepSession found: stranded outbox entries and expired leases."""
+    """What sweepSession found: stranded outbox entries, expired leases, webhook deliveries
+    overdue ((id, chain) pairs), and when the session next needs the sweeper (ms; None when
+    nothing is outstanding)."""
 
     stranded: Annotated[list[Dispatch], BeforeValidator(_lua_list)] = Field(default_factory=list)
     expired: Annotated[list[Dispatch], BeforeValidator(_lua_list)] = Field(default_factory=list)
+    deliveries: Annotated[list[tuple[str, int]], BeforeValidator(_lua_list)] = Field(
+        default_factory=list
+    )
+    next: int | None = None
     outbox: int = 0
     leases: int = 0
 

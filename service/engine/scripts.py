@@ -9,7 +9,6 @@ to a node that never saw the script) the script is loaded again and the call rep
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -43,8 +42,12 @@ SCRIPT_NAMES = (
     "readInstances",
     "readUnresolved",
     "sweepSession",
+    "createDelivery",
+    "beginAttempt",
+    "finishAttempt",
+    "redeliver",
 )
-STANDALONE_SCRIPT_NAMES = ("prunePending",)
+STANDALONE_SCRIPT_NAMES = ("rescorePending",)
 """Scripts that are not about one session: no library, their own keys."""
 
 
@@ -91,15 +94,15 @@ class ScriptRunner:
         keys: list[str],
         args: list[str | int | float],
         *,
-        mark: tuple[str, str] | None = None,
+        mark: Mark | None = None,
     ) -> Any:
         """EVALSHA the script; reload on NOSCRIPT; turn error replies into typed errors.
 
-        ``mark`` (pending index key, uid): first add the session to the global pending index
-        (ZADD GT now, idempotent), so that the sweeper finds it even if this process dies
-        right after the script. On a standalone Redis both commands go in one pipeline (one
-        round trip, in order on one connection); a cluster routes them to different nodes,
-        so the mark is awaited first.
+        ``mark``: first mark the session in the global pending index (see ``Mark``), so that
+        the sweeper finds it even if this process dies right after the script. On a standalone
+        Redis the mark and the script go in one pipeline (one round trip, in order on one
+        connection); a cluster routes them to different nodes, so the mark is awaited first.
+        Either way the mark is applied before the script runs.
         """
         script = self.scripts[name]
         try:
@@ -113,25 +116,51 @@ class ScriptRunner:
         except ResponseError as error:
             raise from_response_error(error) from None
 
+    async def mark(self, mark: Mark) -> None:
+        """Apply ``mark`` on its own (both commands in the index's slot: one round trip)."""
+        pipe: Any = (
+            self.client.pipeline()
+            if isinstance(self.client, RedisCluster)
+            else self.client.pipeline(transaction=False)
+        )
+        mark.add_to(pipe)
+        await pipe.execute()
+
     async def _call(
         self,
         script: Script,
         keys: list[str],
         args: list[str | int | float],
-        mark: tuple[str, str] | None,
+        mark: Mark | None,
     ) -> Any:
         if mark is None:
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-        index, uid = mark
-        now = int(time.time() * 1000)
         if isinstance(self.client, RedisCluster):
-            await self.client.zadd(index, {uid: now}, gt=True)
+            await self.mark(mark)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(index, {uid: now}, gt=True)
+        mark.add_to(pipe)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return results[1]
+        return results[-1]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A session marked in the global pending index: it must be visited by ``score`` (ms) at
+    the latest. ``ZADD LT`` never pushes an earlier need back; ``marks`` (the pre- or the
+    post-marks hash) keeps the time of the latest mark, which tells the sweeper that a change
+    may still be on its way (lua/standalone/rescorePending.lua)."""
+
+    index: str
+    marks: str
+    uid: str
+    score: int
+    at: int
+
+    def add_to(self, pipe: Any) -> None:
+        pipe.zadd(self.index, {self.uid: self.score}, lt=True)
+        pipe.hset(self.marks, self.uid, self.at)

@@ -4,14 +4,24 @@ schedule.
 Every attempt of a delivery sends the same body with the same ``webhook-id`` (receivers
 dedupe on it), signed anew with the current timestamp. 2xx: delivered. 410 Gone: failed, no
 retry (the subscriber asked to stop). 429/503 with ``Retry-After``: retried after that many
-seconds. Anything else (other statuses, timeouts, refused or closed URLs): retried after the
-next delay of ``TRIGGERS_WEBHOOK_RETRY_SCHEDULE`` (default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
-10 h, 14 h, 20 h: ten attempts over about two and a half days), with +-20 % jitter; after the
-last one, failed. A URL the outbound policy closes is never called.
+seconds. Anything else (other statuses, timeouts, refused or closed URLs, any exception at all,
+an unusable URL included): a failed attempt, recorded, retried after the next delay of
+``TRIGGERS_WEBHOOK_RETRY_SCHEDULE`` (default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, 14 h,
+20 h: ten attempts over about two and a half days), with +-20 % jitter; after the last one,
+failed. A URL the outbound policy closes is never called.
+
+An attempt has a total deadline (``TRIGGERS_WEBHOOK_TIMEOUT``, at most
+``TRIGGERS_HTTP_MAX_TIMEOUT``), not only per-read timeouts: a receiver that dribbles its answer
+cannot hold a worker. Only the status and headers matter, so at most ``MAX_ANSWER_BYTES`` of
+the answer are read before the connection is closed: a huge answer never loads into memory.
+
+The attempt's due time lives in Redis (store.py), where the sweeper finds it: a lost message
+delays a delivery by the grace period, never loses it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from dataclasses import dataclass
@@ -20,7 +30,12 @@ import httpx
 
 from service.outbound import OutboundPolicy, OutboundRefused
 from service.signing import Signer
-from service.webhooks.store import Attempt, Delivery, DeliveryStore
+from service.webhooks.store import Attempt, Begun, DeliveryStore
+
+MAX_ANSWER_BYTES = 4096
+"""Most of a receiver's answer body read (then the connection is closed)."""
+HOLD_MARGIN_MS = 2_000
+"""An attempt's due time is held this much past its deadline before the sweeper may re-send."""
 
 
 @dataclass
@@ -29,6 +44,15 @@ class Next:
 
     state: str
     retry_in: float | None = None
+
+
+@dataclass
+class Answer:
+    """What one attempt got: a status (and Retry-After), or an error."""
+
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
 
 
 def parse_schedule(text: str) -> list[float]:
@@ -45,6 +69,7 @@ class Deliverer:
         schedule: list[float],
         timeout: float,
     ) -> None:
+        """``timeout``: the total deadline of one attempt (seconds)."""
         self.store = store
         self.client = client
         self.policy = policy
@@ -52,39 +77,65 @@ class Deliverer:
         self.schedule = schedule
         self.timeout = timeout
 
-    async def attempt(self, uid: str, delivery: Delivery) -> Next:
+    async def attempt(self, uid: str, delivery_id: str, chain: int) -> float | None:
+        """One attempt of the delivery, if this message's chain has one due; returns the delay
+        (s) before the next attempt when a retry follows (its message: the caller's job)."""
+        hold_ms = int(self.timeout * 1000) + HOLD_MARGIN_MS
+        begun = await self.store.begin(uid, delivery_id, chain, hold_ms)
+        if begun.state != "go":
+            return None
         started = time.monotonic()
-        status: int | None = None
-        error: str | None = None
-        retry_after: float | None = None
-        try:
-            target = await self.policy.resolve(delivery.url)
-            headers = {
-                "Content-Type": "application/json",
-                "Host": target.netloc,
-                **self.signer_for(delivery).headers(delivery.id, delivery.body),
-            }
-            response = await self.client.post(
-                target.url, content=delivery.body, headers=headers, timeout=self.timeout,
-                extensions=target.extensions,
-            )  # fmt: skip
-            status = response.status_code
-            if status in (429, 503) and response.headers.get("retry-after", "").isdigit():
-                retry_after = float(response.headers["retry-after"])
-        except OutboundRefused as refused:
-            error = f"OutboundRefused: {refused}"
-        except httpx.HTTPError as failure:
-            error = f"{type(failure).__name__}: {failure}"
+        answer = await self.call(delivery_id, begun)
         attempt = Attempt(
-            at=int(time.time() * 1000), status=status, error=error,
+            at=int(time.time() * 1000), status=answer.status, error=answer.error,
             durationMs=int((time.monotonic() - started) * 1000),
         )  # fmt: skip
-        count = await self.store.add_attempt(uid, delivery.id, attempt)
-        decision = self.decide(status, error, count, retry_after)
-        await self.store.set_state(uid, delivery.id, decision.state)
-        return decision
+        decision = self.decide(answer.status, answer.error, begun.attempts + 1, answer.retry_after)
+        retry_ms = int((decision.retry_in or 0) * 1000)
+        finished = await self.store.finish(
+            uid, delivery_id, begun.take, attempt, decision.state, retry_ms
+        )
+        return decision.retry_in if finished.result == "applied" else None
 
-    def signer_for(self, delivery: Delivery) -> Signer:
+    async def call(self, delivery_id: str, begun: Begun) -> Answer:
+        """The POST, within the attempt's deadline; any failure is an Answer with an error."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._post(delivery_id, begun)
+        except OutboundRefused as refused:
+            return Answer(error=f"OutboundRefused: {refused}")
+        except TimeoutError:
+            return Answer(error=f"Timeout: no complete answer within {self.timeout:g} s")
+        except Exception as failure:  # an unusable URL, a broken connection: a failed attempt
+            return Answer(error=f"{type(failure).__name__}: {failure}"[:2000])
+
+    async def _post(self, delivery_id: str, begun: Begun) -> Answer:
+        target = await self.policy.resolve(begun.url)
+        headers = {
+            "Content-Type": "application/json",
+            "Host": target.netloc,
+            **self.signer_for(begun).headers(delivery_id, begun.body),
+        }
+        request = self.client.build_request(
+            "POST", target.url, content=begun.body, headers=headers, timeout=self.timeout,
+            extensions=target.extensions,
+        )  # fmt: skip
+        response = await self.client.send(request, stream=True)
+        try:
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= MAX_ANSWER_BYTES:
+                    break  # the rest is never read: closing drops the connection
+        finally:
+            await response.aclose()
+        retry_after: float | None = None
+        if response.status_code in (429, 503):
+            value = response.headers.get("retry-after", "")
+            retry_after = float(value) if value.isdigit() else None
+        return Answer(status=response.status_code, retry_after=retry_after)
+
+    def signer_for(self, delivery: Begun) -> Signer:
         """The subscription's own secret when it has one (receivers of different tenants
         cannot replay each other's messages), else the service's."""
         return Signer(delivery.secret) if delivery.secret else self.signer

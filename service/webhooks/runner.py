@@ -76,20 +76,23 @@ class WebhookRunner:
             created = await store.create(
                 uid, identifier, subscription.url, kind, body, subscription.secret
             )
-            if created or await store.state(uid, identifier) == "pending":
-                await self.send(uid, identifier)
+            if created:
+                await self.send(uid, identifier, chain=1)
+            # else: recorded by an earlier dispatch of this event; its attempts are due in
+            # Redis, where the sweeper re-sends any whose message was lost
 
-    async def send(self, uid: str, identifier: str, delay_ms: int = 0) -> None:
+    async def send(self, uid: str, identifier: str, delay_ms: int = 0, *, chain: int = 0) -> None:
+        """A message for the next attempt of the delivery (``chain``: see store.py)."""
         from service.worker.actors import deliver_webhook
 
-        await self.sender.send(deliver_webhook, (uid, identifier), delay_ms)
+        await self.sender.send(deliver_webhook, (uid, identifier, chain), delay_ms)
 
     async def redeliver(self, uid: str, identifier: str) -> bool:
-        """By hand: the delivery starts again (same id), whatever its state."""
+        """By hand: the delivery starts again (same id), whatever its state, as a new chain
+        of attempts (a retry scheduled before does nothing: store.py)."""
         assert self.engine is not None
-        store = DeliveryStore(self.engine)
-        if await store.get(uid, identifier) is None:
+        chain = await DeliveryStore(self.engine).redeliver(uid, identifier)
+        if chain is None:
             return False
-        await store.set_state(uid, identifier, "pending")
-        await self.send(uid, identifier)
+        await self.send(uid, identifier, chain=chain)
         return True

@@ -50,7 +50,7 @@ async def run_instance(uid: str, name: str) -> None:
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
-async def deliver_webhook(uid: str, delivery_id: str) -> None:
-    delay = await runtime().deliver(uid, delivery_id)
+async def deliver_webhook(uid: str, delivery_id: str, chain: int = 0) -> None:
+    delay = await runtime().deliver(uid, delivery_id, chain)
     if delay is not None:  # not taken: try again on the schedule
-        deliver_webhook.send_with_options(args=(uid, delivery_id), delay=int(delay * 1000))
+        deliver_webhook.send_with_options(args=(uid, delivery_id, chain), delay=int(delay * 1000))

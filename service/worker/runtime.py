@@ -51,7 +51,7 @@ class WorkerRuntime:
         self.deliverer = Deliverer(
             DeliveryStore(self.engine), self.http, OutboundPolicy(settings.outbound_allow),
             Signer(secret), parse_schedule(settings.webhook_retry_schedule),
-            settings.webhook_timeout,
+            min(settings.webhook_timeout, settings.http_max_timeout),
         )  # fmt: skip
         modules = [m.strip() for m in (settings.task_modules or "").split(",") if m.strip()]
         self.python_tasks = PythonTaskRegistry(modules)
@@ -167,12 +167,10 @@ class WorkerRuntime:
             await self.manager.after_replay(uid, outcome.record)
         return None
 
-    async def deliver(self, uid: str, delivery_id: str) -> float | None:
-        """One attempt of a webhook delivery; the delay before the next one, if any."""
-        delivery = await self.deliverer.store.get(uid, delivery_id)
-        if delivery is None or delivery.state in ("delivered", "failed"):
-            return None
-        return (await self.deliverer.attempt(uid, delivery)).retry_in
+    async def deliver(self, uid: str, delivery_id: str, chain: int = 0) -> float | None:
+        """One attempt of a webhook delivery (if its ``chain`` has one due); the delay before
+        the next one, if any."""
+        return await self.deliverer.attempt(uid, delivery_id, chain)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -1,15 +1,23 @@
 """The sweeper: re-dispatches stranded work, at most one active across all workers.
 
-Every ``TRIGGERS_SWEEP_INTERVAL`` seconds, the worker holding the sweeper lock (a Redis lock
-with a token, renewed each pass; another worker takes over within a few intervals if this one
-dies) walks the pending index and, per session, re-sends:
+The pending index scores each session by when it next needs attention: the earliest outbox
+entry's due time + ``TRIGGERS_SWEEP_GRACE``, the earliest lease expiry, the earliest webhook
+delivery attempt's due time + grace. Every ``TRIGGERS_SWEEP_INTERVAL`` seconds the worker
+holding the sweeper lock (a Redis lock with a token, renewed each pass; another worker takes
+over within a few intervals if this one dies) reads only the sessions due by now, in batches,
+until none is left or the pass has used its time budget (one interval), and per session
+re-sends:
 
-* outbox entries due for longer than ``TRIGGERS_SWEEP_GRACE`` (the process that committed them
-  died before its enqueue, or a message was lost);
+* outbox entries due for longer than the grace period (the process that committed them died
+  before its enqueue, or a message was lost);
 * running instances whose lease expired (their worker died): claim takes them again, attempt
-  + 1, and the dead worker's late answer is refused for its stale token.
+  + 1, and the dead worker's late answer is refused for its stale token;
+* webhook delivery attempts overdue by the grace period (a lost delayed message);
 
-Sessions with an empty outbox and no lease leave the index. We do not wait for Dramatiq's own
+each at most once per grace period, then re-scores the session from what the sweep returned
+(its next attention time), or removes it when nothing is outstanding. A pass therefore costs
+O(sessions due), whatever the number of pending sessions (bench/sweeper.py), and a session
+cooling down for an hour is not looked at for an hour. We do not wait for Dramatiq's own
 dead-worker maintenance, which can take many minutes on an idle queue (DESIGN.md section 2).
 """
 
@@ -22,10 +30,18 @@ import time
 
 from dramatiq.middleware import Middleware
 
+from service.engine.engine import PREMARK_MS
 from service.settings import Settings
 from service.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+BATCH = 200
+"""Sessions read from the index at a time."""
+CONCURRENCY = 16
+"""Sessions swept at once (each visit is a few round trips)."""
+MIN_SETTLE_MS = 1_000
+"""Least time allowed between a change's pre-mark and its script (see rescorePending.lua)."""
 
 
 class Sweeper:
@@ -37,25 +53,61 @@ class Sweeper:
             timeout=self.settings.sweep_interval * 3,
             blocking=False,
         )
+        self.grace_ms = int(self.settings.sweep_grace * 1000)
+        self.settle_ms = max(self.grace_ms, MIN_SETTLE_MS)
+        self.hold_ms = min(runtime.engine.lease_ms, PREMARK_MS)
+        self.retry_ms = max(self.grace_ms, int(self.settings.sweep_interval * 1000), 1000)
         self.swept = 0
+        self.visited = 0
 
     async def pass_once(self) -> int:
-        """One sweep over the pending index; returns how many instances were re-sent."""
+        """Sweeps every session due now (within the time budget); returns how many entries
+        were re-sent."""
         engine, sent = self.runtime.engine, 0
-        grace_ms = int(self.settings.sweep_grace * 1000)
-        for uid, _mark in await engine.pending_sessions():
-            seen_at = int(time.time() * 1000)
-            found = await engine.sweep(uid, grace_ms)
-            entries = [*found.stranded, *found.expired]
-            if entries:
-                log.warning("sweeper: re-dispatching %s of session %s",
-                            ", ".join(e.name for e in entries), uid)  # fmt: skip
-                await self.runtime.dispatcher.hand_over(uid, entries)
-                sent += len(entries)
-            elif found.outbox == 0 and found.leases == 0:
-                await engine.prune_pending(uid, seen_at)
+        started = time.monotonic()
+        pass_start = int(time.time() * 1000)  # sessions re-scored to now wait for the next pass
+        limit = asyncio.Semaphore(CONCURRENCY)
+        while True:
+            read_at = int(time.time() * 1000)
+            due = await engine.due_sessions(pass_start, BATCH)
+
+            async def visit(uid: str, score: int, read_at: int = read_at) -> int:
+                async with limit:
+                    try:
+                        return await self.visit(uid, score, read_at)
+                    except Exception as error:  # one broken session must not stall the rest
+                        log.error("sweeper: session %s failed (%s: %s); next try in %d ms",
+                                  uid, type(error).__name__, error, self.retry_ms)  # fmt: skip
+                        await engine.defer_pending(uid, int(time.time() * 1000) + self.retry_ms)
+                        return 0
+
+            sent += sum(await asyncio.gather(*(visit(uid, score) for uid, score in due)))
+            self.visited += len(due)
+            if len(due) < BATCH or time.monotonic() - started > self.settings.sweep_interval:
+                break
         self.swept += sent
         return sent
+
+    async def visit(self, uid: str, score: int, read_at: int) -> int:
+        """Sweep one session, hand over what it re-sends, re-score it; returns how many."""
+        engine, dispatcher = self.runtime.engine, self.runtime.dispatcher
+        found = await engine.sweep(uid, self.grace_ms)
+        entries = [*found.stranded, *found.expired]
+        if entries:
+            log.warning("sweeper: re-dispatching %s of session %s",
+                        ", ".join(e.name for e in entries), uid)  # fmt: skip
+            await dispatcher.hand_over(uid, entries)
+        send = getattr(dispatcher.runners.get("webhooks"), "send", None)
+        for delivery_id, chain in found.deliveries:
+            if send is None:
+                log.error("sweeper: delivery %s of %s is due but no webhooks runner is "
+                          "registered", delivery_id, uid)  # fmt: skip
+                break
+            log.warning("sweeper: re-sending webhook delivery %s of session %s", delivery_id, uid)
+            await send(uid, delivery_id, chain=chain)
+        await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=self.settle_ms,
+                                     hold_ms=self.hold_ms)  # fmt: skip
+        return len(entries) + len(found.deliveries)
 
     async def lead(self) -> bool:
         """Whether this sweeper holds the lock for the next interval (renewing it if so)."""

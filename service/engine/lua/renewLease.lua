@@ -1,7 +1,8 @@
 --[=[
 renewLease: the running worker extends its lease so the sweeper does not re-dispatch it.
 
-Keys: all session keys; writes inst and leases.
+Keys: all session keys; writes inst and leases, and applies the session TTL (a session never
+expires under a task that is still running).
 ARGV[5] instance name, ARGV[6] lease token, ARGV[7] lease length in ms from now
 Returns cjson {expires = ms}. CONFLICT when the instance is not running under this token (the
 lease was lost: the worker should stop and report nothing).
@@ -14,4 +15,5 @@ if stale then return stale end
 rec.lease.exp = NOW + lease_ms
 redis.call('HSET', K.inst, name, cjson.encode(rec))
 redis.call('ZADD', K.leases, rec.lease.exp, name)
+apply_ttl()
 return cjson.encode({expires = rec.lease.exp})

@@ -1,34 +1,102 @@
 --[=[
-sweepSession: what the sweeper must hand to workers again in one session (DESIGN.md section 2).
+sweepSession: what the sweeper must hand to workers again in one session, and when the session
+next needs the sweeper (DESIGN.md section 2; the pending index is scored by that time).
 
-Keys: all session keys; reads outbox, leases, inst, defs; writes outbox (the due time of each
-entry it returns moves to now, so an entry is re-sent at most once per grace period even when
-workers are merely slow).
-ARGV[5] grace in ms: an outbox entry is stranded when it has been due for longer than this
-        (its caller died between the script and the enqueue, or the message was lost).
-Returns cjson {stranded = [[name, runner, due]], expired = [[name, runner, due]],
-outbox = number of entries, leases = number of leases}. `expired` are running instances whose
-lease ran out (their worker died): a new message lets claim take them again, attempt + 1.
+Keys: all session keys; reads outbox, leases, inst, defs, deliveries, delivery_due; writes
+outbox, leases and delivery_due scores only (never a status): each entry it returns is
+re-stamped so that it is returned again at most once per grace period, even when workers are
+merely slow or a queue has a backlog. With work outstanding it applies the session TTL, so a
+session is not expired while the sweeper keeps re-sending its work.
+ARGV[5] grace in ms: an outbox entry or a webhook delivery is stranded when it has been due for
+        longer than this (its caller died between the script and the enqueue, or the message
+        was lost, e.g. a Dramatiq delayed message across a Redis restart).
+Returns cjson {
+  stranded = [[name, runner, due]]: outbox entries due for longer than grace (re-stamped to
+             now: claim still finds them due, the next re-send waits another grace period);
+  expired = [[name, runner, lease expiry]]: running instances whose lease ran out (their worker
+            died): a new message lets claim take them again, attempt + 1 (their score in
+            leases moves to now + grace; claim reads the record's lease, not that score);
+  deliveries = [[delivery id, chain]]: webhook deliveries whose attempt has been due for
+               longer than grace (re-stamped to now);
+  next = ms: when the session next needs the sweeper (earliest outbox due + grace, earliest
+         lease expiry, earliest delivery due + grace); absent when nothing is outstanding;
+  outbox, leases = number of entries }.
+At most LIMIT entries of each kind per call: the rest stay due and `next` says so.
 ]=]
 local grace = tonumber(ARGV[5]) or 0
-local function entries(key, max_score)
+local LIMIT = 500
+
+local function stranded()
   local out = {}
-  local found = redis.call('ZRANGEBYSCORE', key, '-inf', max_score, 'WITHSCORES', 'LIMIT', 0, 500)
+  local found = redis.call('ZRANGEBYSCORE', K.outbox, '-inf', NOW - grace, 'WITHSCORES',
+    'LIMIT', 0, LIMIT)
   for i = 1, #found, 2 do
-    local rec = load_instance(found[i])
-    if string.sub(found[i], 1, 1) == '@' then -- an event waiting for its delivery to be queued
-      out[#out + 1] = {found[i], 'webhooks', tonumber(found[i + 1])}
-      redis.call('ZADD', key, 'XX', NOW, found[i])
-    elseif rec then
-      out[#out + 1] = {found[i], runner_of(load_def(rec.task)), tonumber(found[i + 1])}
-      if key == K.outbox then redis.call('ZADD', key, 'XX', NOW, found[i]) end
+    local name, due = found[i], tonumber(found[i + 1])
+    local rec = nil
+    if string.sub(name, 1, 1) == '@' then -- an event waiting for its deliveries to be recorded
+      out[#out + 1] = {name, 'webhooks', due}
+    else
+      rec = load_instance(name)
+      if rec then out[#out + 1] = {name, runner_of(load_def(rec.task)), due} end
+    end
+    if rec or string.sub(name, 1, 1) == '@' then
+      redis.call('ZADD', K.outbox, 'XX', NOW, name)
+    else
+      redis.call('ZREM', K.outbox, name) -- its instance is gone: nothing to send, ever
     end
   end
   return out
 end
-return cjson.encode({
-  stranded = entries(K.outbox, NOW - grace),
-  expired = entries(K.leases, NOW),
-  outbox = redis.call('ZCARD', K.outbox),
-  leases = redis.call('ZCARD', K.leases),
-})
+
+local function expired()
+  local out = {}
+  local found = redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 0, LIMIT)
+  for _, name in ipairs(found) do
+    local rec = load_instance(name)
+    if rec and rec.status == 'running' and rec.lease then
+      out[#out + 1] = {name, runner_of(load_def(rec.task)), rec.lease.exp}
+      redis.call('ZADD', K.leases, 'XX', NOW + math.max(grace, 1), name)
+    else
+      redis.call('ZREM', K.leases, name) -- not running any more: no lease to watch
+    end
+  end
+  return out
+end
+
+local function due_deliveries()
+  local out = {}
+  local found = redis.call('ZRANGEBYSCORE', K.delivery_due, '-inf', NOW - grace, 'LIMIT', 0, LIMIT)
+  for _, id in ipairs(found) do
+    local raw = redis.call('HGET', K.deliveries, id)
+    if raw then
+      out[#out + 1] = {id, cjson.decode(raw).chain or 0}
+      redis.call('ZADD', K.delivery_due, 'XX', NOW, id)
+    else
+      redis.call('ZREM', K.delivery_due, id)
+    end
+  end
+  return out
+end
+
+local function earliest(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then return tonumber(first[2]) end
+  return nil
+end
+
+local result = {stranded = stranded(), expired = expired(), deliveries = due_deliveries()}
+local next_at = nil
+local function consider(at)
+  if at and (next_at == nil or at < next_at) then next_at = at end
+end
+local first_out = earliest(K.outbox)
+consider(first_out and first_out + grace)
+consider(earliest(K.leases))
+local first_delivery = earliest(K.delivery_due)
+consider(first_delivery and first_delivery + grace)
+result.next = next_at
+-- Outstanding work keeps the session alive between visits (TTL setting on; see apply_ttl).
+if next_at then apply_ttl(math.max(OUTSTANDING_HOLD, math.ceil(2 * grace / 1000))) end
+result.outbox = redis.call('ZCARD', K.outbox)
+result.leases = redis.call('ZCARD', K.leases)
+return cjson.encode(result)

@@ -1,7 +1,7 @@
 --[=[
 Shared library, prepended to every script by service/engine/scripts.py (Redis has no includes).
 
-Every script receives the same eleven keys of ONE session, all under the hash tag {<uid>}, in this
+Every script receives the same thirteen keys of ONE session, all under the hash tag {<uid>}, in this
 order (service/engine/keys.py builds them; no key name is ever built here, so every script runs
 unchanged on Redis Cluster):
 
@@ -22,6 +22,10 @@ unchanged on Redis Cluster):
   KEYS[10] leases  zset  instance -> lease expiry (ms) of running instances
   KEYS[11] idem    string  this request's Idempotency-Key record (a placeholder, never written,
                          when the request has no key): {fp, answer}
+  KEYS[12] deliveries    hash  webhook delivery id -> delivery record (cjson: url, type, body,
+                         created, state, attempts, chain, take; service/webhooks/store.py)
+  KEYS[13] delivery_due  zset  webhook delivery id -> when its next attempt is due (ms), or when
+                         the attempt in progress is overdue; absent once delivered or failed
 
 Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the finalization
 check after the change (the `finalizing` manager), ARGV[3] the request fingerprint for the
@@ -48,7 +52,7 @@ pcall(redis.replicate_commands) -- Redis < 7 needs it before TIME followed by wr
 local K = {
   meta = KEYS[1], tasks = KEYS[2], defs = KEYS[3], trig = KEYS[4], inst = KEYS[5],
   idx = KEYS[6], latest = KEYS[7], counts = KEYS[8], outbox = KEYS[9], leases = KEYS[10],
-  idem = KEYS[11],
+  idem = KEYS[11], deliveries = KEYS[12], delivery_due = KEYS[13],
 }
 local TTL = tonumber(ARGV[1]) or 0
 local FINALIZE = ARGV[2] == '1'
@@ -116,12 +120,42 @@ local function touch()
   end
 end
 
--- Applies the session TTL to every session key (no-op when the TTL setting is off).
-local function apply_ttl()
-  if TTL <= 0 then return end
-  for i = 1, 10 do
-    redis.call('EXPIRE', KEYS[i], TTL)
+-- A session with work outstanding is kept at least this long (s) after its last change or
+-- sweep: longer than the sweeper ever leaves it unvisited (a pre-mark looks 60 s ahead; a
+-- stranded entry is re-sent, and the session swept, every grace period).
+local OUTSTANDING_HOLD = 120
+
+-- The latest time (ms) at which the session still has work due (its last outbox entry, lease
+-- expiry or webhook delivery attempt), and whether it has any work outstanding at all.
+local function latest_due()
+  local latest, outstanding = NOW, false
+  for _, key in ipairs({K.outbox, K.leases, K.delivery_due}) do
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    if last[2] then
+      outstanding = true
+      if tonumber(last[2]) > latest then latest = tonumber(last[2]) end
+    end
   end
+  return latest, outstanding
+end
+
+-- Applies the session TTL to every key of the session, delivery records included (no-op when
+-- the TTL setting is off). While work is outstanding the TTL counts from the latest due time
+-- plus a hold (`hold` s, default OUTSTANDING_HOLD): a session never expires under a task that
+-- runs (renewLease applies it too), a retry that cools down, an instance waiting for a worker
+-- or a webhook delivery still to be attempted; and everything of the session expires together.
+local function apply_ttl(hold)
+  if TTL <= 0 then return end
+  local latest, outstanding = latest_due()
+  local ttl = TTL
+  if outstanding then
+    ttl = TTL + math.ceil((latest - NOW) / 1000) + (hold or OUTSTANDING_HOLD)
+  end
+  for i = 1, 10 do
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+  redis.call('EXPIRE', K.deliveries, ttl)
+  redis.call('EXPIRE', K.delivery_due, ttl)
 end
 
 -- The stored answer of an earlier request with the same Idempotency-Key and fingerprint
