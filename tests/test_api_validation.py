@@ -84,7 +84,7 @@ async def test_valid_runs_are_accepted(api: httpx.AsyncClient, run: str) -> None
     ("key", "known"),
     [("unles", "unless"), ("afterr", "after"), ("andevery", "andEvery"),
      ("maxRetrys", "maxRetries"), ("withParam", "withParams"), ("readTimout", "readTimeout"),
-     ("runs", "run"), ("Using", "using")],
+     ("runs", "run"), ("Using", "using"), ("befor", "after"), ("before", "after")],
 )  # fmt: skip
 async def test_a_misspelt_directive_is_refused_with_a_suggestion(
     api: httpx.AsyncClient, key: str, known: str
@@ -96,7 +96,7 @@ async def test_a_misspelt_directive_is_refused_with_a_suggestion(
 
 async def test_custom_directives_far_from_known_ones_stay(api: httpx.AsyncClient) -> None:
     uid = new_uid()
-    custom = {"team": "ops", "priority": 2, "owner": "x", "befor": 1, "queue": "q"}
+    custom = {"team": "ops", "priority": 2, "owner": "x", "queue": "q"}
     response = await api.put(f"/sessions/{uid}/config", json={"tasks": {"t": {**TASK, **custom}}})
     assert response.status_code == 200, response.text
     assert response.json()["tasks"]["t"].items() >= custom.items()

@@ -29,6 +29,12 @@ RUNTIME_DIRECTIVES = ("connectTimeout", "readTimeout")
 """Custom directives the service itself reads (HTTP tasks, service/worker/http_task.py)."""
 
 
+CONFUSED_DIRECTIVES = {"before": "after"}
+"""Directives people reach for that do not exist, with the one they mean: ``before``/``befor``
+is refused like a misspelling (a task runs *after* its triggers; the original framework has no
+``before``), so a configuration that can never mean what it says is caught at once."""
+
+
 def known_directives() -> tuple[str, ...]:
     return (*TaskConfig.model_fields, *RUNTIME_DIRECTIVES)
 
@@ -56,6 +62,9 @@ def near_directive(key: str) -> str | None:
         limit = 1 if len(known) <= 4 else 2
         if edit_distance(key.lower(), known.lower()) <= limit:
             return known
+    for confused, meant in CONFUSED_DIRECTIVES.items():
+        if edit_distance(key.lower(), confused) <= 1:
+            return meant
     return None
 
 
