@@ -18,10 +18,8 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
-from service.engine.connection import HiredisPackingConnection
+from service.engine.connection import redis_client
 from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import idempotency_key, session_keys
 from service.engine.merge import merge_kwargs
@@ -54,9 +52,6 @@ MARKING_SCRIPTS = frozenset(
 """Scripts that can put instances in the outbox or take a lease: the session is added to the
 pending index before they run (DESIGN.md section 2)."""
 MAX_LEASE_MS = 24 * 3600 * 1000
-HEALTH_CHECK_SECONDS = 5
-"""A pooled connection idle longer than this is PINGed before use, so a Redis restart costs
-no request on a stale connection (scripts are never retried blindly: one might have run)."""
 
 
 @dataclass(frozen=True)
@@ -140,19 +135,20 @@ class Engine:
         self.pending_key = f"{prefix}:pending"
 
     @classmethod
-    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Engine:
-        """An engine on a new connection pool (``cluster``: the URL names one cluster node)."""
-        client: RedisClient
-        if cluster:
-            client = RedisCluster.from_url(
-                url, decode_responses=True, connection_class=HiredisPackingConnection,
-                health_check_interval=HEALTH_CHECK_SECONDS,
-            )  # fmt: skip
-        else:
-            client = Redis.from_url(
-                url, decode_responses=True, connection_class=HiredisPackingConnection,
-                health_check_interval=HEALTH_CHECK_SECONDS,
-            )  # fmt: skip
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        max_connections: int = 100,
+        pool_timeout: float = 10.0,
+        **options: Any,
+    ) -> Engine:
+        """An engine on a new connection pool (``cluster``: the URL names one cluster node);
+        see service/engine/connection.py for how the pool waits, heals and never re-sends."""
+        client = redis_client(
+            url, cluster=cluster, max_connections=max_connections, pool_timeout=pool_timeout
+        )
         return cls(client, **options)
 
     async def load_scripts(self) -> None:
