@@ -26,6 +26,7 @@ from typing import Any
 from service.api.auth import SCOPES, new_api_key
 from service.client import TriggersClient, TriggersHTTPError
 from service.settings import Settings
+from service.worker.broker import TopologyError, check_topology
 from service.worker.process import run_workers, start_worker
 
 log = logging.getLogger("triggers")
@@ -55,6 +56,16 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def refused(command: str) -> bool:
+    """A topology that cannot work (service/worker/broker.py) stops the command in one line."""
+    try:
+        check_topology(Settings())
+    except TopologyError as error:
+        print(f"triggers {command}: {error}", file=sys.stderr)
+        return True
+    return False
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the API until SIGINT or SIGTERM; the embedded Redis is stopped (flushed) after it.
 
@@ -66,6 +77,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from service.api.app import create_app
 
+    if refused("serve"):
+        return 2
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     embedded = not Settings().redis_url
     try:
@@ -87,6 +100,8 @@ def serve(args: argparse.Namespace) -> int:
 def worker(args: argparse.Namespace) -> int:
     """`triggers worker`: Dramatiq worker processes (TRIGGERS_REDIS_URL must be set)."""
     settings = Settings()
+    if refused("worker"):
+        return 2
     if not (settings.redis_url or settings.broker_url):
         print("triggers worker: set TRIGGERS_REDIS_URL (state) and optionally "
               "TRIGGERS_BROKER_URL", file=sys.stderr)  # fmt: skip
