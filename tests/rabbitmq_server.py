@@ -15,6 +15,7 @@ port we gave it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -93,10 +94,15 @@ class RabbitMQServer:
 
     def _answers(self) -> bool:
         parameters = pika.URLParameters(self.url + "?connection_attempts=1&socket_timeout=2")
+        pika_log = logging.getLogger("pika")
+        level = pika_log.level
+        pika_log.setLevel(logging.CRITICAL)  # a refused try is expected while it starts
         try:
             pika.BlockingConnection(parameters).close()
         except pika.exceptions.AMQPError:
             return False
+        finally:
+            pika_log.setLevel(level)
         return True
 
     def log_tail(self, lines: int = 30) -> str:
