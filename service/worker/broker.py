@@ -57,7 +57,10 @@ def build_broker(settings: Settings) -> Broker:
     if url.startswith("amqp"):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker  # needs the pika package
 
-        broker = RabbitmqBroker(url=url)
+        # Publisher confirms: without them a publish RabbitMQ never stored (it stopped or
+        # restarted meanwhile) looks sent; with them enqueue returns once the broker has the
+        # message, or fails and Dramatiq retries it (and re-declares a missing queue).
+        broker = RabbitmqBroker(url=url, confirm_delivery=True)
     else:
         from dramatiq.brokers.redis import RedisBroker
 

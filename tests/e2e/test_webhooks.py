@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from standardwebhooks.webhooks import Webhook
 
 from service.engine import Engine
@@ -74,10 +73,6 @@ async def test_one_signed_session_finalized_per_session(
     assert leftovers == []  # the delivery log went with the session
 
 
-# Not yet on RabbitMQ: there, now and then a fourth attempt follows the successful third (two
-# deliver messages for one delivery both pass the "not delivered yet" check): issue 14 item 5
-# (deliveries kept in Redis, one attempt chain per delivery) fixes it; put RabbitMQ back then.
-@pytest.mark.parametrize("stack", ["redis", "cluster+redis-broker"], indirect=True)
 async def test_a_failing_receiver_gets_the_same_event_again_until_it_takes_it(
     client: httpx.AsyncClient, task_server: TaskServer
 ) -> None:
@@ -99,9 +94,11 @@ async def test_a_failing_receiver_gets_the_same_event_again_until_it_takes_it(
     third, second = delivery["attempts"][2]["at"], delivery["attempts"][1]["at"]
     assert third - second >= 950  # Retry-After: 1 honoured
 
+    # The receiver takes it before the redelivery is asked for: a worker may attempt it at once
+    # (RabbitMQ pushes the message), before this test's next line.
+    task_server.routes[path] = lambda body, headers: (200, {}, b"{}")
     answer = await client.post(f"/sessions/{uid}/webhooks/deliveries/{delivery['id']}/redeliver")
     assert answer.status_code == 202
-    task_server.routes[path] = lambda body, headers: (200, {}, b"{}")
     [again] = await wait_deliveries(client, uid, lambda d: len(d[0]["attempts"]) == 4
                                     and d[0]["state"] == "delivered")  # fmt: skip
     assert len(hooks_to(task_server, path)) == 4 and again["id"] == delivery["id"]
