@@ -137,7 +137,11 @@ class RabbitMQServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> RabbitMQServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.remove()
+            raise
 
     def __exit__(
         self,

@@ -69,18 +69,19 @@ async def test_after_a_redis_restart_pooled_connections_are_replaced_not_reporte
 ) -> None:
     data = tmp_path / "redis"
     server = RedisServer(data_dir=data, appendonly=True).start()
-    env = stack_env(server.url, "restart-pool", str(tmp_path))
-    api, url = start_api(env)
-    uid = f"restart:{uuid.uuid4().hex[:8]}"
     try:
-        assert await burst_of_fires(url, uid, 60) == {200: 60}  # the pool now holds many
-        server.stop()
-        server = RedisServer(data_dir=data, appendonly=True, port=server.port).start()
-        await wait_until_up(url)  # /readyz itself may take the first (replaced) connection
-        for _ in range(3):
-            assert await burst_of_fires(url, uid, 60) == {200: 60}
+        api, url = start_api(stack_env(server.url, "restart-pool", str(tmp_path)))
+        try:
+            uid = f"restart:{uuid.uuid4().hex[:8]}"
+            assert await burst_of_fires(url, uid, 60) == {200: 60}  # the pool now holds many
+            server.stop()
+            server = RedisServer(data_dir=data, appendonly=True, port=server.port).start()
+            await wait_until_up(url)  # /readyz itself may take the first (replaced) connection
+            for _ in range(3):
+                assert await burst_of_fires(url, uid, 60) == {200: 60}
+        finally:
+            stop(api)
     finally:
-        stop(api)
         server.stop()
 
 
