@@ -92,9 +92,9 @@ class DramatiqRunner:
 
 
 def broker_pool(options: dict[str, Any]) -> HealingConnectionPool:
-    """Connections to the broker Redis, bounded and waiting like the engine's: a burst of
-    fires used to fail "Too many connections" past 100 enqueues (534 of 1,000 hand-overs lost
-    until the sweeper's grace ran out)."""
+    """Connections to the broker Redis, bounded and waiting like the engine's: past 100
+    concurrent enqueues redis-py's pool raised "Too many connections" (245 of a burst of
+    1,000 hand-overs failed, their instances waiting for the sweeper's grace)."""
     settings = Settings()
     return HealingConnectionPool(
         connection_class=HiredisPackingConnection, retry=no_retry(),

@@ -1,6 +1,10 @@
 """A real stack for end-to-end tests: the API (`triggers serve` against the test Redis) and
 worker processes (`triggers worker`) as subprocesses, a recording HTTP task server on loopback,
-and an engine on the same key prefix for assertions."""
+and an engine on the same key prefix for assertions.
+
+The ``stack`` runs on each topology of ``TOPOLOGIES`` in turn: state and broker on one Redis,
+then state on the three-master Redis Cluster with the broker on RabbitMQ (a node this session
+starts from Debian's rabbitmq-server) or on a standalone broker Redis."""
 
 from __future__ import annotations
 
