@@ -131,6 +131,18 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def refused(command: str, settings: Settings) -> bool:
+    """A topology that cannot work (service/worker/broker.py) stops the command in one line."""
+    from service.worker.broker import TopologyError, check_topology
+
+    try:
+        check_topology(settings)
+    except TopologyError as error:
+        fail(command, str(error), EXIT_USAGE)
+        return True
+    return False
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the API until SIGINT or SIGTERM; the embedded Redis is stopped (flushed) after it.
 
@@ -147,6 +159,8 @@ def serve(args: argparse.Namespace) -> int:
     from service.worker.process import start_worker
 
     settings = load_settings()
+    if refused("serve", settings):
+        return EXIT_USAGE
     try:
         sock = listen_socket(args.host, args.port)
     except OSError as error:
@@ -184,6 +198,8 @@ def worker(args: argparse.Namespace) -> int:
     from service.worker.process import run_workers
 
     settings = load_settings()
+    if refused("worker", settings):
+        return EXIT_USAGE
     if not (settings.redis_url or settings.broker_url):
         return fail("worker", "set TRIGGERS_REDIS_URL (state) and optionally "
                     "TRIGGERS_BROKER_URL", EXIT_USAGE)  # fmt: skip

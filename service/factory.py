@@ -23,6 +23,8 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
     return storage.from_url(
         url,
         cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        pool_timeout=settings.redis_pool_timeout,
         prefix=settings.key_prefix,
         finalize=manager.finalize,
         session_ttl=settings.session_ttl or 0,

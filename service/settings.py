@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(
         default=False, description="Treat TRIGGERS_REDIS_URL as a node of a Redis Cluster."
     )
+    redis_max_connections: int = Field(
+        default=100,
+        ge=1,
+        description="Redis connections per process (per cluster node): a request that finds "
+        "them all busy waits for one (see TRIGGERS_REDIS_POOL_TIMEOUT) instead of failing.",
+    )
+    redis_pool_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a request waits for a free Redis connection before it gets 503.",
+    )
     data_dir: Path = Field(
         default=Path(".triggers"), description="Where the embedded Redis keeps its files."
     )

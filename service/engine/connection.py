@@ -1,20 +1,66 @@
-"""Redis connections that pack commands with hiredis (C) instead of redis-py's Python packer.
+"""Redis clients for the engine: a bounded pool that waits, connections that are replaced
+before use when Redis closed them, commands that are never sent twice.
 
-redis-py's asyncio connection packs every command in Python; our scripts take eleven keys and a
-few arguments, and profiling a fire showed that packing them took about a third of the client
-side of the call. hiredis (already a dependency, for parsing) ships ``pack_command``; the sync
+Three choices, each against a failure seen in production-like tests (issue 14, item 10):
+
+* **Bursts wait, they do not fail.** redis-py's asyncio ``ConnectionPool`` raises "Too many
+  connections" when its 100 connections are busy: 1,000 concurrent fires got 900 x 503. We use
+  ``BlockingConnectionPool`` (``TRIGGERS_REDIS_MAX_CONNECTIONS`` connections; a request waits
+  up to ``TRIGGERS_REDIS_POOL_TIMEOUT`` seconds for one, then 503). redis-py has no blocking
+  pool for Redis Cluster (a node with all its connections busy raises ``MaxConnectionsError``),
+  so ``WaitingRedisCluster`` lets at most that many commands be in flight per client, the
+  others wait their turn: no node can then be asked for more connections than it has.
+* **A connection found dead before a command is sent is replaced, silently.** When Redis
+  restarts, it closes every pooled connection; redis-py 8 skips its own "is the socket clean"
+  check when the pool hands a connection out whenever maintenance notifications are on (its
+  default, "auto"), so the first command on each such connection failed with "Connection
+  closed by server" (59 of 60 requests after a restart). ``HealingConnectionPool`` makes that
+  check itself: a connection at end-of-file (or with unread bytes) is closed and opened again
+  before it is handed out, so nothing was sent on it. A connection idle longer than
+  ``HEALTH_CHECK_SECONDS`` is also PINGed before use (redis-py's ``health_check_interval``),
+  which catches a server that vanished without closing the socket; if that PING fails the
+  request fails before its command is sent. On a cluster, redis-py closes every idle
+  connection of a node after the first connection error on it, so one request per restarted
+  node may see the error.
+* **A command whose outcome is unknown is never re-sent.** redis-py's default ``Retry`` (three
+  attempts on ``ConnectionError``/``TimeoutError``, also what ``retry_on_error`` adds to) wraps
+  the whole send-and-read, so a script that ran but whose answer was lost would run again
+  (twice the ``andEvery`` instances, say). The cluster client re-executes the same way. We set
+  ``Retry(NoBackoff(), 0)`` on both: after a send, an error is reported (the API answers 503
+  "may have been applied", the sweeper repairs what was committed).
+
+The connection class also packs commands with hiredis (C) instead of redis-py's Python packer:
+our scripts take eleven keys and a few arguments, and profiling a fire showed that packing them
+took about a third of the client side of the call. hiredis ships ``pack_command``; the sync
 redis-py client uses it, the asyncio one does not yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import hiredis
-from redis.asyncio.connection import Connection
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
+
+HEALTH_CHECK_SECONDS = 5
+"""A pooled connection idle longer than this is PINGed before use: a server that vanished
+without closing the socket (a network cut) costs a reconnect, not a request."""
+
+
+def no_retry() -> Retry:
+    """Never re-send a command: after it was written, its outcome is unknown."""
+    return Retry(NoBackoff(), 0)
 
 
 class HiredisPackingConnection(Connection):
+    """Packs commands with hiredis."""
+
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
         if isinstance(first, str) and " " in first:  # "CONFIG GET": split like redis-py does
@@ -23,3 +69,70 @@ class HiredisPackingConnection(Connection):
             return [hiredis.pack_command(args)]
         except TypeError:  # a type hiredis does not pack: let redis-py encode it
             return super().pack_command(*args)
+
+
+class HealingConnectionPool(BlockingConnectionPool):
+    """A blocking pool that hands out only connections able to carry a request."""
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        # redis-py makes this same check only when maintenance notifications are off; with
+        # them on (its default), a connection the server closed went out and failed.
+        if connection.is_connected and await _closed_by_server(connection):
+            await connection.disconnect()
+        await super().ensure_connection(connection)
+
+
+async def _closed_by_server(connection: AbstractConnection) -> bool:
+    """End of file or stray bytes on an idle connection: the server closed it (a restart) or
+    an earlier exchange was cut; either way it cannot carry a request. (Checked only when the
+    pool hands the connection out: between two commands, nothing is in flight on it.)"""
+    try:
+        return bool(await connection.can_read())
+    except (RedisConnectionError, OSError):
+        return True
+
+
+class WaitingRedisCluster(RedisCluster):
+    """A cluster client whose callers wait for a free connection instead of failing.
+
+    At most ``max_connections`` commands are in flight at once; each uses one connection of
+    one node, so no node ever runs out of connections. A caller that waits longer than
+    ``pool_timeout`` seconds gets ``ConnectionError("No connection available.")``, as from
+    ``BlockingConnectionPool``. (Cluster pipelines bypass this; the engine sends none.)
+    """
+
+    def __init__(self, *args: Any, pool_timeout: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pool_timeout = pool_timeout
+        self._in_flight = asyncio.Semaphore(kwargs.get("max_connections", 100))
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.pool_timeout):
+                await self._in_flight.acquire()
+        except TimeoutError:  # asyncio.timeout's, the builtin
+            raise RedisConnectionError("No connection available.") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._in_flight.release()
+
+
+def redis_client(
+    url: str, *, cluster: bool = False, max_connections: int = 100, pool_timeout: float = 10.0
+) -> Redis | WaitingRedisCluster:
+    """A client on a new pool of at most ``max_connections`` connections (per cluster node),
+    waiting up to ``pool_timeout`` seconds for a free one (``cluster``: the URL names a node)."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "connection_class": HiredisPackingConnection,
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+        "max_connections": max_connections,
+        "retry": no_retry(),
+    }
+    if cluster:
+        client = WaitingRedisCluster.from_url(url, pool_timeout=pool_timeout, **options)
+        assert isinstance(client, WaitingRedisCluster)
+        return client
+    pool = HealingConnectionPool.from_url(url, timeout=pool_timeout, **options)
+    return Redis.from_pool(pool)

@@ -19,10 +19,8 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
-from service.engine.connection import HiredisPackingConnection
+from service.engine.connection import redis_client
 from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import delivery_keys, idempotency_key, pending_keys, session_keys
 from service.engine.merge import merge_kwargs
@@ -73,9 +71,6 @@ PREMARK_MS = 60_000
 the process dies between the script and its second mark; the sweeper then finds the session
 this long after the change (a change that scheduled nothing: one visit, this long after)."""
 MAX_LEASE_MS = 24 * 3600 * 1000
-HEALTH_CHECK_SECONDS = 5
-"""A pooled connection idle longer than this is PINGed before use, so a Redis restart costs
-no request on a stale connection (scripts are never retried blindly: one might have run)."""
 
 
 @dataclass(frozen=True)
@@ -163,19 +158,20 @@ class Engine:
         self.pending_key, self.premarks_key, self.postmarks_key = pending_keys(prefix)
 
     @classmethod
-    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Engine:
-        """An engine on a new connection pool (``cluster``: the URL names one cluster node)."""
-        client: RedisClient
-        if cluster:
-            client = RedisCluster.from_url(
-                url, decode_responses=True, connection_class=HiredisPackingConnection,
-                health_check_interval=HEALTH_CHECK_SECONDS,
-            )  # fmt: skip
-        else:
-            client = Redis.from_url(
-                url, decode_responses=True, connection_class=HiredisPackingConnection,
-                health_check_interval=HEALTH_CHECK_SECONDS,
-            )  # fmt: skip
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        max_connections: int = 100,
+        pool_timeout: float = 10.0,
+        **options: Any,
+    ) -> Engine:
+        """An engine on a new connection pool (``cluster``: the URL names one cluster node);
+        see service/engine/connection.py for how the pool waits, heals and never re-sends."""
+        client = redis_client(
+            url, cluster=cluster, max_connections=max_connections, pool_timeout=pool_timeout
+        )
         return cls(client, **options)
 
     async def load_scripts(self) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from service.engine.connection import HiredisPackingConnection
+from service.engine.connection import HealingConnectionPool, HiredisPackingConnection, no_retry
+from service.settings import Settings
 
 
 class ActorSender:
@@ -36,9 +37,8 @@ class ActorSender:
         here, so concurrent first sends all see the one client, ready to use."""
         if self._client is None:
             options = broker.client.connection_pool.connection_kwargs
-            pool = ConnectionPool(
-                connection_class=HiredisPackingConnection,
-                **{key: value for key, value in options.items() if key in _REDIS_OPTIONS},
+            pool = broker_pool(
+                {key: value for key, value in options.items() if key in _REDIS_OPTIONS}
             )
             self._client = Redis(connection_pool=pool)
         return self._client
@@ -97,6 +97,18 @@ class DramatiqRunner:
         from service.worker.actors import run_instance
 
         await self.sender.send(run_instance, (uid, name), delay_ms)
+
+
+def broker_pool(options: dict[str, Any]) -> HealingConnectionPool:
+    """Connections to the broker Redis, bounded and waiting like the engine's: past 100
+    concurrent enqueues redis-py's pool raised "Too many connections" (245 of a burst of
+    1,000 hand-overs failed, their instances waiting for the sweeper's grace)."""
+    settings = Settings()
+    return HealingConnectionPool(
+        connection_class=HiredisPackingConnection, retry=no_retry(),
+        max_connections=settings.redis_max_connections, timeout=settings.redis_pool_timeout,
+        **options,
+    )  # fmt: skip
 
 
 _REDIS_OPTIONS = {"host", "port", "db", "username", "password", "socket_timeout",

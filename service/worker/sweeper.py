@@ -32,6 +32,7 @@ from dramatiq.middleware import Middleware
 
 from service.engine.engine import PREMARK_MS
 from service.settings import Settings
+from service.worker.backoff import Backoff, one_line
 from service.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,17 @@ class Sweeper:
         return bool(await self.lock.acquire())
 
     async def run(self, stop: threading.Event) -> None:
+        backoff = Backoff(self.settings.sweep_interval)
         while not stop.is_set():
             try:
                 if await self.lead():
                     await self.pass_once()
-            except Exception:
-                log.exception("sweeper pass failed; trying again next interval")
+                backoff.reset()
+            except Exception as error:
+                log.warning("sweeper pass failed: %s; next try in %.1f s",
+                            one_line(error), backoff.current)  # fmt: skip
+                await asyncio.sleep(backoff.next_delay())
+                continue
             await asyncio.sleep(self.settings.sweep_interval)
         if await self.lock.owned():
             await self.lock.release()
@@ -154,9 +160,11 @@ class SweeperMiddleware(Middleware):
             finally:
                 await runtime.aclose()
 
+        backoff = Backoff(Settings().sweep_interval)
         while not self.stop.is_set():
             try:
                 asyncio.run(main())
-            except Exception:
-                log.exception("sweeper stopped; restarting it")
-                self.stop.wait(Settings().sweep_interval)
+            except Exception as error:
+                log.warning("sweeper failed: %s; restarting it in %.1f s",
+                            one_line(error), backoff.current)  # fmt: skip
+                self.stop.wait(backoff.next_delay())

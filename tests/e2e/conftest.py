@@ -1,6 +1,10 @@
 """A real stack for end-to-end tests: the API (`triggers serve` against the test Redis) and
 worker processes (`triggers worker`) as subprocesses, a recording HTTP task server on loopback,
-and an engine on the same key prefix for assertions."""
+and an engine on the same key prefix for assertions.
+
+The ``stack`` runs on each topology of ``TOPOLOGIES`` in turn: state and broker on one Redis,
+then state on the three-master Redis Cluster with the broker on RabbitMQ (a node this session
+starts from Debian's rabbitmq-server) or on a standalone broker Redis."""
 
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.engine import Engine, Instance
-from service.redis_server import free_port
+from service.redis_server import RedisClusterServer, RedisServer, free_port
+from tests.rabbitmq_server import RabbitMQServer, rabbitmq_available
 
 Reply = tuple[int, dict[str, str], bytes]
 Handler = Callable[[dict[str, Any], dict[str, str]], Reply]
@@ -88,6 +94,7 @@ class Stack:
     env: dict[str, str]
     api: subprocess.Popen[bytes]
     workers: list[subprocess.Popen[bytes]]
+    topology: Topology | None = None
 
     def start_worker(self, threads: int = 4) -> subprocess.Popen[bytes]:
         """A `triggers worker` process; its log goes to worker.log in the data folder."""
@@ -164,12 +171,82 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # worker children, if it led its own group
 
 
+@dataclass
+class Topology:
+    """Where state and broker live. ``stop_broker`` and ``start_broker`` restart a separate
+    broker on the same port and data folder (None: the broker is the state Redis)."""
+
+    name: str
+    state_url: str
+    cluster: bool
+    broker_url: str | None
+    stop_broker: Callable[[], object] | None = None
+    start_broker: Callable[[], object] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {"TRIGGERS_REDIS_URL": self.state_url}
+        if self.cluster:
+            env["TRIGGERS_REDIS_CLUSTER"] = "true"
+        if self.broker_url:
+            env["TRIGGERS_BROKER_URL"] = self.broker_url
+        return env
+
+    def client(self) -> Redis | RedisCluster:
+        if self.cluster:
+            return RedisCluster.from_url(self.state_url, decode_responses=True)
+        return Redis.from_url(self.state_url, decode_responses=True)
+
+
+TOPOLOGIES = ["redis", "cluster+rabbitmq", "cluster+redis-broker"]
+"""``redis``: state and broker on one standalone Redis. The scale-out topologies keep state on
+the three-master Redis Cluster and the broker apart: RabbitMQ, or a standalone broker Redis."""
+SCALE_OUT = TOPOLOGIES[1:]
+
+
 @pytest.fixture(scope="session")
-def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def rabbitmq() -> Iterator[RabbitMQServer]:
+    """A RabbitMQ node of this test session (never skipped: .ci/run installs the package)."""
+    if not rabbitmq_available():
+        pytest.fail("rabbitmq-server is not installed: run .ci/run (it installs it) or "
+                    "apt-get install rabbitmq-server")  # fmt: skip
+    with RabbitMQServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def broker_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A standalone Redis used only as the Dramatiq broker (append-only, in a folder that
+    outlives a stop: a restart keeps queued messages, as a production broker would)."""
+    with RedisServer(data_dir=tmp_path_factory.mktemp("broker-redis"), appendonly=True) as server:
+        yield server
+
+
+def topology(request: pytest.FixtureRequest, name: str, redis_url: str) -> Topology:
+    """The named topology, its servers started by their session fixtures."""
+    if name == "redis":
+        return Topology(name, redis_url, cluster=False, broker_url=None)
+    cluster: RedisClusterServer = request.getfixturevalue("redis_cluster")
+    if name == "cluster+rabbitmq":
+        rabbit: RabbitMQServer = request.getfixturevalue("rabbitmq")
+        return Topology(name, cluster.url, cluster=True, broker_url=rabbit.url,
+                        stop_broker=rabbit.stop, start_broker=rabbit.start)  # fmt: skip
+    broker: RedisServer = request.getfixturevalue("broker_redis")
+    return Topology(name, cluster.url, cluster=True, broker_url=broker.url,
+                    stop_broker=broker.stop, start_broker=broker.start)  # fmt: skip
+
+
+@pytest.fixture(scope="session", params=TOPOLOGIES)
+def stack(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The API and one worker on each topology in turn (tests may narrow the list with
+    ``@pytest.mark.parametrize("stack", [...], indirect=True)``)."""
+    where = topology(request, request.param, redis_url)
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
-    env = stack_env(redis_url, prefix, str(tmp_path_factory.mktemp("e2e")))
+    env = stack_env(where.state_url, prefix, str(tmp_path_factory.mktemp("e2e")))
+    env.update(where.env())
     api, url = start_api(env)
-    stack = Stack(url, prefix, env, api, [])
+    stack = Stack(url, prefix, env, api, [], where)
     stack.start_worker()
     try:
         yield stack
@@ -179,9 +256,9 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture
-async def engine_e2e(stack: Stack, redis_url: str) -> AsyncIterator[Engine]:
-    engine = Engine(Redis.from_url(redis_url, decode_responses=True), prefix=stack.prefix,
-                    finalize=False)  # fmt: skip
+async def engine_e2e(stack: Stack) -> AsyncIterator[Engine]:
+    assert stack.topology is not None
+    engine = Engine(stack.topology.client(), prefix=stack.prefix, finalize=False)
     yield engine
     await engine.aclose()
 

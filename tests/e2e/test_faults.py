@@ -1,6 +1,10 @@
 """Crash promises: killed workers, a killed API between commit and enqueue, duplicate
-messages, a restarted Redis. Every runnable instance ends resolved, none runs twice, no
-cascade is lost or doubled."""
+messages, a restarted Redis, a restarted broker. Every runnable instance ends resolved, none
+runs twice, no cascade is lost or doubled.
+
+A killed worker and a restarted broker are tried on every topology (tests/e2e/conftest.py:
+state on one Redis, or on a Redis Cluster with RabbitMQ or a standalone Redis as the broker);
+the other promises are the engine's and are tried on the standalone Redis only."""
 
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from service.engine import Engine
+from service.engine import Engine, Instance
 from service.engine.keys import session_keys
 from service.redis_server import RedisServer
 from tests.e2e.conftest import (
+    SCALE_OUT,
     Stack,
     TaskServer,
     new_uid,
@@ -55,8 +60,9 @@ async def test_worker_killed_mid_task_the_instance_still_finishes_once(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("stack", ["redis"], indirect=True)
 async def test_api_killed_after_commit_before_enqueue_the_sweeper_dispatches(
-    stack: Stack, engine_e2e: Engine, redis_url: str
+    stack: Stack, engine_e2e: Engine
 ) -> None:
     uid = new_uid()
     env = dict(stack.env, TRIGGERS_FAILPOINT="after-commit-before-enqueue")
@@ -87,6 +93,7 @@ def send_duplicates(env: dict[str, str], uid: str, name: str, count: int) -> Non
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("stack", ["redis"], indirect=True)
 async def test_duplicate_deliveries_run_once_and_cascade_once(
     stack: Stack, client: httpx.AsyncClient, engine_e2e: Engine, task_server: TaskServer
 ) -> None:
@@ -109,6 +116,7 @@ async def test_duplicate_deliveries_run_once_and_cascade_once(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("stack", ["redis"], indirect=True)
 async def test_duplicates_of_a_cooling_down_retry_never_run_early_or_twice(
     stack: Stack, client: httpx.AsyncClient, engine_e2e: Engine, task_server: TaskServer
 ) -> None:
@@ -165,3 +173,40 @@ async def test_redis_restart_work_resumes_nothing_lost(tmp_path: Path) -> None:
         for process in [*stack.workers, api]:
             stop(process)
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("stack", SCALE_OUT, indirect=True)
+async def test_broker_restarted_work_resumes_nothing_lost(
+    stack: Stack, client: httpx.AsyncClient, engine_e2e: Engine
+) -> None:
+    """The broker stops and starts again on its port and data folder: a fire while it is down
+    is committed (its message waits in the session's outbox for the sweeper), workers
+    reconnect, and every instance runs once."""
+    where = stack.topology
+    assert where is not None and where.stop_broker and where.start_broker
+    uid = new_uid()
+    await configure(client, uid, {
+        "t_first": {"after": ["a"], "run": "echo"},
+        "t_page": {"after": [], "andEvery": "page", "run": "echo"},
+    })  # fmt: skip
+    await fire(client, uid, "a")
+    await wait_for(engine_e2e, uid, lambda i: i["t_first#0"].status == "finished")
+    where.stop_broker()
+    try:
+        await fire(client, uid, "page", n=0)
+    finally:
+        where.start_broker()
+    for page in range(1, 4):
+        await fire(client, uid, "page", n=page)
+
+    def pages_finished(instances: dict[str, Instance]) -> int:
+        return sum(1 for n, x in instances.items()
+                   if n.startswith("t_page") and x.status == "finished")  # fmt: skip
+
+    instances = await wait_for(engine_e2e, uid, lambda i: pages_finished(i) == 4, timeout=120)
+    assert sorted(instances) == sorted(["t_first#0", *(f"t_page#{n}" for n in range(4))])
+    assert all(i.metadata["attempt"] == 1 for i in instances.values())
+    assert sorted(i.metadata["result"]["kwargs"]["page"]["n"] for n, i in instances.items()
+                  if n.startswith("t_page")) == [0, 1, 2, 3]  # fmt: skip
