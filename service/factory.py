@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from service.engine import Engine
 from service.managers import Manager
-from service.registry import lookup, managers, storages
+from service.registry import lookup, lookup_class, managers, storages
 from service.settings import Settings
 
 
@@ -19,7 +19,7 @@ def build_manager(settings: Settings) -> Manager:
 def build_engine(settings: Settings, url: str, manager: Manager | None = None) -> Engine:
     """An engine on ``url`` configured as the settings and the manager say."""
     manager = manager or build_manager(settings)
-    storage: type[Engine] = storages.get_class(settings.storage)
+    storage: type[Engine] = lookup_class(storages, settings.storage)
     return storage.from_url(
         url,
         cluster=settings.redis_cluster,

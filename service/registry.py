@@ -35,6 +35,12 @@ def lookup(registry: EntryPointClassRegistry[Any], key: str) -> Any:
         return registry.get(key)
 
 
+def lookup_class(registry: EntryPointClassRegistry[Any], key: str) -> Any:
+    """The class ``registry`` holds under ``key`` (LookupError if nothing), read under the lock."""
+    with _lock:
+        return registry.get_class(key)
+
+
 def all_of(registry: EntryPointClassRegistry[Any]) -> dict[str, Any]:
     """An instance of everything in ``registry``, by key."""
     with _lock:

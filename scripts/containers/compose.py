@@ -59,9 +59,15 @@ def seconds(duration: str | int | float) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PODMAN, *args], check=check, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+def podman(
+    *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run podman; on failure (with ``check``) an AssertionError that shows its output."""
+    result = subprocess.run([*PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: exit {result.returncode}\n"
+                             f"{result.stdout}{result.stderr}")  # fmt: skip
+    return result
 
 
 @dataclass

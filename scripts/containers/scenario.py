@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +42,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compose import Stack, podman  # noqa: E402
+from compose import Stack, podman
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ["TRIGGERS_IMAGE"]
@@ -135,18 +134,21 @@ def endpoints(secret: str) -> Iterator[Endpoints]:
 
 @step("image: non-root, no compiler, entrypoint and default command")
 def check_image() -> tuple[str, dict[str, Any]]:
-    config = json.loads(podman("image", "inspect", IMAGE).stdout)[0]["Config"]
+    image = json.loads(podman("image", "inspect", IMAGE).stdout)[0]
+    config = image["Config"]
     assert config["Entrypoint"] == ["dumb-init", "--", "triggers"], config["Entrypoint"]
     assert config["Cmd"] == ["serve", "--host", "0.0.0.0", "--port", "8000"], config["Cmd"]
     assert config.get("StopSignal") == "SIGTERM", config.get("StopSignal")
-    assert config.get("Healthcheck"), "no HEALTHCHECK"
+    assert image.get("HealthCheck") or image.get("Healthcheck"), "no HEALTHCHECK"
+    assert not [e for e in config["Env"] if e.startswith("PIP_")], config["Env"]
     probe = ("import os, shutil; print(os.getuid(), [c for c in ('gcc', 'cc', 'c++', 'clang', "
              "'make', 'ld', 'as') if shutil.which(c)])")
-    out = podman("run", "--rm", "--entrypoint", "python3", IMAGE, "-c", probe).stdout.split(" ", 1)
+    one_off = ("run", "--rm", "--network", "none")
+    out = podman(*one_off, "--entrypoint", "python3", IMAGE, "-c", probe).stdout.split(" ", 1)
     assert out[0] != "0", "the image runs as root"
     assert out[1].strip() == "[]", f"compilers in the image: {out[1]}"
     print(f"user {out[0]}, no compiler; entrypoint {config['Entrypoint']} cmd {config['Cmd']}")
-    made = podman("run", "--rm", IMAGE, "api-key", "ci", "--scope", "read", "--scope", "fire",
+    made = podman(*one_off, IMAGE, "api-key", "ci", "--scope", "read", "--scope", "fire",
                   "--scope", "configure", "--scope", "operate").stdout  # fmt: skip
     key = made.split("stored): ", 1)[1].split()[0]
     entry = json.loads(made.strip().splitlines()[-1])
