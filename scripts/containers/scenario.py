@@ -141,8 +141,10 @@ def check_image() -> tuple[str, dict[str, Any]]:
     assert config.get("StopSignal") == "SIGTERM", config.get("StopSignal")
     assert image.get("HealthCheck") or image.get("Healthcheck"), "no HEALTHCHECK"
     assert not [e for e in config["Env"] if e.startswith("PIP_")], config["Env"]
-    probe = ("import os, shutil; print(os.getuid(), [c for c in ('gcc', 'cc', 'c++', 'clang', "
-             "'make', 'ld', 'as') if shutil.which(c)])")
+    probe = (
+        "import os, shutil; print(os.getuid(), [c for c in ('gcc', 'cc', 'c++', 'clang', "
+        "'make', 'ld', 'as') if shutil.which(c)])"
+    )
     one_off = ("run", "--rm", "--network", "none")
     out = podman(*one_off, "--entrypoint", "python3", IMAGE, "-c", probe).stdout.split(" ", 1)
     assert out[0] != "0", "the image runs as root"
@@ -191,6 +193,23 @@ def run_session(api: httpx.Client, ends: Endpoints) -> str:
     assert task["body"]["kwargs"] == {"flora_page3": {"q1": "yes"}, "fauna_page6": {"page": 6}}
     print(f"{uid}: t_compare#0 finished, sessionFinalized received and verified")
     return uid
+
+
+@step("the broker: Redis by default, RabbitMQ with the scale profile")
+def check_broker(stack: Stack) -> None:
+    """Where the task messages went: Dramatiq's keys in Redis, or the queue in RabbitMQ."""
+    redis = stack.containers("redis")[0]
+    scan = ("exec", redis, "redis-cli", "--scan", "--pattern", "trg-dramatiq:*")
+    redis_keys = podman(*scan).stdout.split()
+    if "rabbitmq" not in stack.enabled():
+        assert redis_keys, "no Dramatiq keys in Redis"
+        print(f"Redis holds the broker's keys: {sorted(redis_keys)[:3]}")
+        return
+    assert redis_keys == [], f"Dramatiq used Redis although RabbitMQ is the broker: {redis_keys}"
+    rabbit = stack.containers("rabbitmq")[0]
+    queues = podman("exec", rabbit, "rabbitmqctl", "-q", "list_queues", "name").stdout.split()
+    assert "triggers" in queues, queues
+    print(f"RabbitMQ holds the queues {queues}; no Dramatiq keys in Redis")
 
 
 def wait_api(stack: Stack, api: httpx.Client) -> None:
@@ -266,6 +285,7 @@ def run_profile(directory: Path, values: dict[str, str], key: str, profiles: set
         with endpoints(values["TRIGGERS_WEBHOOK_SECRET"]) as ends:
             start(stack, api)
             uid = run_session(api, ends)
+            check_broker(stack)
             restart_all(stack, api, uid)
             stop_worker_mid_task(stack, api, ends)
             final_stop(stack)
@@ -307,8 +327,14 @@ def main() -> int:
             "RABBITMQ_DEFAULT_PASS": password,
             "TRIGGERS_BROKER_URL": f"amqp://triggers:{password}@rabbitmq:5672/%2F",
         }
-        run_profile(directory, scale_values, key, {"scale"}, {"worker": 2},
-                    "scale profile: RabbitMQ broker, Redis state, two workers")
+        run_profile(
+            directory,
+            scale_values,
+            key,
+            {"scale"},
+            {"worker": 2},
+            "scale profile: RabbitMQ broker, Redis state, two workers",
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print("\ncontainer scenario passed")
