@@ -157,6 +157,29 @@ def check_image() -> tuple[str, dict[str, Any]]:
     return key, entry
 
 
+@step("docker run IMAGE: the default command serves on 0.0.0.0:8000 and stops on SIGTERM")
+def check_default_command() -> None:
+    """No arguments, no Redis URL: the API on 0.0.0.0:8000 with its embedded Redis in /data,
+    healthy by the image's own HEALTHCHECK; podman stop ends it with exit 0."""
+    name = f"triggers-ci-{os.getpid()}-default-cmd"
+    netns = f"ns:/run/netns/{os.environ['TRIGGERS_CI_NETNS']}"
+    podman("run", "--detach", "--name", name, "--network", netns, "--env", "TRIGGERS_AUTH=off",
+           "--stop-timeout", "20", IMAGE)  # fmt: skip
+    try:
+        wait(lambda: podman("healthcheck", "run", name, check=False).returncode == 0,
+             "the image's HEALTHCHECK")  # fmt: skip
+        answer = httpx.get(f"{API}/sessions/ci:none", timeout=10)
+        assert answer.status_code == 404, answer.text
+        start = time.monotonic()
+        podman("stop", name, timeout=80)
+        took = time.monotonic() - start
+        code = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        print(f"{name}: served on :8000, exit {code} after {took:.1f}s")
+        assert code == "0" and took < 20, podman("logs", name, check=False).stderr
+    finally:
+        podman("rm", "--force", name, check=False)
+
+
 def env_file(directory: Path, values: dict[str, str]) -> None:
     """triggers.env as the README says: the example, with the test's values filled in."""
     lines = (ROOT / "triggers.env.example").read_text().splitlines()
@@ -207,7 +230,9 @@ def check_broker(stack: Stack) -> None:
         return
     assert redis_keys == [], f"Dramatiq used Redis although RabbitMQ is the broker: {redis_keys}"
     rabbit = stack.containers("rabbitmq")[0]
-    queues = podman("exec", rabbit, "rabbitmqctl", "-q", "list_queues", "name").stdout.split()
+    queues = podman(
+        "exec", rabbit, "rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name"
+    ).stdout.split()
     assert "triggers" in queues, queues
     print(f"RabbitMQ holds the queues {queues}; no Dramatiq keys in Redis")
 
@@ -309,6 +334,7 @@ def main() -> int:
     compose = (ROOT / "docker-compose.yml").read_text()
     assert "build: ." in compose
     key, entry = check_image()
+    check_default_command()
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     values = {
         "TRIGGERS_WEBHOOK_SECRET": secret,
