@@ -86,6 +86,7 @@ class Endpoints:
     task_delay: float = 0.0
     tasks: list[dict[str, Any]] = field(default_factory=list)
     hooks: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     port: int = 0
 
     def url(self, path: str) -> str:
@@ -113,6 +114,7 @@ def endpoints(secret: str) -> Iterator[Endpoints]:
                 status, content = state.handle(self.path, body, headers)
             except Exception as error:  # a bad signature must fail the test, loudly
                 print(f"endpoint {self.path}: {error!r}", flush=True)
+                state.refused.append(f"{self.path}: {error!r}")
                 status, content = 401, b""
             self.send_response(status)
             self.send_header("Content-Length", str(len(content)))
@@ -211,6 +213,7 @@ def run_session(api: httpx.Client, ends: Endpoints) -> str:
     instance = session["instances"]["t_compare#0"]
     assert instance["status"] == "finished", instance
     assert session["finalized"] is True, session
+    assert ends.refused == [], ends.refused
     [task] = [t for t in ends.tasks if t["body"]["session"] == uid]
     assert task["headers"]["idempotency-key"] == f"{uid}/t_compare#0"
     assert task["body"]["kwargs"] == {"flora_page3": {"q1": "yes"}, "fauna_page6": {"page": 6}}
