@@ -196,6 +196,19 @@ class Stack:
     def start(self, container: str) -> None:
         podman("start", container)
 
+    def wait_logged(self, container: str, text: str, count: int, since: float,
+                    timeout: float = 120) -> None:  # fmt: skip
+        """Until the container has logged ``text`` ``count`` times since ``since`` (epoch)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            logs = podman("logs", "--since", f"{int(since)}", container, check=False)
+            if (logs.stdout + logs.stderr).count(text) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{container} never logged {text!r} x{count}\n"
+                                     f"{self.logs(container)}")  # fmt: skip
+            time.sleep(1)
+
     def logs(self, container: str) -> str:
         result = podman("logs", "--tail", "60", container, check=False)
         return f"--- logs of {container}:\n{result.stdout}{result.stderr}"

@@ -245,12 +245,25 @@ def wait_api(stack: Stack, api: httpx.Client) -> None:
     wait(lambda: api.get("/readyz").status_code == 200, "/readyz")
 
 
+def wait_workers(stack: Stack, since: float) -> None:
+    """Until every worker process of every worker container has started (each logs "worker
+    started"). A worker stopped in its first seconds, while Python still imports, dies of the
+    SIGTERM (exit 143) before its handlers exist: nothing is lost then, but the stop checks
+    below are about workers that run."""
+    command = stack.service("worker")["command"]
+    processes = int(command[command.index("--processes") + 1]) if "--processes" in command else 2
+    for container in stack.containers("worker"):
+        stack.wait_logged(container, "worker started", processes, since)
+
+
 @step("start Redis, the API and the workers as docker-compose.yml describes them")
 def start(stack: Stack, api: httpx.Client) -> None:
     assert stack.published_ports("api") == [8000], stack.published_ports("api")
+    since = time.time() - 1
     for name in stack.order():
         stack.up(name)
     wait_api(stack, api)
+    wait_workers(stack, since)
     print("up:", ", ".join(c for n in stack.enabled() for c in stack.containers(n)))
 
 
@@ -268,12 +281,14 @@ def restart_all(stack: Stack, api: httpx.Client, uid: str) -> None:
     before = api.get(f"/sessions/{uid}").json()
     for name in reversed(stack.order()):
         stop_checked(stack, name)
+    since = time.time() - 1
     for name in stack.order():
         for container in stack.containers(name):
             stack.start(container)
             if name in ("redis", "rabbitmq"):
                 stack.wait_healthy(container)
     wait_api(stack, api)
+    wait_workers(stack, since)
     after = api.get(f"/sessions/{uid}").json()
     assert after == before, (before, after)
     print(f"{uid} unchanged after the restart")
@@ -290,12 +305,14 @@ def stop_worker_mid_task(stack: Stack, api: httpx.Client, ends: Endpoints) -> No
     status = api.get(f"/sessions/{uid}").json()["instances"]["t_compare#0"]["status"]
     assert status == "running", status
     stop_checked(stack, "worker")
+    since = time.time() - 1
     for container in stack.containers("worker"):
         stack.start(container)
     ends.task_delay = 0.0
     wait(lambda: api.get(f"/sessions/{uid}").json()["instances"]["t_compare#0"]["status"]
          == "finished", "t_compare#0 finished after the worker's stop", timeout=90)  # fmt: skip
     wait(lambda: any(h["body"]["session"] == uid for h in ends.hooks), "its webhook")
+    wait_workers(stack, since)
     calls = sum(t["body"]["session"] == uid for t in ends.tasks)
     print(f"{uid}: t_compare#0 finished ({calls} call(s) of the task), webhook received")
 
