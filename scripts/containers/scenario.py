@@ -4,16 +4,19 @@ It runs docker-compose.yml's services from the built image (compose.py says how)
 what an operator relies on:
 
 1. the image: non-root user, no compiler, the entrypoint and default command that serve the
-   API on 0.0.0.0:8000; ``api-key`` (any subcommand) runs as arguments;
-2. Redis, the API and a worker with the compose file's settings (the env file made from
-   triggers.env.example), each healthy by its health check;
+   API on 0.0.0.0:8000 (healthy by the image's HEALTHCHECK); ``api-key`` (any subcommand)
+   runs as arguments;
+2. Redis, the API and a worker with the compose file's settings and triggers.env made as the
+   README says (from triggers.env.example: authentication off), each healthy by its health
+   check; the README's Quick start curl commands run unchanged against it;
 3. a session end to end: an HTTP task served here on loopback (its signature checked), then a
    signed sessionFinalized webhook received and verified with standardwebhooks;
 4. every container stopped and started again: each exits 0 within its grace period and the
    session is intact;
 5. ``podman stop`` of the worker while it runs a slow task: it exits 0 within its grace
    period and the instance ends finished (no work lost);
-6. the ``scale`` profile: the same session with RabbitMQ as the broker and two workers.
+6. the ``scale`` profile: the same with RabbitMQ as the broker (checked: its queues hold the
+   messages, Redis none), two workers, and authentication on with a key from ``api-key``.
 
 Image, Redis and RabbitMQ images come from TRIGGERS_IMAGE, REDIS_IMAGE and RABBITMQ_IMAGE.
 Each step prints the time it took.
@@ -27,6 +30,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -182,6 +186,21 @@ def check_default_command() -> None:
         podman("rm", "--force", name, check=False)
 
 
+def readme_curl_examples() -> None:
+    """The README's Quick start curl commands, run unchanged against the container (auth off,
+    as triggers.env.example has it): the session exists and t_compare waits for fauna_page6."""
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in readme.split("```sh")[1:] if "curl -X PATCH localhost:8000" in b)
+    commands = block.split("```", 1)[0]
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    session = httpx.get(f"{API}/sessions/applicant:123", timeout=10).json()
+    assert "flora_page3" in session["latestKwargs"], session
+    assert "t_compare" in result.stdout and "fauna_page6" in result.stdout, result.stdout
+    print("README quick start curl examples: ok")
+
+
 def env_file(directory: Path, values: dict[str, str]) -> None:
     """triggers.env as the README says: the example, with the test's values filled in."""
     lines = (ROOT / "triggers.env.example").read_text().splitlines()
@@ -317,18 +336,24 @@ def stop_worker_mid_task(stack: Stack, api: httpx.Client, ends: Endpoints) -> No
     print(f"{uid}: t_compare#0 finished ({calls} call(s) of the task), webhook received")
 
 
-def run_profile(directory: Path, values: dict[str, str], key: str, profiles: set[str],
+def run_profile(directory: Path, values: dict[str, str], key: str | None, profiles: set[str],
                 scale: dict[str, int], title: str) -> None:  # fmt: skip
+    """Every check on one profile; ``key`` None: authentication off, as the example has it."""
     env_file(directory, values)
     prefix = f"triggers-ci-{os.getpid()}-{'-'.join(sorted(profiles)) or 'default'}"
     stack = Stack(directory / "docker-compose.yml", os.environ["TRIGGERS_CI_NETNS"], prefix,
                   profiles, scale=scale)  # fmt: skip
     print(f"\n##### {title}: services {stack.enabled()}")
     stack.down()
-    api = httpx.Client(base_url=API, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    api = httpx.Client(base_url=API, headers=headers, timeout=30)
     try:
         with endpoints(values["TRIGGERS_WEBHOOK_SECRET"]) as ends:
             start(stack, api)
+            if key is None:
+                readme_curl_examples()
+            else:
+                assert httpx.get(f"{API}/sessions/x:1").status_code == 401, "no key: 401"
             uid = run_session(api, ends)
             check_broker(stack)
             restart_all(stack, api, uid)
@@ -356,19 +381,19 @@ def main() -> int:
     key, entry = check_image()
     check_default_command()
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    values = {
-        "TRIGGERS_WEBHOOK_SECRET": secret,
-        "TRIGGERS_AUTH": "on",
-        "TRIGGERS_API_KEYS": json.dumps([entry], separators=(",", ":")),
-        "TRIGGERS_OUTBOUND_ALLOW": "127.0.0.1",
-    }
+    # As the README's two commands make it (the example, authentication off, a fresh signing
+    # secret), plus the loopback allowance for this test's HTTP task and webhook receiver.
+    values = {"TRIGGERS_WEBHOOK_SECRET": secret, "TRIGGERS_OUTBOUND_ALLOW": "127.0.0.1"}
     directory = Path(tempfile.mkdtemp(prefix="triggers-compose-"))
     try:
         shutil.copy(ROOT / "docker-compose.yml", directory / "docker-compose.yml")
-        run_profile(directory, values, key, set(), {}, "default profile: Redis, API, worker")
+        run_profile(directory, values, None, set(), {},
+                    "default profile: Redis, API, worker; the example's settings")  # fmt: skip
         password = secrets.token_hex(12)
-        scale_values = {
+        scale_values = {  # with API keys this time
             **values,
+            "TRIGGERS_AUTH": "on",
+            "TRIGGERS_API_KEYS": json.dumps([entry], separators=(",", ":")),
             "RABBITMQ_DEFAULT_USER": "triggers",
             "RABBITMQ_DEFAULT_PASS": password,
             "TRIGGERS_BROKER_URL": f"amqp://triggers:{password}@rabbitmq:5672/%2F",
