@@ -36,7 +36,10 @@ def lookup(registry: EntryPointClassRegistry[Any], key: str) -> Any:
 
 
 def lookup_class(registry: EntryPointClassRegistry[Any], key: str) -> Any:
-    """The class ``registry`` holds under ``key`` (LookupError if nothing), read under the lock."""
+    """The class ``registry`` holds under ``key``, not an instance (LookupError if nothing).
+    A cold registry's first read fills it from entry points: without the lock, threads that
+    arrive meanwhile see a half-filled table (the sweeper thread and the first message of a
+    fresh worker process raced here)."""
     with _lock:
         return registry.get_class(key)
 

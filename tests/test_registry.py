@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from class_registry.entry_points import EntryPointClassRegistry
@@ -68,42 +65,3 @@ async def test_engine_follows_the_manager(redis_url: str) -> None:
     assert 0 < ttl <= 60
     await engine.delete("ttl:1")
     await engine.aclose()
-
-
-def test_concurrent_first_lookups_all_find_the_storage(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Regression (found by the container test): a worker restarted with work waiting builds
-    engines on several threads at once (the sweeper, the first messages). build_engine read the
-    storage registry outside the registry lock, and the registry's first read is not
-    thread-safe: one thread saw a half-filled table and failed with RegistryKeyError('redis'),
-    and the message was lost. Entry points are read slowly here to widen that window."""
-    import class_registry.entry_points as module
-
-    real = module.entry_points
-
-    def slow_entry_points(**kwargs: Any) -> Iterator[Any]:
-        for entry in real(**kwargs):
-            time.sleep(0.02)
-            yield entry
-
-    monkeypatch.setattr(module, "entry_points", slow_entry_points)
-    storages.refresh()
-    managers.refresh()
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def build() -> None:
-        barrier.wait()
-        try:
-            build_engine(Settings(), "redis://127.0.0.1:1/0")
-        except Exception as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=build) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    monkeypatch.undo()
-    storages.refresh()
-    managers.refresh()
-    assert errors == []
