@@ -234,7 +234,8 @@ def run_session(api: httpx.Client, ends: Endpoints) -> str:
     assert session["finalized"] is True, session
     assert ends.refused == [], ends.refused
     [task] = [t for t in ends.tasks if t["body"]["session"] == uid]
-    assert task["headers"]["idempotency-key"] == f"{uid}/t_compare#0"
+    key = f"{uid}/t_compare#0/{session['sessionId']}"  # the session's incarnation (API.md)
+    assert task["headers"]["idempotency-key"] == key, task["headers"]
     assert task["body"]["kwargs"] == {"flora_page3": {"q1": "yes"}, "fauna_page6": {"page": 6}}
     print(f"{uid}: t_compare#0 finished, sessionFinalized received and verified")
     return uid
