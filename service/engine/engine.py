@@ -24,6 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from service.engine.connection import HiredisPackingConnection
 from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import idempotency_key, session_keys
+from service.engine.limits import Limits, check_config
 from service.engine.merge import merge_kwargs
 from service.engine.models import (
     RESOLVED_STATUSES,
@@ -120,6 +121,7 @@ class Engine:
     ``finalize``: run the finalization recipe after every change (the ``finalizing`` manager).
     ``session_ttl``: seconds a session is kept after its last change (0: until deleted).
     ``lease_ms``: how long a claim holds an instance before the sweeper may re-dispatch it.
+    ``limits``: sizes refused before any script runs (limits.py), so no script runs long.
     """
 
     def __init__(
@@ -130,12 +132,14 @@ class Engine:
         finalize: bool = True,
         session_ttl: int = 0,
         lease_ms: int = 30_000,
+        limits: Limits | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.finalize = finalize
         self.session_ttl = session_ttl
         self.lease_ms = lease_ms
+        self.limits = limits or Limits()
         self.scripts = ScriptRunner(client)
         self.pending_key = f"{prefix}:pending"
 
@@ -293,6 +297,7 @@ class Engine:
                 first = error.errors()[0]
                 where = ".".join(str(part) for part in first["loc"])
                 raise InvalidError(f"{where}: {first['msg']}") from None
+        check_config(config, self.limits)
         try:
             given = [
                 [name, _json(task.model_dump(mode="json")), _json(task.engine_view())]
@@ -307,8 +312,9 @@ class Engine:
         )
         mode = "replace" if replace else "merge"
         answer = await self._run(
-            "configure", uid, mode, _json(given), webhooks, idempotency=idempotency
-        )
+            "configure", uid, mode, _json(given), webhooks, self.limits.max_tasks,
+            self.limits.max_tasks_per_trigger, idempotency=idempotency,
+        )  # fmt: skip
         return self._decode_config(answer)
 
     @staticmethod
@@ -337,7 +343,9 @@ class Engine:
         """Fire ``trigger`` (section D). Creates the session if needed."""
         self._check_name(trigger, "trigger")
         payload = self._payload(kwargs, "kwargs")
-        return await self._transition("fire", uid, trigger, payload, idempotency=idempotency)
+        return await self._transition(
+            "fire", uid, trigger, payload, self.limits.max_instances, idempotency=idempotency
+        )
 
     async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).
@@ -440,6 +448,7 @@ class Engine:
         return await self._transition(
             "retry", uid, name, self._check_token(token), _json(cooldown), replacement, meta,
             str(cause_type), str(cause_info), context, self._check_level(log_level),
+            self.limits.max_instances,
         )  # fmt: skip
 
     async def replay(
@@ -454,7 +463,9 @@ class Engine:
         ``kwargs`` None keeps the parent's; a map (even {}) replaces them whole."""
         self._check_instance(name)
         replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
-        return await self._transition("replay", uid, name, replacement, idempotency=idempotency)
+        return await self._transition(
+            "replay", uid, name, replacement, self.limits.max_instances, idempotency=idempotency
+        )
 
     async def skip(
         self,

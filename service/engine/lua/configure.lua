@@ -6,43 +6,94 @@ ARGV[5] mode: "merge" (tasks named replace those of the same name, others stay) 
         (the configuration becomes exactly the tasks given)
 ARGV[6] cjson array of [name, raw config JSON, defs JSON {after, unless, every?, maxRetries}]
 ARGV[7] raw JSON list of webhook subscriptions, or "" to keep the current ones (merge only)
+ARGV[8] most tasks the resulting configuration may hold (TRIGGERS_MAX_TASKS; "0": no limit)
+ARGV[9] most tasks one trigger may concern (TRIGGERS_MAX_TASKS_PER_TRIGGER; "0": no limit)
 Returns: cjson {tasks = [[name, raw config], ...] in configuration order, webhooks = raw|nil}.
-Errors: INVALID when the result would hold a ring of andEvery cascades (M12): each completion
-of one task would create a new instance of the next, forever. Checked before any write.
+Errors, all before any write: INVALID when the result would hold a ring of andEvery cascades
+(M12): each completion of one task would create a new instance of the next, forever. LIMIT when
+the result would pass ARGV[8] or ARGV[9] (Python checks the request alone before; merging with
+the stored tasks can only be checked here).
 Creates no instance and applies no earlier fire (D13); instances keep following their task's
 current definition (B11).
+
+Cost: linear in the stored and given configuration. Every def is decoded once; the ring check
+walks each andEvery link once (memoised); the trigger index `trig` is changed in one pass: the
+additions and removals of every task are grouped per trigger, and each trigger touched is read
+once and written once.
 ]=]
 local replayed = replayed_answer()
 if replayed then return replayed end
 local mode = ARGV[5]
 local given = cjson.decode(ARGV[6])
 local webhooks = ARGV[7]
+local max_tasks = tonumber(ARGV[8]) or 0
+local max_per_trigger = tonumber(ARGV[9]) or 0
+
+-- The stored definitions, decoded once.
+local current = {}
+local stored = redis.call('HGETALL', K.defs)
+for i = 1, #stored, 2 do
+  current[stored[i]] = cjson.decode(stored[i + 1])
+end
+
+local new_defs, is_given = {}, {}
+for i, entry in ipairs(given) do
+  new_defs[i] = cjson.decode(entry[3])
+  is_given[entry[1]] = true
+end
+
+-- Tasks of the configuration as it will be (LIMIT).
+local total = #given
+if mode == 'merge' then
+  for name in pairs(current) do
+    if not is_given[name] then total = total + 1 end
+  end
+end
+if max_tasks > 0 and total > max_tasks then
+  return fail_with('LIMIT', 'tasks: the configuration would hold ' .. total
+    .. ' tasks, more than TRIGGERS_MAX_TASKS (' .. max_tasks .. ')')
+end
 
 -- andEvery links of the configuration as it will be: task -> the trigger that repeats it.
 local every = {}
 if mode == 'merge' then
-  local current = redis.call('HGETALL', K.defs)
-  for i = 1, #current, 2 do
-    every[current[i]] = cjson.decode(current[i + 1]).every
-  end
+  for name, def in pairs(current) do every[name] = def.every end
 end
-for _, entry in ipairs(given) do
-  every[entry[1]] = cjson.decode(entry[3]).every
-end
-for _, entry in ipairs(given) do
-  local seen, task = {}, entry[1]
-  while type(task) == 'string' and every[task] ~= nil and not seen[task] do
-    seen[task] = true
-    task = every[task]
-    if task == entry[1] then
-      return fail_with('INVALID', 'tasks.' .. entry[1] .. '.andEvery: ring of andEvery cascades '
-        .. '(each run would create the next one forever)')
+for i, entry in ipairs(given) do every[entry[1]] = new_defs[i].every end
+
+-- A task on a ring of andEvery links, or nil. Each task has at most one link, so a walk from a
+-- task either ends, joins a walk already done (memoised: state 2) or meets itself (state 1).
+-- The stored configuration has no ring, so a new ring passes through a given task.
+local function task_on_ring()
+  local state = {}
+  for _, entry in ipairs(given) do
+    local path, node = {}, entry[1]
+    while type(node) == 'string' and every[node] ~= nil and state[node] == nil do
+      state[node] = 1
+      path[#path + 1] = node
+      node = every[node]
     end
+    if state[node] == 1 then
+      local member = node
+      repeat
+        if is_given[member] then return member end
+        member = every[member]
+      until member == node
+      return node
+    end
+    for _, visited in ipairs(path) do state[visited] = 2 end
   end
+  return nil
 end
 
-touch()
-local cfgv = redis.call('HINCRBY', K.meta, 'cfgv', 1)
+local ring = task_on_ring()
+if ring then
+  return fail_with('INVALID', 'tasks.' .. ring .. '.andEvery: ring of andEvery cascades '
+    .. '(each run would create the next one forever)')
+end
+
+-- Index changes grouped per trigger: drop[trigger] = {task = true}, add[trigger] = {task, ...}.
+local drop, add, touched = {}, {}, {}
 
 local function triggers_of(def)
   local all = {}
@@ -51,58 +102,102 @@ local function triggers_of(def)
   return all
 end
 
-local function unindex(task, def)
-  for trigger in pairs(triggers_of(def)) do
-    local raw = redis.call('HGET', K.trig, trigger)
-    if raw then
-      local kept = {}
-      for _, name in ipairs(cjson.decode(raw)) do
-        if name ~= task then kept[#kept + 1] = name end
-      end
-      if #kept == 0 then
-        redis.call('HDEL', K.trig, trigger)
-      else
-        redis.call('HSET', K.trig, trigger, cjson.encode(kept))
-      end
-    end
-  end
+local function note_drop(trigger, task)
+  if not drop[trigger] then drop[trigger] = {} end
+  drop[trigger][task] = true
+  touched[trigger] = true
 end
 
-local function index(task, def)
-  for trigger in pairs(triggers_of(def)) do
-    local raw = redis.call('HGET', K.trig, trigger)
-    local names = raw and cjson.decode(raw) or {}
-    if not contains(names, task) then names[#names + 1] = task end
-    redis.call('HSET', K.trig, trigger, cjson.encode(names))
-  end
+local function note_add(trigger, task)
+  if not add[trigger] then add[trigger] = {} end
+  add[trigger][#add[trigger] + 1] = task
+  touched[trigger] = true
 end
 
-local keep = {}
-for _, entry in ipairs(given) do keep[entry[1]] = true end
+local removed = {}
 if mode == 'replace' then
-  local current = redis.call('HGETALL', K.defs)
-  for i = 1, #current, 2 do
-    if not keep[current[i]] then
-      unindex(current[i], cjson.decode(current[i + 1]))
-      redis.call('HDEL', K.defs, current[i])
-      redis.call('HDEL', K.tasks, current[i])
+  for name, def in pairs(current) do
+    if not is_given[name] then
+      removed[#removed + 1] = name
+      for trigger in pairs(triggers_of(def)) do note_drop(trigger, name) end
     end
   end
 end
+for i, entry in ipairs(given) do
+  local name = entry[1]
+  local old = current[name]
+  local before = old and triggers_of(old) or {}
+  local after = triggers_of(new_defs[i])
+  for trigger in pairs(before) do
+    if not after[trigger] then note_drop(trigger, name) end
+  end
+  for trigger in pairs(after) do
+    if not before[trigger] then note_add(trigger, name) end
+  end
+end
 
-for _, entry in ipairs(given) do
-  local name, raw_config, def = entry[1], entry[2], cjson.decode(entry[3])
-  local old = load_def(name)
+-- The new list of every trigger touched (read once), checked against the limit before writing.
+local lists = {}
+for trigger in pairs(touched) do
+  local raw = redis.call('HGET', K.trig, trigger)
+  local gone = drop[trigger] or {}
+  local list, present = {}, {}
+  for _, name in ipairs(raw and cjson.decode(raw) or {}) do
+    if not gone[name] and not present[name] then
+      list[#list + 1] = name
+      present[name] = true
+    end
+  end
+  for _, name in ipairs(add[trigger] or {}) do
+    if not present[name] then
+      list[#list + 1] = name
+      present[name] = true
+    end
+  end
+  if add[trigger] and max_per_trigger > 0 and #list > max_per_trigger then
+    local task = add[trigger][1]
+    local field = 'unless'
+    for i, entry in ipairs(given) do
+      if entry[1] == task and contains(new_defs[i].after, trigger) then field = 'after' end
+    end
+    return fail_with('LIMIT', 'tasks.' .. task .. '.' .. field .. ': trigger ' .. trigger
+      .. ' would concern ' .. #list .. ' tasks, more than TRIGGERS_MAX_TASKS_PER_TRIGGER ('
+      .. max_per_trigger .. ')')
+  end
+  lists[trigger] = list
+end
+
+-- Writes.
+touch()
+local cfgv = redis.call('HINCRBY', K.meta, 'cfgv', 1)
+local npos = tonumber(redis.call('HGET', K.meta, 'npos')) or 0
+local first_npos = npos
+
+for _, name in ipairs(removed) do
+  redis.call('HDEL', K.defs, name)
+  redis.call('HDEL', K.tasks, name)
+end
+
+for i, entry in ipairs(given) do
+  local name, def, old = entry[1], new_defs[i], current[entry[1]]
   if old then
-    unindex(name, old)
     def.pos = old.pos
   else
-    def.pos = redis.call('HINCRBY', K.meta, 'npos', 1)
+    npos = npos + 1
+    def.pos = npos
   end
   def.v = cfgv
   redis.call('HSET', K.defs, name, cjson.encode(def))
-  redis.call('HSET', K.tasks, name, raw_config)
-  index(name, def)
+  redis.call('HSET', K.tasks, name, entry[2])
+end
+if npos ~= first_npos then redis.call('HSET', K.meta, 'npos', npos) end
+
+for trigger, list in pairs(lists) do
+  if #list == 0 then
+    redis.call('HDEL', K.trig, trigger)
+  else
+    redis.call('HSET', K.trig, trigger, cjson.encode(list))
+  end
 end
 
 if webhooks ~= '' then
@@ -112,4 +207,27 @@ elseif mode == 'replace' then
 end
 apply_ttl()
 
-return answer(config_reply())
+-- The answer, built from what this script holds (no second decode of every def).
+local order = {}
+for i, entry in ipairs(given) do
+  order[#order + 1] = {name = entry[1], pos = new_defs[i].pos, raw = entry[2]}
+end
+if mode == 'merge' then
+  local others = {}
+  for name, def in pairs(current) do
+    if not is_given[name] then others[#others + 1] = {name = name, pos = def.pos} end
+  end
+  if #others > 0 then
+    local names = {}
+    for i, item in ipairs(others) do names[i] = item.name end
+    local raws = hmget_all(K.tasks, names)
+    for i, item in ipairs(others) do
+      item.raw = raws[i]
+      order[#order + 1] = item
+    end
+  end
+end
+table.sort(order, function(a, b) return a.pos < b.pos end)
+local tasks = {}
+for i, item in ipairs(order) do tasks[i] = {item.name, item.raw} end
+return answer(cjson.encode({tasks = tasks, webhooks = redis.call('HGET', K.meta, 'webhooks')}))
