@@ -29,6 +29,7 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
         session_ttl=settings.session_ttl or 0,
         lease_ms=int(settings.lease_seconds * 1000),
         limits=limits_of(settings),
+        page_size=settings.page_size,
     )
 
 

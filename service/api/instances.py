@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from service.api.context import context
 from service.api.params import InstanceName, Uid, mutating_problems, problems
@@ -16,7 +16,7 @@ from service.api.schemas import (
     StatusBody,
     UnresolvedInstancesAnswer,
 )
-from service.api.views import unresolved_instance_view
+from service.api.views import json_response, unresolved_instance_view
 from service.engine import Instance
 from service.engine.models import Name, Status
 
@@ -34,9 +34,24 @@ async def list_instances(
     uid: Uid,
     status: Annotated[Status | None, Query()] = None,
     task: Annotated[Name | None, Query()] = None,
-) -> InstancesAnswer:
+    cursor: Annotated[
+        str | None,
+        Query(max_length=2000, description="The `next` of the previous page (same filters)."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, description="Instances per page: 1 to TRIGGERS_PAGE_SIZE (its default)."),
+    ] = None,
+) -> Response:
+    """One page of instances; ``next`` continues it. Without ``status`` they come by task then
+    number; with it, pages follow the status index (task, then instance name as text); a
+    listing that fits in one page is sorted by task then number."""
     ctx = context(request)
-    return InstancesAnswer(instances=await ctx.engine.instances(uid, status=status, task=task))
+    instances, following = await ctx.engine.instances_page(
+        uid, status=status, task=task, cursor=cursor, limit=limit
+    )
+    answer = InstancesAnswer(instances=instances, next=following)
+    return await json_response(answer, len(instances))
 
 
 @router.get(
@@ -45,10 +60,11 @@ async def list_instances(
     responses=problems(404),
     summary="Unresolved instances, each with the triggers it misses and why it waits",
 )
-async def unresolved_instances(request: Request, uid: Uid) -> UnresolvedInstancesAnswer:
+async def unresolved_instances(request: Request, uid: Uid) -> Response:
     ctx = context(request)
     instances = await ctx.engine.unresolved_instances(uid)
-    return UnresolvedInstancesAnswer(instances=[unresolved_instance_view(i) for i in instances])
+    answer = UnresolvedInstancesAnswer(instances=[unresolved_instance_view(i) for i in instances])
+    return await json_response(answer, len(instances))
 
 
 @router.get(

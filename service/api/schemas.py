@@ -94,6 +94,13 @@ class SessionAnswer(BaseModel):
     updated: str
     version: int = Field(description="Increases with every change of the session.")
     webhooks: list[Subscription] | None = None
+    instanceCount: int = Field(description="Instances the session holds.")
+    instancesNext: str | None = Field(
+        default=None,
+        description="Set when the session holds more instances than one page "
+        "(TRIGGERS_PAGE_SIZE): `instances` then holds the first page of "
+        "GET /sessions/{uid}/instances, and this is the cursor of its next page.",
+    )
 
 
 class UnresolvedTaskView(TaskConfig):
@@ -118,6 +125,9 @@ class UnresolvedInstancesAnswer(BaseModel):
 
 class InstancesAnswer(BaseModel):
     instances: list[Instance]
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (query `cursor`); null: the last."
+    )
 
 
 class ReplayBody(BaseModel):

@@ -13,8 +13,8 @@ from service.api.schemas import (
     SessionAnswer,
     UnresolvedTasksAnswer,
 )
-from service.api.views import fire_answer, session_answer, unresolved_task_view
-from service.engine import SessionConfig
+from service.api.views import fire_answer, json_response, session_answer, unresolved_task_view
+from service.engine import SessionConfig, UnresolvedInstance
 from service.webhooks.store import DeliveryStore
 
 router = APIRouter(tags=["sessions"])
@@ -80,9 +80,12 @@ async def fire(uid: Uid, body: FireBody, request: Request) -> FireAnswer:
     responses=problems(404),
     summary="The whole state of a session",
 )
-async def get_session(request: Request, uid: Uid) -> SessionAnswer:
+async def get_session(request: Request, uid: Uid) -> Response:
+    """At most TRIGGERS_PAGE_SIZE instances (the first page of the listing, then
+    ``instancesNext``), so one request decodes a bounded amount however big the session."""
     ctx = context(request)
-    return session_answer(await ctx.engine.snapshot(uid))
+    snapshot = await ctx.engine.snapshot(uid, max_instances=ctx.settings.page_size)
+    return await json_response(session_answer(snapshot), len(snapshot.instances))
 
 
 @router.get(
@@ -94,7 +97,12 @@ async def get_session(request: Request, uid: Uid) -> SessionAnswer:
 async def unresolved_tasks(request: Request, uid: Uid) -> UnresolvedTasksAnswer:
     ctx = context(request)
     tasks, instances = await ctx.engine.unresolved(uid)
-    return UnresolvedTasksAnswer(tasks=[unresolved_task_view(t, instances) for t in tasks])
+    by_task: dict[str, list[UnresolvedInstance]] = {}
+    for instance in instances:
+        by_task.setdefault(instance.task, []).append(instance)
+    return UnresolvedTasksAnswer(
+        tasks=[unresolved_task_view(t, by_task.get(t.name, [])) for t in tasks]
+    )
 
 
 @router.delete(

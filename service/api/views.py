@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fastapi.responses import Response
+from pydantic import BaseModel
+
 from service.api.schemas import (
     FireAnswer,
     SessionAnswer,
@@ -10,6 +13,17 @@ from service.api.schemas import (
 )
 from service.engine import Outcome, SessionSnapshot, UnresolvedInstance, UnresolvedTask
 from service.engine.engine import iso_time
+from service.engine.reader import off_loop
+
+REASON_NAMES = 20
+"""Instances a task's reason names at most (a big session may have thousands)."""
+
+
+async def json_response(answer: BaseModel, records: int) -> Response:
+    """The answer as JSON, serialized in a worker thread when it holds many records, so that a
+    big read never blocks the event loop (other requests, /healthz) while it is encoded."""
+    body = await off_loop(records, answer.model_dump_json)
+    return Response(body, media_type="application/json")
 
 
 def fire_answer(uid: str, trigger: str, outcome: Outcome) -> FireAnswer:
@@ -34,6 +48,8 @@ def session_answer(snapshot: SessionSnapshot) -> SessionAnswer:
         updated=iso_time(snapshot.updated),
         version=snapshot.version,
         webhooks=snapshot.webhooks,
+        instanceCount=snapshot.instanceCount,
+        instancesNext=snapshot.instancesNext,
     )
 
 
@@ -60,8 +76,9 @@ def unresolved_task_view(
 ) -> UnresolvedTaskView:
     mine = [i for i in instances if i.task == task.name]
     if mine:
-        listed = ", ".join(f"{i.name} ({i.status})" for i in mine)
-        reason = f"unresolved instances: {listed}"
+        listed = ", ".join(f"{i.name} ({i.status})" for i in mine[:REASON_NAMES])
+        more = len(mine) - REASON_NAMES
+        reason = f"unresolved instances: {listed}" + (f" and {more} more" if more > 0 else "")
     else:
         reason = "no instance yet: one is created by the next fire of " + ", ".join(
             task.config.after

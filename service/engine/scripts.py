@@ -40,8 +40,6 @@ SCRIPT_NAMES = (
     "peekInstance",
     "readConfig",
     "readSession",
-    "readInstances",
-    "readUnresolved",
     "sweepSession",
 )
 STANDALONE_SCRIPT_NAMES = ("prunePending",)
