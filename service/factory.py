@@ -40,4 +40,5 @@ def limits_of(settings: Settings) -> Limits:
         max_triggers_per_list=settings.max_triggers_per_list,
         max_tasks_per_trigger=settings.max_tasks_per_trigger,
         max_instances=settings.max_instances,
+        max_open_instances=settings.max_open_instances,
     )

@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         description="Most instances one session may hold: fires, retries and replays that "
         "would pass it are refused (422).",
     )
+    max_open_instances: int = Field(
+        default=1_000,
+        ge=0,
+        description="Most unstarted instances one session may hold (a fire visits each of "
+        "the tasks it concerns): fires that could create more are refused (422).",
+    )
     page_size: int = Field(
         default=1_000,
         ge=1,

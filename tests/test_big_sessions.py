@@ -23,7 +23,7 @@ from service.settings import Settings
 from tests.conftest import LiveServer, api_settings, engine_on, unique_prefix
 
 PAST_UNPACK = 8_001
-NO_LIMITS = Limits(max_tasks=0, max_triggers_per_list=0, max_tasks_per_trigger=0, max_instances=0)
+NO_LIMITS = Limits(0, 0, 0, 0, 0)
 
 
 @pytest.fixture

@@ -13,7 +13,10 @@ from service.engine import Engine, InvalidError, LimitError
 from service.engine.limits import Limits
 from tests.conftest import unique_prefix
 
-SMALL = Limits(max_tasks=5, max_triggers_per_list=3, max_tasks_per_trigger=4, max_instances=6)
+SMALL = Limits(
+    max_tasks=5, max_triggers_per_list=3, max_tasks_per_trigger=4, max_instances=6,
+    max_open_instances=4,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -116,6 +119,23 @@ async def test_fires_past_the_instance_limit_are_refused_before_any_write(small:
     assert await version(small, uid) == before
     assert len(await small.instances(uid)) == 6
     await small.fire(uid, "unused")  # creates nothing: accepted
+
+
+async def test_fires_past_the_open_instance_limit_are_refused(small: Engine) -> None:
+    """Unstarted instances are what every fire of their task's triggers visits: bounded."""
+    uid = "l:10"
+    await small.configure(uid, {"tasks": {"w": {"after": ["b"], "andEvery": "page", "run": "P"}}})
+    for _ in range(4):
+        await small.fire(uid, "page")
+    before = await version(small, uid)
+    with pytest.raises(LimitError) as refused:
+        await small.fire(uid, "page")
+    assert "holds 4 unstarted instances" in refused.value.message
+    assert "TRIGGERS_MAX_OPEN_INSTANCES (4)" in refused.value.message
+    assert await version(small, uid) == before
+    outcome = await small.fire(uid, "b")  # creates nothing: runs all four
+    assert outcome.scheduled == ["w#0", "w#1", "w#2", "w#3"]
+    await small.fire(uid, "page")  # room again
 
 
 async def test_replays_and_retries_past_the_instance_limit_are_refused(small: Engine) -> None:

@@ -327,8 +327,9 @@ class Engine:
         self._check_name(trigger, "trigger")
         payload = self._payload(kwargs, "kwargs")
         return await self._transition(
-            "fire", uid, trigger, payload, self.limits.max_instances, idempotency=idempotency
-        )
+            "fire", uid, trigger, payload, self.limits.max_instances,
+            self.limits.max_open_instances, idempotency=idempotency,
+        )  # fmt: skip
 
     async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).

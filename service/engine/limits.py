@@ -34,6 +34,10 @@ class Limits:
     max_instances: int = 100_000
     """Instances one session may hold; fires, retries and replays that would pass it are
     refused (TRIGGERS_MAX_INSTANCES)."""
+    max_open_instances: int = 1_000
+    """Unstarted instances one session may hold: a fire visits each unstarted instance of the
+    tasks it concerns, so fires that could create more are refused
+    (TRIGGERS_MAX_OPEN_INSTANCES)."""
 
 
 def _over(limit: int, count: int) -> bool:

@@ -385,6 +385,18 @@ local function instance_limit_error(adding, max_instances)
     .. 'would add ' .. adding .. ', more than TRIGGERS_MAX_INSTANCES (' .. max_instances .. ')')
 end
 
+-- LIMIT refusal (before any write) when `adding` more unstarted instances would take the
+-- session past `max_open` (TRIGGERS_MAX_OPEN_INSTANCES; 0: no limit). A fire visits every
+-- unstarted instance of the tasks it concerns, so this bounds its cost. ZLEXCOUNT: O(log n).
+local function open_limit_error(adding, max_open)
+  if max_open <= 0 or adding <= 0 then return nil end
+  local open = redis.call('ZLEXCOUNT', K.idx, '[unstarted:', '[unstarted:\255')
+  if open + adding <= max_open then return nil end
+  return fail_with('LIMIT', 'instances: the session holds ' .. open .. ' unstarted instances '
+    .. 'and this would add up to ' .. adding .. ', more than TRIGGERS_MAX_OPEN_INSTANCES ('
+    .. max_open .. ')')
+end
+
 -- How many instances a fire of `trigger` into `tasks` (relevant_tasks) may create: one per task
 -- with no instance yet or repeated by this trigger (andEvery), an upper bound read in O(tasks).
 local function instances_a_fire_may_create(trigger, tasks)

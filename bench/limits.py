@@ -1,0 +1,296 @@
+"""Worst accepted input per script, and reads of a 50,000-instance session (issue 14, items 1,
+2 and 12).
+
+For each script, the largest input the default limits (service/engine/limits.py, the
+TRIGGERS_MAX_... settings) accept, and the time Redis spent in that one script call (INFO
+commandstats: while a script runs, Redis serves nobody else). Goal: every figure under 50 ms.
+Then a session of 50,000 instances: the time Redis spends in its longest single command while
+the engine reads it (SLOWLOG), the GET latencies through the real API, and /healthz latency
+while such GETs run. Printed figures only; nothing is asserted.
+
+Run: ``.venv/bin/python bench/limits.py`` (starts its own redis-server; ``TRIGGERS_REDIS_URL``
+to use another). ``--instances N`` for the big session (default 50,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from service.engine import Engine
+from service.engine.limits import Limits
+from service.redis_server import RedisServer, free_port
+from service.settings import Settings
+
+LIMITS = Limits()
+ROWS: list[tuple[str, float, float]] = []
+
+
+async def script_usec(client: Redis) -> tuple[int, int]:
+    stats = await client.info("commandstats")
+    entry = stats.get("cmdstat_evalsha", {})
+    return int(entry.get("calls", 0)), int(entry.get("usec", 0))
+
+
+async def measure(engine: Engine, label: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run one engine call; record Redis' time in its scripts (ms) and the wall time (ms)."""
+    calls, usec = await script_usec(engine.client)
+    start = time.perf_counter()
+    result = await call()
+    wall = (time.perf_counter() - start) * 1000
+    calls_after, usec_after = await script_usec(engine.client)
+    in_scripts = (usec_after - usec) / 1000
+    ROWS.append((f"{label} ({calls_after - calls} script call)", in_scripts, wall))
+    return result
+
+
+def widest_config(prefix: str = "g") -> dict[str, Any]:
+    """max_tasks tasks, each with max_triggers_per_list triggers in after and as many in
+    unless, every trigger concerning exactly max_tasks_per_trigger tasks."""
+    per_list = LIMITS.max_triggers_per_list
+    triggers = LIMITS.max_tasks * per_list // LIMITS.max_tasks_per_trigger
+
+    def names(kind: str, i: int) -> list[str]:
+        return [f"{prefix}{kind}{(i * per_list + j) % triggers}" for j in range(per_list)]
+
+    return {
+        "tasks": {
+            f"t{i}": {"after": names("a", i), "unless": names("u", i), "run": "P"}
+            for i in range(LIMITS.max_tasks)
+        }
+    }
+
+
+def chain_config(size: int) -> dict[str, Any]:
+    tasks: dict[str, Any] = {"c0": {"after": ["go"], "run": "P"}}
+    for i in range(1, size):
+        tasks[f"c{i}"] = {"after": [], "andEvery": f"c{i - 1}", "run": "P"}
+    return {"tasks": tasks}
+
+
+async def scripts_at_the_limits(engine: Engine) -> None:
+    uid = "bench:wide"
+    wide = widest_config()
+    shape = f"{LIMITS.max_tasks} tasks x 2x{LIMITS.max_triggers_per_list} triggers"
+    await measure(engine, f"configure PUT {shape}",
+                  lambda: engine.configure(uid, wide, replace=True))  # fmt: skip
+    await measure(engine, "configure PUT the same again (no index change)",
+                  lambda: engine.configure(uid, wide, replace=True))  # fmt: skip
+    other = widest_config("h")
+    await measure(engine, "configure PUT all tasks on other triggers (index rebuilt)",
+                  lambda: engine.configure(uid, other, replace=True))  # fmt: skip
+    changed = dict(other["tasks"]["t0"])
+    changed["after"] = ["fresh", *changed["after"][1:]]
+    one = {"tasks": {"t0": changed}}
+    await measure(engine, f"configure PATCH 1 task into {LIMITS.max_tasks}",
+                  lambda: engine.configure(uid, one))  # fmt: skip
+    await measure(engine, f"configure PUT a {LIMITS.max_tasks}-task andEvery chain",
+                  lambda: engine.configure("bench:chain", chain_config(LIMITS.max_tasks),
+                                           replace=True))  # fmt: skip
+    await measure(engine, f"readConfig of {LIMITS.max_tasks} tasks",
+                  lambda: engine.get_config(uid))  # fmt: skip
+
+    # A trigger concerning max_tasks_per_trigger tasks, each with a full after whose other
+    # triggers have all fired (prefill reads them all) and a full unless.
+    fan = "bench:fan"
+    per_list = LIMITS.max_triggers_per_list
+    tasks = {
+        f"t{i}": {
+            "after": ["a"] + [f"x{j}" for j in range(per_list - 1)],
+            "unless": [f"u{j}" for j in range(per_list)],
+            "run": "P",
+        }
+        for i in range(LIMITS.max_tasks_per_trigger)
+    }
+    await engine.configure(fan, {"tasks": tasks})
+    for j in range(per_list - 1):
+        await engine.fire(fan, f"x{j}", {"j": j})
+    outcome = await measure(
+        engine, f"fire into {LIMITS.max_tasks_per_trigger} tasks x {per_list}-trigger after",
+        lambda: engine.fire(fan, "a", {"k": 1}),
+    )  # fmt: skip
+    name = outcome.scheduled[0]
+    claim = await engine.claim(fan, name)
+    assert claim.token is not None
+    await measure(engine, "complete (cascade + finalization check)",
+                  lambda: engine.complete(fan, name, claim.token or "", {"r": 1}))  # fmt: skip
+    await measure(engine, f"readSession, {LIMITS.max_tasks_per_trigger} instances",
+                  lambda: engine.snapshot(fan))  # fmt: skip
+
+    finals = "bench:final"
+    per = LIMITS.max_tasks_per_trigger
+    many = {f"f{i}": {"after": [f"g{i // per}"], "run": "P"} for i in range(LIMITS.max_tasks - 1)}
+    many["last"] = {"after": ["end"], "run": "P"}
+    await engine.configure(finals, {"tasks": many})
+    for group in range((LIMITS.max_tasks - 1) // per + 1):
+        await engine.fire(finals, f"g{group}")
+    for i in range(LIMITS.max_tasks - 1):
+        claim = await engine.claim(finals, f"f{i}#0")
+        await engine.complete(finals, f"f{i}#0", claim.token or "", {})
+    await engine.fire(finals, "end")
+    claim = await engine.claim(finals, "last#0")
+    await measure(engine, f"complete the last of {LIMITS.max_tasks} tasks (finalizes)",
+                  lambda: engine.complete(finals, "last#0", claim.token or "", {}))  # fmt: skip
+
+    for open_count in (100, LIMITS.max_open_instances):
+        uid = f"bench:open{open_count}"
+        await engine.configure(
+            uid, {"tasks": {"w": {"after": ["b"], "andEvery": "page", "run": "P"}}}
+        )
+        await in_batches(open_count, lambda _: engine.fire(uid, "page", {"p": 1}))  # noqa: B023
+        await measure(engine, f"fire into {open_count} open (unstarted) instances",
+                      lambda: engine.fire(uid, "b"))  # noqa: B023  # fmt: skip
+
+
+async def in_batches(count: int, call: Callable[[int], Awaitable[Any]], size: int = 50) -> None:
+    for first in range(0, count, size):
+        await asyncio.gather(*(call(i) for i in range(first, min(count, first + size))))
+
+
+async def big_session(engine: Engine, uid: str, instances: int) -> None:
+    """``instances`` instances of 250 andEvery tasks, with kwargs of a few hundred bytes."""
+    width = LIMITS.max_tasks_per_trigger
+    tasks = {f"p{i}": {"after": [], "andEvery": "page", "run": "P"} for i in range(width)}
+    await engine.configure(uid, {"tasks": tasks})
+    kwargs = {"page": 3, "responses": {f"q{i}": "yes" for i in range(20)}, "source": "web"}
+    for _ in range(instances // width):
+        await engine.fire(uid, "page", kwargs)
+
+
+async def longest_command(client: Redis, call: Callable[[], Awaitable[Any]]) -> tuple[float, str]:
+    """Run ``call``; the longest single command Redis ran meanwhile (ms) and its name."""
+    await client.config_set("slowlog-log-slower-than", 0)
+    await client.config_set("slowlog-max-len", 100_000)
+    await client.slowlog_reset()
+    await call()
+    entries = await client.slowlog_get(100_000)
+    await client.config_set("slowlog-log-slower-than", 10_000)
+    worst = max(entries, key=lambda e: e["duration"])
+    command = worst["command"]
+    name = command.split()[0] if isinstance(command, str) else str(command[0])
+    return worst["duration"] / 1000, name
+
+
+class Server:
+    """The real API app in a uvicorn thread (its own event loop), like the tests' LiveServer."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import uvicorn
+
+        from service.api.app import create_app
+
+        settings = Settings(redis_url=url, auth="off", key_prefix=prefix)
+        self.port = free_port()
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
+                                log_level="warning")  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{self.port}"
+        finally:
+            self.server.should_exit = True
+            self.thread.join(10)
+
+
+def probe_health(base: str, stop: threading.Event, latencies: list[float]) -> None:
+    with httpx.Client(base_url=base, timeout=60) as client:
+        while not stop.is_set():
+            start = time.perf_counter()
+            client.get("/healthz")
+            latencies.append((time.perf_counter() - start) * 1000)
+            time.sleep(0.01)
+
+
+def http_reads(base: str, uid: str, rounds: int) -> dict[str, list[float]]:
+    paths = {
+        "GET /sessions/{uid}": f"/sessions/{uid}",
+        "GET /sessions/{uid}/instances (first page)": f"/sessions/{uid}/instances",
+        "GET .../instances?status=scheduled": f"/sessions/{uid}/instances?status=scheduled",
+        "GET /sessions/{uid}/tasks/unresolved": f"/sessions/{uid}/tasks/unresolved",
+        "GET /sessions/{uid}/instances/unresolved": f"/sessions/{uid}/instances/unresolved",
+    }
+    found: dict[str, list[float]] = {label: [] for label in paths}
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for _ in range(rounds):
+            for label, path in paths.items():
+                start = time.perf_counter()
+                answer = client.get(path)
+                found[label].append((time.perf_counter() - start) * 1000)
+                assert answer.status_code == 200, answer.text[:300]
+    return found
+
+
+async def run(url: str, instances: int, rounds: int) -> None:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    engine = Engine(Redis.from_url(url, decode_responses=True), prefix=prefix, limits=LIMITS)
+    await engine.load_scripts()
+    await scripts_at_the_limits(engine)
+    print(f"Limits: {LIMITS}\n")
+    print(f"{'worst accepted input':<62} {'in Redis ms':>11} {'wall ms':>9}")
+    for label, in_redis, wall in ROWS:
+        print(f"{label:<62} {in_redis:>11.1f} {wall:>9.1f}")
+
+    uid = "bench:big"
+    await big_session(engine, uid, instances)
+    print(f"\nA session of {instances:,} instances ({LIMITS.max_tasks_per_trigger} tasks):")
+    for label, call in (
+        ("engine.snapshot (all instances)", lambda: engine.snapshot(uid)),
+        ("engine.snapshot (first 1,000)", lambda: engine.snapshot(uid, max_instances=1000)),
+        ("engine.unresolved", lambda: engine.unresolved(uid)),
+        ("engine.instances_page (1,000)", lambda: engine.instances_page(uid)),
+    ):
+        start = time.perf_counter()
+        worst, name = await longest_command(engine.client, call)
+        wall = (time.perf_counter() - start) * 1000
+        print(f"  {label:<40} longest Redis command {worst:6.1f} ms ({name}); wall {wall:7.0f} ms")
+
+    with Server(url, prefix).running() as base:
+        stop = threading.Event()
+        health: list[float] = []
+        prober = threading.Thread(target=probe_health, args=(base, stop, health))
+        prober.start()
+        reads = await asyncio.to_thread(http_reads, base, uid, rounds)
+        stop.set()
+        prober.join()
+    print(f"\nHTTP on that session ({rounds} rounds; median / max ms):")
+    for label, values in reads.items():
+        print(f"  {label:<48} {statistics.median(values):8.1f} {max(values):8.1f}")
+    print(f"  {'/healthz meanwhile':<48} {statistics.median(health):8.1f} {max(health):8.1f}")
+    await engine.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instances", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        url = os.environ.get("TRIGGERS_REDIS_URL")
+        if not url:
+            url = stack.enter_context(RedisServer()).url
+        asyncio.run(run(url, args.instances, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
