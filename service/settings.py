@@ -121,12 +121,12 @@ class Settings(BaseSettings):
         "between a committed change and its enqueue.",
     )
     max_tasks: int = Field(
-        default=1_000,
+        default=500,
         ge=0,
         description="Most tasks in one session's configuration (422 beyond; 0: no limit).",
     )
     max_triggers_per_list: int = Field(
-        default=100,
+        default=32,
         ge=0,
         description="Most triggers in one task's after (with andEvery) or unless list.",
     )

@@ -193,17 +193,17 @@ async def test_big_graphs_are_configured_correctly(redis_url: str) -> None:
 async def test_api_answers_limit_exceeded_naming_the_limit_and_field(
     api: httpx.AsyncClient,
 ) -> None:
-    """The service's defaults (1,000 tasks) refuse 1,001 tasks with 422 limit-exceeded."""
-    body = {"tasks": {f"t{i}": {"after": [f"x{i}"], "run": "P"} for i in range(1_001)}}
+    """The service's defaults (500 tasks) refuse 501 tasks with 422 limit-exceeded."""
+    body = {"tasks": {f"t{i}": {"after": [f"x{i}"], "run": "P"} for i in range(501)}}
     response = await api.put("/sessions/limits:1/config", json=body)
     assert response.status_code == 422
     problem = response.json()
     assert problem["type"] == "/problems/limit-exceeded"
-    assert "TRIGGERS_MAX_TASKS (1000)" in problem["detail"]
+    assert "TRIGGERS_MAX_TASKS (500)" in problem["detail"]
     assert problem["errors"][0]["field"] == "body.tasks"
     assert (await api.get("/sessions/limits:1")).status_code == 404
-    wide = {"tasks": {"t": {"after": [f"x{i}" for i in range(101)], "run": "P"}}}
+    wide = {"tasks": {"t": {"after": [f"x{i}" for i in range(33)], "run": "P"}}}
     response = await api.patch("/sessions/limits:1/config", json=wide)
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body.tasks.t.after"
-    assert "TRIGGERS_MAX_TRIGGERS_PER_LIST (100)" in response.json()["detail"]
+    assert "TRIGGERS_MAX_TRIGGERS_PER_LIST (32)" in response.json()["detail"]

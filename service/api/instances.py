@@ -16,7 +16,7 @@ from service.api.schemas import (
     StatusBody,
     UnresolvedInstancesAnswer,
 )
-from service.api.views import json_response, unresolved_instance_view
+from service.api.views import json_bytes, json_response, unresolved_instance_view
 from service.engine import Instance
 from service.engine.models import Name, Status
 
@@ -63,8 +63,12 @@ async def list_instances(
 async def unresolved_instances(request: Request, uid: Uid) -> Response:
     ctx = context(request)
     instances = await ctx.engine.unresolved_instances(uid)
-    answer = UnresolvedInstancesAnswer(instances=[unresolved_instance_view(i) for i in instances])
-    return await json_response(answer, len(instances))
+
+    def render() -> bytes:
+        views = [unresolved_instance_view(i) for i in instances]
+        return UnresolvedInstancesAnswer(instances=views).model_dump_json().encode()
+
+    return await json_bytes(render, len(instances))
 
 
 @router.get(

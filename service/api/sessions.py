@@ -13,7 +13,13 @@ from service.api.schemas import (
     SessionAnswer,
     UnresolvedTasksAnswer,
 )
-from service.api.views import fire_answer, json_response, session_answer, unresolved_task_view
+from service.api.views import (
+    fire_answer,
+    json_bytes,
+    json_response,
+    session_answer,
+    unresolved_task_view,
+)
 from service.engine import SessionConfig, UnresolvedInstance
 from service.webhooks.store import DeliveryStore
 
@@ -94,15 +100,18 @@ async def get_session(request: Request, uid: Uid) -> Response:
     responses=problems(404),
     summary="Tasks with no instance yet or an unresolved one, and what they wait for",
 )
-async def unresolved_tasks(request: Request, uid: Uid) -> UnresolvedTasksAnswer:
+async def unresolved_tasks(request: Request, uid: Uid) -> Response:
     ctx = context(request)
     tasks, instances = await ctx.engine.unresolved(uid)
-    by_task: dict[str, list[UnresolvedInstance]] = {}
-    for instance in instances:
-        by_task.setdefault(instance.task, []).append(instance)
-    return UnresolvedTasksAnswer(
-        tasks=[unresolved_task_view(t, by_task.get(t.name, [])) for t in tasks]
-    )
+
+    def render() -> bytes:
+        by_task: dict[str, list[UnresolvedInstance]] = {}
+        for instance in instances:
+            by_task.setdefault(instance.task, []).append(instance)
+        views = [unresolved_task_view(t, by_task.get(t.name, [])) for t in tasks]
+        return UnresolvedTasksAnswer(tasks=views).model_dump_json().encode()
+
+    return await json_bytes(render, len(instances))
 
 
 @router.delete(

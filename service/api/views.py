@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -17,6 +19,12 @@ from service.engine.reader import off_loop
 
 REASON_NAMES = 20
 """Instances a task's reason names at most (a big session may have thousands)."""
+
+
+async def json_bytes(render: Callable[[], bytes], records: int) -> Response:
+    """``render()``'s JSON as the answer, run in a worker thread when it covers many records
+    (building views of thousands of instances would otherwise block the event loop)."""
+    return Response(await off_loop(records, render), media_type="application/json")
 
 
 async def json_response(answer: BaseModel, records: int) -> Response:

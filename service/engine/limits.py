@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 class Limits:
     """``0`` for any of them means no limit (for tests and benches only)."""
 
-    max_tasks: int = 1_000
+    max_tasks: int = 500
     """Tasks in one session's configuration (TRIGGERS_MAX_TASKS)."""
-    max_triggers_per_list: int = 100
+    max_triggers_per_list: int = 32
     """Triggers in one task's ``after`` (with its ``andEvery``) or ``unless``
     (TRIGGERS_MAX_TRIGGERS_PER_LIST)."""
     max_tasks_per_trigger: int = 250

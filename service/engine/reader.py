@@ -27,7 +27,7 @@ import orjson
 from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import KEY_NAMES, session_keys
 from service.engine.models import TaskConfig, UnresolvedInstance, UnresolvedTask
-from service.engine.records import decode_instance
+from service.engine.records import instance_fields
 
 INLINE_DECODE = 200
 """Records decoded on the event loop; more go to a thread (its hop costs ~0.1 ms)."""
@@ -282,8 +282,8 @@ def build_unresolved(
         after = afters.get(record["task"])
         waiting = _missing(record, after) if record["status"] == "unstarted" and after else []
         waiting_of.setdefault(record["task"], set()).update(waiting)
-        instance = decode_instance(name, raw)
-        instances.append(UnresolvedInstance(**instance.model_dump(), waitingFor=waiting))
+        fields = instance_fields(name, record)
+        instances.append(UnresolvedInstance(**fields, waitingFor=waiting))
     instances.sort(key=lambda i: (i.task, i.number))
     tasks: list[UnresolvedTask] = []
     for name, raw in ordered:
