@@ -16,10 +16,11 @@ the stored tasks can only be checked here).
 Creates no instance and applies no earlier fire (D13); instances keep following their task's
 current definition (B11).
 
-Cost: linear in the stored and given configuration. Every def is decoded once; the ring check
-walks each andEvery link once (memoised); the trigger index `trig` is changed in one pass: the
-additions and removals of every task are grouped per trigger, and each trigger touched is read
-once and written once.
+Cost: linear in the stored and given configuration. Each given def is decoded once, a stored
+one only when a given task replaces it or it has an andEvery link; the ring check
+walks each andEvery link once (memoised); the trigger index `trig` is changed in one pass:
+replace rebuilds it from the given tasks alone; merge groups the additions and removals of
+every given task per trigger, and reads and writes each trigger touched once.
 ]=]
 local replayed = replayed_answer()
 if replayed then return replayed end
@@ -29,11 +30,22 @@ local webhooks = ARGV[7]
 local max_tasks = tonumber(ARGV[8]) or 0
 local max_per_trigger = tonumber(ARGV[9]) or 0
 
--- The stored definitions, decoded once.
+-- The stored definitions, as raw cjson text: most are never decoded. Their position and
+-- andEvery link are found by plain matches: a quote inside a cjson string is always escaped,
+-- so '"pos":' and '"every":' can only be keys of the def itself.
 local current = {}
 local stored = redis.call('HGETALL', K.defs)
 for i = 1, #stored, 2 do
-  current[stored[i]] = cjson.decode(stored[i + 1])
+  current[stored[i]] = stored[i + 1]
+end
+
+local function pos_of(raw)
+  return tonumber(string.match(raw, '"pos":(%d+)')) or 0
+end
+
+local function every_of(raw)
+  if not string.find(raw, '"every":', 1, true) then return nil end
+  return cjson.decode(raw).every
 end
 
 local new_defs, is_given = {}, {}
@@ -57,7 +69,7 @@ end
 -- andEvery links of the configuration as it will be: task -> the trigger that repeats it.
 local every = {}
 if mode == 'merge' then
-  for name, def in pairs(current) do every[name] = def.every end
+  for name, raw in pairs(current) do every[name] = every_of(raw) end
 end
 for i, entry in ipairs(given) do every[entry[1]] = new_defs[i].every end
 
@@ -92,9 +104,6 @@ if ring then
     .. '(each run would create the next one forever)')
 end
 
--- Index changes grouped per trigger: drop[trigger] = {task = true}, add[trigger] = {task, ...}.
-local drop, add, touched = {}, {}, {}
-
 local function triggers_of(def)
   local all = {}
   for _, t in ipairs(def.after) do all[t] = true end
@@ -102,69 +111,84 @@ local function triggers_of(def)
   return all
 end
 
-local function note_drop(trigger, task)
-  if not drop[trigger] then drop[trigger] = {} end
-  drop[trigger][task] = true
-  touched[trigger] = true
-end
-
-local function note_add(trigger, task)
-  if not add[trigger] then add[trigger] = {} end
-  add[trigger][#add[trigger] + 1] = task
-  touched[trigger] = true
-end
-
+-- The new list of every trigger whose list changes: lists[trigger] = {task, ...} (empty: drop
+-- it). Replace: the whole index is rebuilt from the given tasks (no stored list is read).
+-- Merge: the additions and removals of every given task are grouped per trigger, and each
+-- trigger touched is read once. `added[trigger]`: a task this request adds to it (for errors).
+local lists, added = {}, {}
 local removed = {}
 if mode == 'replace' then
-  for name, def in pairs(current) do
-    if not is_given[name] then
-      removed[#removed + 1] = name
-      for trigger in pairs(triggers_of(def)) do note_drop(trigger, name) end
+  for name in pairs(current) do
+    if not is_given[name] then removed[#removed + 1] = name end
+  end
+  for i, entry in ipairs(given) do
+    for trigger in pairs(triggers_of(new_defs[i])) do
+      if not lists[trigger] then
+        lists[trigger] = {}
+        added[trigger] = entry[1]
+      end
+      local list = lists[trigger]
+      list[#list + 1] = entry[1]
     end
   end
-end
-for i, entry in ipairs(given) do
-  local name = entry[1]
-  local old = current[name]
-  local before = old and triggers_of(old) or {}
-  local after = triggers_of(new_defs[i])
-  for trigger in pairs(before) do
-    if not after[trigger] then note_drop(trigger, name) end
+else
+  local drop, add = {}, {}
+  for i, entry in ipairs(given) do
+    local name = entry[1]
+    local old = current[name]
+    local before = old and triggers_of(cjson.decode(old)) or {}
+    local after = triggers_of(new_defs[i])
+    for trigger in pairs(before) do
+      if not after[trigger] then
+        drop[trigger] = drop[trigger] or {}
+        drop[trigger][name] = true
+      end
+    end
+    for trigger in pairs(after) do
+      if not before[trigger] then
+        add[trigger] = add[trigger] or {}
+        add[trigger][#add[trigger] + 1] = name
+      end
+    end
   end
-  for trigger in pairs(after) do
-    if not before[trigger] then note_add(trigger, name) end
+  local touched = {}
+  for trigger in pairs(drop) do touched[trigger] = true end
+  for trigger in pairs(add) do touched[trigger] = true end
+  for trigger in pairs(touched) do
+    local raw = redis.call('HGET', K.trig, trigger)
+    local gone = drop[trigger] or {}
+    local list, present = {}, {}
+    for _, name in ipairs(raw and cjson.decode(raw) or {}) do
+      if not gone[name] and not present[name] then
+        list[#list + 1] = name
+        present[name] = true
+      end
+    end
+    for _, name in ipairs(add[trigger] or {}) do
+      if not present[name] then
+        list[#list + 1] = name
+        present[name] = true
+      end
+    end
+    lists[trigger] = list
+    if add[trigger] then added[trigger] = add[trigger][1] end
   end
 end
 
--- The new list of every trigger touched (read once), checked against the limit before writing.
-local lists = {}
-for trigger in pairs(touched) do
-  local raw = redis.call('HGET', K.trig, trigger)
-  local gone = drop[trigger] or {}
-  local list, present = {}, {}
-  for _, name in ipairs(raw and cjson.decode(raw) or {}) do
-    if not gone[name] and not present[name] then
-      list[#list + 1] = name
-      present[name] = true
+-- Tasks per trigger (LIMIT), for the triggers this request adds tasks to.
+if max_per_trigger > 0 then
+  for trigger, task in pairs(added) do
+    local count = #lists[trigger]
+    if count > max_per_trigger then
+      local field = 'unless'
+      for i, entry in ipairs(given) do
+        if entry[1] == task and contains(new_defs[i].after, trigger) then field = 'after' end
+      end
+      return fail_with('LIMIT', 'tasks.' .. task .. '.' .. field .. ': trigger ' .. trigger
+        .. ' would concern ' .. count .. ' tasks, more than TRIGGERS_MAX_TASKS_PER_TRIGGER ('
+        .. max_per_trigger .. ')')
     end
   end
-  for _, name in ipairs(add[trigger] or {}) do
-    if not present[name] then
-      list[#list + 1] = name
-      present[name] = true
-    end
-  end
-  if add[trigger] and max_per_trigger > 0 and #list > max_per_trigger then
-    local task = add[trigger][1]
-    local field = 'unless'
-    for i, entry in ipairs(given) do
-      if entry[1] == task and contains(new_defs[i].after, trigger) then field = 'after' end
-    end
-    return fail_with('LIMIT', 'tasks.' .. task .. '.' .. field .. ': trigger ' .. trigger
-      .. ' would concern ' .. #list .. ' tasks, more than TRIGGERS_MAX_TASKS_PER_TRIGGER ('
-      .. max_per_trigger .. ')')
-  end
-  lists[trigger] = list
 end
 
 -- Writes.
@@ -181,7 +205,7 @@ end
 for i, entry in ipairs(given) do
   local name, def, old = entry[1], new_defs[i], current[entry[1]]
   if old then
-    def.pos = old.pos
+    def.pos = pos_of(old)
   else
     npos = npos + 1
     def.pos = npos
@@ -192,6 +216,7 @@ for i, entry in ipairs(given) do
 end
 if npos ~= first_npos then redis.call('HSET', K.meta, 'npos', npos) end
 
+if mode == 'replace' then redis.call('DEL', K.trig) end
 for trigger, list in pairs(lists) do
   if #list == 0 then
     redis.call('HDEL', K.trig, trigger)
@@ -214,8 +239,8 @@ for i, entry in ipairs(given) do
 end
 if mode == 'merge' then
   local others = {}
-  for name, def in pairs(current) do
-    if not is_given[name] then others[#others + 1] = {name = name, pos = def.pos} end
+  for name, raw in pairs(current) do
+    if not is_given[name] then others[#others + 1] = {name = name, pos = pos_of(raw)} end
   end
   if #others > 0 then
     local names = {}
