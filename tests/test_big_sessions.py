@@ -252,3 +252,19 @@ async def test_api_refuses_bad_limits_and_cursors(
         assert answer.status_code == 422, answer.text
         fields = [error["field"] for error in answer.json()["errors"]]
         assert any(f.endswith(field) for f in fields), fields
+
+
+async def test_paged_reads_on_both_backends(any_engine: Engine) -> None:
+    """The reads are plain commands and pipelines of one session's keys: same on Cluster."""
+    uid = "both:1"
+    await build_mixed(any_engine, uid)
+    any_engine.reader.page = 4
+    snapshot = await any_engine.snapshot(uid)
+    assert snapshot.instanceCount == len(snapshot.instances) == 18
+    page, following = await any_engine.instances_page(uid, status="scheduled", limit=2)
+    assert len(page) == 2 and following is not None
+    page, _ = await any_engine.instances_page(uid, status="scheduled", cursor=following, limit=2)
+    assert len(page) == 2
+    tasks, instances = await any_engine.unresolved(uid)
+    assert len(tasks) == 4 and len(instances) == 18
+    assert (await any_engine.instance(uid, "t_c#0")).status == "unstarted"

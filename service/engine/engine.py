@@ -81,10 +81,6 @@ def _raw_map(values: Mapping[str, Any]) -> str:
     return _json({key: _json(value) for key, value in values.items()})
 
 
-def _pairs(flat: list[Any]) -> Iterable[tuple[str, Any]]:
-    return zip(flat[::2], flat[1::2], strict=True)
-
-
 def _as_list(value: Any) -> list[Any]:
     """cjson encodes an empty Lua table as {}: read it back as the empty list it was."""
     return value if isinstance(value, list) else []

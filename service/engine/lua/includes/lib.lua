@@ -39,7 +39,7 @@ User payloads (kwargs, results, metadata values) stay raw JSON text: Lua's cjson
 into {} and round numbers to 14 digits, so Lua never decodes them. Python decodes on read.
 
 Errors are returned with redis.error_reply("<KIND> <message>") before any write, so a refused
-change leaves nothing behind. KIND is NOT_FOUND, CONFLICT or INVALID (see errors.py).
+change leaves nothing behind. KIND is NOT_FOUND, CONFLICT, INVALID or LIMIT (see errors.py).
 ]=]
 
 pcall(redis.replicate_commands) -- Redis < 7 needs it before TIME followed by writes.
