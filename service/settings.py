@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         description="Most tasks in one session's configuration (422 beyond; 0: no limit).",
     )
     max_triggers_per_list: int = Field(
-        default=32,
+        default=16,
         ge=0,
         description="Most triggers in one task's after (with andEvery) or unless list.",
     )
@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         "would pass it are refused (422).",
     )
     max_open_instances: int = Field(
-        default=1_000,
+        default=500,
         ge=0,
         description="Most unstarted instances one session may hold (a fire visits each of "
         "the tasks it concerns): fires that could create more are refused (422).",

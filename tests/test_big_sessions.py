@@ -236,10 +236,10 @@ async def test_api_lists_instances_in_pages(
 @pytest.mark.parametrize(
     ("query", "field"),
     [
-        ({"limit": 6}, "limit"),
+        ({"limit": 6}, "query.limit"),
         ({"limit": 0}, "query.limit"),
-        ({"cursor": "garbage"}, "cursor"),
-        ({"status": "scheduled", "cursor": "WyJuIiwidF9hIiwxXQ"}, "cursor"),  # a task cursor
+        ({"cursor": "garbage"}, "query.cursor"),
+        ({"status": "scheduled", "cursor": "WyJuIiwidF9hIiwxXQ"}, "query.cursor"),  # a task's
     ],
 )
 async def test_api_refuses_bad_limits_and_cursors(
@@ -251,7 +251,7 @@ async def test_api_refuses_bad_limits_and_cursors(
         answer = await api.get("/sessions/api:2/instances", params=query)
         assert answer.status_code == 422, answer.text
         fields = [error["field"] for error in answer.json()["errors"]]
-        assert any(f.endswith(field) for f in fields), fields
+        assert field in fields, fields
 
 
 async def test_paged_reads_on_both_backends(any_engine: Engine) -> None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from service.api.context import context
 from service.api.params import InstanceName, Uid, mutating_problems, problems
+from service.api.problems import FieldError, ProblemError
 from service.api.schemas import (
     InstancesAnswer,
     ReplayAnswer,
@@ -17,7 +18,7 @@ from service.api.schemas import (
     UnresolvedInstancesAnswer,
 )
 from service.api.views import json_bytes, json_response, unresolved_instance_view
-from service.engine import Instance
+from service.engine import Instance, InvalidError
 from service.engine.models import Name, Status
 
 router = APIRouter(tags=["instances"])
@@ -47,11 +48,24 @@ async def list_instances(
     number; with it, pages follow the status index (task, then instance name as text); a
     listing that fits in one page is sorted by task then number."""
     ctx = context(request)
-    instances, following = await ctx.engine.instances_page(
-        uid, status=status, task=task, cursor=cursor, limit=limit
-    )
+    if limit is not None and limit > ctx.settings.page_size:
+        raise _query_problem("limit", f"at most {ctx.settings.page_size} (TRIGGERS_PAGE_SIZE)")
+    try:
+        instances, following = await ctx.engine.instances_page(
+            uid, status=status, task=task, cursor=cursor, limit=limit
+        )
+    except InvalidError as error:  # the cursor: a query parameter, not a body field
+        raise _query_problem("cursor", error.message.removeprefix("cursor: ")) from None
     answer = InstancesAnswer(instances=instances, next=following)
     return await json_response(answer, len(instances))
+
+
+def _query_problem(name: str, message: str) -> ProblemError:
+    return ProblemError(
+        "validation-error",
+        f"{name}: {message}",
+        errors=[FieldError(field=f"query.{name}", message=message)],
+    )
 
 
 @router.get(

@@ -81,6 +81,13 @@ def _raw_map(values: Mapping[str, Any]) -> str:
     return _json({key: _json(value) for key, value in values.items()})
 
 
+def _task_config(stored: str | dict[str, Any]) -> TaskConfig:
+    """A task config from an answer: raw JSON text (readConfig) or the object (configure)."""
+    if isinstance(stored, dict):
+        return TaskConfig.model_validate(stored)
+    return TaskConfig.model_validate_json(stored)
+
+
 def _as_list(value: Any) -> list[Any]:
     """cjson encodes an empty Lua table as {}: read it back as the empty list it was."""
     return value if isinstance(value, list) else []
@@ -278,10 +285,8 @@ class Engine:
                 raise InvalidError(f"{where}: {first['msg']}") from None
         check_config(config, self.limits)
         try:
-            given = [
-                [name, _json(task.model_dump(mode="json")), _json(task.engine_view())]
-                for name, task in config.tasks.items()
-            ]
+            given = [[name, task.engine_view()] for name, task in config.tasks.items()]
+            raws = [_json(task.model_dump(mode="json")) for task in config.tasks.values()]
         except (PydanticSerializationError, TypeError) as error:
             raise InvalidError(f"tasks: a value is not JSON ({error})") from None
         webhooks = (
@@ -292,14 +297,14 @@ class Engine:
         mode = "replace" if replace else "merge"
         answer = await self._run(
             "configure", uid, mode, _json(given), webhooks, self.limits.max_tasks,
-            self.limits.max_tasks_per_trigger, idempotency=idempotency,
+            self.limits.max_tasks_per_trigger, *raws, idempotency=idempotency,
         )  # fmt: skip
         return self._decode_config(answer)
 
     @staticmethod
     def _decode_config(answer: str) -> SessionConfig:
         data = orjson.loads(answer)
-        tasks = {name: TaskConfig.model_validate_json(raw) for name, raw in _as_list(data["tasks"])}
+        tasks = {name: _task_config(raw) for name, raw in _as_list(data["tasks"])}
         webhooks = data.get("webhooks")
         return SessionConfig(
             tasks=tasks,

@@ -25,7 +25,7 @@ class Limits:
 
     max_tasks: int = 500
     """Tasks in one session's configuration (TRIGGERS_MAX_TASKS)."""
-    max_triggers_per_list: int = 32
+    max_triggers_per_list: int = 16
     """Triggers in one task's ``after`` (with its ``andEvery``) or ``unless``
     (TRIGGERS_MAX_TRIGGERS_PER_LIST)."""
     max_tasks_per_trigger: int = 250
@@ -34,7 +34,7 @@ class Limits:
     max_instances: int = 100_000
     """Instances one session may hold; fires, retries and replays that would pass it are
     refused (TRIGGERS_MAX_INSTANCES)."""
-    max_open_instances: int = 1_000
+    max_open_instances: int = 500
     """Unstarted instances one session may hold: a fire visits each unstarted instance of the
     tasks it concerns, so fires that could create more are refused
     (TRIGGERS_MAX_OPEN_INSTANCES)."""

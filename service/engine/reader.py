@@ -233,8 +233,8 @@ class SessionReader:
         return names
 
     async def unresolved(self, uid: str) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
-        """K2 and K1 (see readUnresolved's rules in the README): tasks with no instance or an
-        unresolved one, unresolved instances, each with the triggers it still misses."""
+        """K2 and K1 (SEMANTICS.md): tasks with no instance or an unresolved one, and unresolved
+        instances, each with the triggers it still misses."""
         keys = self.keys(uid)
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(keys["meta"])

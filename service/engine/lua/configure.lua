@@ -4,11 +4,14 @@ configure: merge (PATCH) or replace (PUT) the session's task configuration (B1, 
 Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs, trig.
 ARGV[5] mode: "merge" (tasks named replace those of the same name, others stay) or "replace"
         (the configuration becomes exactly the tasks given)
-ARGV[6] cjson array of [name, raw config JSON, defs JSON {after, unless, every?, maxRetries}]
+ARGV[6] cjson array of [name, def {after, unless, every?, maxRetries, using}], one per task
 ARGV[7] raw JSON list of webhook subscriptions, or "" to keep the current ones (merge only)
 ARGV[8] most tasks the resulting configuration may hold (TRIGGERS_MAX_TASKS; "0": no limit)
 ARGV[9] most tasks one trigger may concern (TRIGGERS_MAX_TASKS_PER_TRIGGER; "0": no limit)
-Returns: cjson {tasks = [[name, raw config], ...] in configuration order, webhooks = raw|nil}.
+ARGV[10..] the raw config JSON of each task of ARGV[6], in the same order (kept apart so that
+        it is neither unescaped nor escaped again: it is stored and answered as it is)
+Returns: JSON {"tasks": [[name, config object], ...] in configuration order, "webhooks": raw
+JSON text as a string, absent when none}; the configs are spliced in as they are stored.
 Errors, all before any write: INVALID when the result would hold a ring of andEvery cascades
 (M12): each completion of one task would create a new instance of the next, forever. LIMIT when
 the result would pass ARGV[8] or ARGV[9] (Python checks the request alone before; merging with
@@ -50,7 +53,7 @@ end
 
 local new_defs, is_given = {}, {}
 for i, entry in ipairs(given) do
-  new_defs[i] = cjson.decode(entry[3])
+  new_defs[i] = entry[2]
   is_given[entry[1]] = true
 end
 
@@ -197,11 +200,17 @@ local cfgv = redis.call('HINCRBY', K.meta, 'cfgv', 1)
 local npos = tonumber(redis.call('HGET', K.meta, 'npos')) or 0
 local first_npos = npos
 
-for _, name in ipairs(removed) do
-  redis.call('HDEL', K.defs, name)
-  redis.call('HDEL', K.tasks, name)
+-- One command per CHUNK arguments rather than one per field (unpack stays bounded).
+local function in_chunks(command, key, args)
+  for first = 1, #args, CHUNK do
+    redis.call(command, key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
+  end
 end
 
+in_chunks('HDEL', K.defs, removed)
+in_chunks('HDEL', K.tasks, removed)
+
+local def_fields, task_fields = {}, {}
 for i, entry in ipairs(given) do
   local name, def, old = entry[1], new_defs[i], current[entry[1]]
   if old then
@@ -211,19 +220,27 @@ for i, entry in ipairs(given) do
     def.pos = npos
   end
   def.v = cfgv
-  redis.call('HSET', K.defs, name, cjson.encode(def))
-  redis.call('HSET', K.tasks, name, entry[2])
+  def_fields[#def_fields + 1] = name
+  def_fields[#def_fields + 1] = cjson.encode(def)
+  task_fields[#task_fields + 1] = name
+  task_fields[#task_fields + 1] = ARGV[9 + i]
 end
+in_chunks('HSET', K.defs, def_fields)
+in_chunks('HSET', K.tasks, task_fields)
 if npos ~= first_npos then redis.call('HSET', K.meta, 'npos', npos) end
 
 if mode == 'replace' then redis.call('DEL', K.trig) end
+local trig_fields, emptied = {}, {}
 for trigger, list in pairs(lists) do
   if #list == 0 then
-    redis.call('HDEL', K.trig, trigger)
+    emptied[#emptied + 1] = trigger
   else
-    redis.call('HSET', K.trig, trigger, cjson.encode(list))
+    trig_fields[#trig_fields + 1] = trigger
+    trig_fields[#trig_fields + 1] = cjson.encode(list)
   end
 end
+in_chunks('HDEL', K.trig, emptied)
+in_chunks('HSET', K.trig, trig_fields)
 
 if webhooks ~= '' then
   redis.call('HSET', K.meta, 'webhooks', webhooks)
@@ -235,7 +252,7 @@ apply_ttl()
 -- The answer, built from what this script holds (no second decode of every def).
 local order = {}
 for i, entry in ipairs(given) do
-  order[#order + 1] = {name = entry[1], pos = new_defs[i].pos, raw = entry[2]}
+  order[#order + 1] = {name = entry[1], pos = new_defs[i].pos, raw = ARGV[9 + i]}
 end
 if mode == 'merge' then
   local others = {}
@@ -253,6 +270,10 @@ if mode == 'merge' then
   end
 end
 table.sort(order, function(a, b) return a.pos < b.pos end)
-local tasks = {}
-for i, item in ipairs(order) do tasks[i] = {item.name, item.raw} end
-return answer(cjson.encode({tasks = tasks, webhooks = redis.call('HGET', K.meta, 'webhooks')}))
+local parts = {}
+for i, item in ipairs(order) do
+  parts[i] = '[' .. cjson.encode(item.name) .. ',' .. item.raw .. ']'
+end
+local stored_hooks = redis.call('HGET', K.meta, 'webhooks')
+local hooks = stored_hooks and (',"webhooks":' .. cjson.encode(stored_hooks)) or ''
+return answer('{"tasks":[' .. table.concat(parts, ',') .. ']' .. hooks .. '}')
