@@ -237,8 +237,8 @@ async def longest_command(client: Redis, call: Callable[[], Awaitable[Any]]) -> 
     await client.config_set("slowlog-log-slower-than", 10_000)
     worst = max(entries, key=lambda e: e["duration"])
     command = worst["command"]
-    name = command.split()[0] if isinstance(command, str) else str(command[0])
-    return worst["duration"] / 1000, name
+    text = command.decode(errors="replace") if isinstance(command, bytes) else str(command)
+    return worst["duration"] / 1000, text.split(" ", 1)[0]
 
 
 class Server:

@@ -17,7 +17,7 @@ from service.api.schemas import (
     StatusBody,
     UnresolvedInstancesAnswer,
 )
-from service.api.views import json_bytes, json_response, unresolved_instance_view
+from service.api.views import json_bytes, json_response, unresolved_instances_json
 from service.engine import Instance, InvalidError
 from service.engine.models import Name, Status
 
@@ -77,12 +77,7 @@ def _query_problem(name: str, message: str) -> ProblemError:
 async def unresolved_instances(request: Request, uid: Uid) -> Response:
     ctx = context(request)
     instances = await ctx.engine.unresolved_instances(uid)
-
-    def render() -> bytes:
-        views = [unresolved_instance_view(i) for i in instances]
-        return UnresolvedInstancesAnswer(instances=views).model_dump_json().encode()
-
-    return await json_bytes(render, len(instances))
+    return await json_bytes(lambda: unresolved_instances_json(instances), len(instances))
 
 
 @router.get(

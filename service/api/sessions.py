@@ -102,7 +102,7 @@ async def get_session(request: Request, uid: Uid) -> Response:
 )
 async def unresolved_tasks(request: Request, uid: Uid) -> Response:
     ctx = context(request)
-    tasks, instances = await ctx.engine.unresolved(uid)
+    tasks, instances = await ctx.engine.unresolved(uid, full=False)
 
     def render() -> bytes:
         by_task: dict[str, list[UnresolvedInstance]] = {}

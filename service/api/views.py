@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from service.api.schemas import (
     FireAnswer,
@@ -77,6 +78,24 @@ def instance_reason(instance: UnresolvedInstance) -> str:
 
 def unresolved_instance_view(instance: UnresolvedInstance) -> UnresolvedInstanceView:
     return UnresolvedInstanceView(**instance.model_dump(), reason=instance_reason(instance))
+
+
+_UNRESOLVED_JSON: TypeAdapter[UnresolvedInstance] = TypeAdapter(UnresolvedInstance)
+
+
+def unresolved_instances_json(instances: list[UnresolvedInstance]) -> bytes:
+    """The UnresolvedInstancesAnswer of ``instances`` as JSON, one instance at a time: each
+    serializer call holds the GIL only briefly, so the event loop keeps running while a
+    worker thread encodes tens of thousands (one call for the whole answer held it for
+    seconds). Same document as UnresolvedInstancesAnswer's, without building the views."""
+    parts = [
+        _UNRESOLVED_JSON.dump_json(instance)[:-1]
+        + b',"reason":'
+        + orjson.dumps(instance_reason(instance))
+        + b"}"
+        for instance in instances
+    ]
+    return b'{"instances":[' + b",".join(parts) + b"]}"
 
 
 def unresolved_task_view(

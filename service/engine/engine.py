@@ -660,13 +660,17 @@ class Engine:
             raise NotFoundError(f"instance {name} does not exist")
         return decode_instance(name, raw)
 
-    async def unresolved(self, uid: str) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
-        """K2 and K1, each with what it is still waiting for (reader.py: read in pages)."""
+    async def unresolved(
+        self, uid: str, *, full: bool = True
+    ) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
+        """K2 and K1, each with what it is still waiting for (reader.py: read in pages).
+        ``full`` False: the instances carry only name, task, status and waitingFor (what the
+        unresolved-tasks view needs; decoding every record is most of a big read's cost)."""
         self._keys(uid, None)
-        return await self.reader.unresolved(uid)
+        return await self.reader.unresolved(uid, full=full)
 
     async def unresolved_tasks(self, uid: str) -> list[UnresolvedTask]:
-        return (await self.unresolved(uid))[0]
+        return (await self.unresolved(uid, full=False))[0]
 
     async def unresolved_instances(self, uid: str) -> list[UnresolvedInstance]:
         return (await self.unresolved(uid))[1]

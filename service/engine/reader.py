@@ -232,7 +232,9 @@ class SessionReader:
                 start = f"({members[-1]}"
         return names
 
-    async def unresolved(self, uid: str) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
+    async def unresolved(
+        self, uid: str, *, full: bool = True
+    ) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
         """K2 and K1 (SEMANTICS.md): tasks with no instance or an unresolved one, and unresolved
         instances, each with the triggers it still misses."""
         keys = self.keys(uid)
@@ -254,7 +256,7 @@ class SessionReader:
         records = [(n, raw) for n, raw in zip(names, raws, strict=True) if raw is not None]
 
         def decode() -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
-            return build_unresolved(ordered, defs, without, fired, records)
+            return build_unresolved(ordered, defs, without, fired, records, full=full)
 
         return await off_loop(len(records), decode)
 
@@ -270,8 +272,11 @@ def build_unresolved(
     without: set[str],
     fired: Mapping[str, str | None],
     records: list[tuple[str, str]],
+    *,
+    full: bool = True,
 ) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
-    """The unresolved view from what was read (pure, so it can run in a thread)."""
+    """The unresolved view from what was read (pure, so it can run in a thread). ``full``
+    False: instances hold only name, task, status and waitingFor (built without validation)."""
     afters = {name: list(orjson.loads(raw)["after"]) for name, raw in defs.items()}
     instances: list[UnresolvedInstance] = []
     waiting_of: dict[str, set[str]] = {}
@@ -282,8 +287,15 @@ def build_unresolved(
         after = afters.get(record["task"])
         waiting = _missing(record, after) if record["status"] == "unstarted" and after else []
         waiting_of.setdefault(record["task"], set()).update(waiting)
-        fields = instance_fields(name, record)
-        instances.append(UnresolvedInstance(**fields, waitingFor=waiting))
+        if full:
+            fields = instance_fields(name, record)
+            instances.append(UnresolvedInstance(**fields, waitingFor=waiting))
+        else:
+            instances.append(
+                UnresolvedInstance.model_construct(
+                    name=name, task=record["task"], status=record["status"], waitingFor=waiting
+                )
+            )
     instances.sort(key=lambda i: (i.task, i.number))
     tasks: list[UnresolvedTask] = []
     for name, raw in ordered:
