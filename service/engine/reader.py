@@ -291,11 +291,11 @@ def build_unresolved(
             fields = instance_fields(name, record)
             instances.append(UnresolvedInstance(**fields, waitingFor=waiting))
         else:
-            instances.append(
-                UnresolvedInstance.model_construct(
-                    name=name, task=record["task"], status=record["status"], waitingFor=waiting
-                )
-            )
+            light = UnresolvedInstance.model_construct(  # every field given: no factory runs
+                name=name, task=record["task"], status=record["status"], kwargs={},
+                abandonState=[], metadata={}, waitingFor=waiting,
+            )  # fmt: skip
+            instances.append(light)
     instances.sort(key=lambda i: (i.task, i.number))
     tasks: list[UnresolvedTask] = []
     for name, raw in ordered:
