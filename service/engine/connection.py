@@ -8,6 +8,7 @@ redis-py client uses it, the asyncio one does not yet.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import hiredis
@@ -15,6 +16,18 @@ from redis.asyncio.connection import Connection
 
 
 class HiredisPackingConnection(Connection):
+    async def send_packed_command(
+        self, command: str | bytes | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """A pooled connection the server closed meanwhile (its reader already saw the end of
+        the stream) is reconnected BEFORE anything is written to it: the command then either
+        reaches a live server or fails to connect, and a failure is known to precede the send
+        (the API answers 503, safe to retry, not outcome-unknown; see api/problems.py)."""
+        reader = self._reader
+        if reader is not None and reader.at_eof():
+            await self.disconnect(nowait=True)
+        await super().send_packed_command(command, check_health)
+
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
         if isinstance(first, str) and " " in first:  # "CONFIG GET": split like redis-py does
