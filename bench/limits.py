@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -35,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from service.engine import Engine
 from service.engine.limits import Limits
 from service.redis_server import RedisServer, free_port
-from service.settings import Settings
 
 LIMITS = Limits()
 REPEAT = 5
@@ -241,31 +243,36 @@ async def longest_command(client: Redis, call: Callable[[], Awaitable[Any]]) -> 
     return worst["duration"] / 1000, text.split(" ", 1)[0]
 
 
-class Server:
-    """The real API app in a uvicorn thread (its own event loop), like the tests' LiveServer."""
-
-    def __init__(self, url: str, prefix: str) -> None:
-        import uvicorn
-
-        from service.api.app import create_app
-
-        settings = Settings(redis_url=url, auth="off", key_prefix=prefix)
-        self.port = free_port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
-                                log_level="warning")  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @contextmanager
-    def running(self) -> Iterator[str]:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        try:
-            yield f"http://127.0.0.1:{self.port}"
-        finally:
-            self.server.should_exit = True
-            self.thread.join(10)
+@contextmanager
+def api_server(url: str, prefix: str) -> Iterator[str]:
+    """The real API app in its own uvicorn process (as deployed: the bench's client threads
+    must not share its interpreter lock), on a free loopback port."""
+    port = free_port()
+    data = tempfile.mkdtemp(prefix="bench-limits-")
+    env = {**os.environ, "TRIGGERS_REDIS_URL": url, "TRIGGERS_AUTH": "off",
+           "TRIGGERS_KEY_PREFIX": prefix, "TRIGGERS_DATA_DIR": data}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "service.api.app:create_app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env=env, cwd=str(Path(__file__).resolve().parent.parent),
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def probe_health(base: str, stop: threading.Event, latencies: list[float]) -> None:
@@ -324,7 +331,7 @@ async def run(url: str, instances: int, rounds: int) -> None:
         wall = (time.perf_counter() - start) * 1000
         print(f"  {label:<40} longest Redis command {worst:6.1f} ms ({name}); wall {wall:7.0f} ms")
 
-    with Server(url, prefix).running() as base:
+    with api_server(url, prefix) as base:
         stop = threading.Event()
         health: list[float] = []
         prober = threading.Thread(target=probe_health, args=(base, stop, health))
