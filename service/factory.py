@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.engine import Engine
+from service.engine.limits import Limits
 from service.managers import Manager
 from service.registry import lookup, lookup_class, managers, storages
 from service.settings import Settings
@@ -30,4 +31,17 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
         session_ttl=settings.session_ttl or 0,
         lease_ms=int(settings.lease_seconds * 1000),
         sweep_grace_ms=int(settings.sweep_grace * 1000),
+        limits=limits_of(settings),
+        page_size=settings.page_size,
+    )
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The engine's size limits from the TRIGGERS_MAX_... settings."""
+    return Limits(
+        max_tasks=settings.max_tasks,
+        max_triggers_per_list=settings.max_triggers_per_list,
+        max_tasks_per_trigger=settings.max_tasks_per_trigger,
+        max_instances=settings.max_instances,
+        max_open_instances=settings.max_open_instances,
     )

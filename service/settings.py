@@ -185,6 +185,40 @@ class Settings(BaseSettings):
         description="Testing only: after-commit-before-enqueue makes the API process exit "
         "between a committed change and its enqueue.",
     )
+    max_tasks: int = Field(
+        default=500,
+        ge=0,
+        description="Most tasks in one session's configuration (422 beyond; 0: no limit).",
+    )
+    max_triggers_per_list: int = Field(
+        default=16,
+        ge=0,
+        description="Most triggers in one task's after (with andEvery) or unless list.",
+    )
+    max_tasks_per_trigger: int = Field(
+        default=250,
+        ge=0,
+        description="Most tasks one trigger may concern (after, andEvery or unless).",
+    )
+    max_instances: int = Field(
+        default=100_000,
+        ge=0,
+        description="Most instances one session may hold: fires, retries and replays that "
+        "would pass it are refused (422).",
+    )
+    max_open_instances: int = Field(
+        default=500,
+        ge=0,
+        description="Most unstarted instances one session may hold (a fire visits each of "
+        "the tasks it concerns): fires that could create more are refused (422).",
+    )
+    page_size: int = Field(
+        default=1_000,
+        ge=1,
+        le=10_000,
+        description="Most instances one read request decodes: the largest `limit` of "
+        "GET /sessions/{uid}/instances, and the instances GET /sessions/{uid} includes.",
+    )
     key_prefix: str = Field(
         default="trg",
         pattern=r"^[A-Za-z0-9_\-.:]{1,50}$",

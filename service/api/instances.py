@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from service.api.context import context
 from service.api.json_body import StrictJsonRoute
 from service.api.params import InstanceName, Uid, mutating_problems, problems
+from service.api.problems import FieldError, ProblemError
 from service.api.schemas import (
     InstancesAnswer,
     ReplayAnswer,
@@ -17,8 +18,8 @@ from service.api.schemas import (
     StatusBody,
     UnresolvedInstancesAnswer,
 )
-from service.api.views import unresolved_instance_view
-from service.engine import Instance
+from service.api.views import json_bytes, json_response, unresolved_instances_json
+from service.engine import Instance, InvalidError
 from service.engine.models import Name, Status
 
 router = APIRouter(tags=["instances"], route_class=StrictJsonRoute)
@@ -35,9 +36,37 @@ async def list_instances(
     uid: Uid,
     status: Annotated[Status | None, Query()] = None,
     task: Annotated[Name | None, Query()] = None,
-) -> InstancesAnswer:
+    cursor: Annotated[
+        str | None,
+        Query(max_length=2000, description="The `next` of the previous page (same filters)."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, description="Instances per page: 1 to TRIGGERS_PAGE_SIZE (its default)."),
+    ] = None,
+) -> Response:
+    """One page of instances; ``next`` continues it. Without ``status`` they come by task then
+    number; with it, pages follow the status index (task, then instance name as text); a
+    listing that fits in one page is sorted by task then number."""
     ctx = context(request)
-    return InstancesAnswer(instances=await ctx.engine.instances(uid, status=status, task=task))
+    if limit is not None and limit > ctx.settings.page_size:
+        raise _query_problem("limit", f"at most {ctx.settings.page_size} (TRIGGERS_PAGE_SIZE)")
+    try:
+        instances, following = await ctx.engine.instances_page(
+            uid, status=status, task=task, cursor=cursor, limit=limit
+        )
+    except InvalidError as error:  # the cursor: a query parameter, not a body field
+        raise _query_problem("cursor", error.message.removeprefix("cursor: ")) from None
+    answer = InstancesAnswer(instances=instances, next=following)
+    return await json_response(answer, len(instances))
+
+
+def _query_problem(name: str, message: str) -> ProblemError:
+    return ProblemError(
+        "validation-error",
+        f"{name}: {message}",
+        errors=[FieldError(field=f"query.{name}", message=message)],
+    )
 
 
 @router.get(
@@ -46,10 +75,10 @@ async def list_instances(
     responses=problems(404),
     summary="Unresolved instances, each with the triggers it misses and why it waits",
 )
-async def unresolved_instances(request: Request, uid: Uid) -> UnresolvedInstancesAnswer:
+async def unresolved_instances(request: Request, uid: Uid) -> Response:
     ctx = context(request)
     instances = await ctx.engine.unresolved_instances(uid)
-    return UnresolvedInstancesAnswer(instances=[unresolved_instance_view(i) for i in instances])
+    return await json_bytes(lambda: unresolved_instances_json(instances), len(instances))
 
 
 @router.get(

@@ -28,8 +28,9 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def mutating_problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """A changing route can also answer 400 (unparseable body), 409 (its Idempotency-Key still
-    in flight, or a transition refused) and 413 (body over the limit)."""
-    return problems(400, 409, 413, *statuses)
+    in flight, or a transition refused), 413 (body over the limit) and 500 outcome-unknown
+    (Redis failed after the change was sent)."""
+    return problems(400, 409, 413, 500, *statuses)
 
 
 def instance_name(

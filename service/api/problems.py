@@ -15,11 +15,23 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    RedisError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.json_body import NonFiniteNumber
-from service.engine import ConflictError, EngineError, IdempotencyMismatchError, NotFoundError
+from service.engine import (
+    ConflictError,
+    EngineError,
+    IdempotencyMismatchError,
+    LimitError,
+    NotFoundError,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -39,6 +51,11 @@ KINDS: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "unsupported-media-type": (415, "The body must be application/json"),
     "unavailable": (503, "A backing service (Redis) is unavailable"),
+    "outcome-unknown": (
+        500,
+        "The state store failed after the change was sent: it may or may not have been applied",
+    ),
+    "limit-exceeded": (422, "The request is over a documented size limit"),
     "internal-error": (500, "Internal error"),
 }
 
@@ -131,6 +148,9 @@ def from_engine_error(error: EngineError) -> ProblemError:
         kind = "not-found"
     elif isinstance(error, ConflictError):
         kind = "conflict"
+    elif isinstance(error, LimitError):
+        kind = "limit-exceeded"
+        fields = [FieldError(field=_limit_field(f.field), message=f.message) for f in fields]
     elif isinstance(error, IdempotencyMismatchError):
         kind = "idempotency-key-reused"
         fields = [FieldError(field="header.Idempotency-Key", message="reused with another body")]
@@ -138,6 +158,44 @@ def from_engine_error(error: EngineError) -> ProblemError:
         kind = "validation-error"
         fields = [FieldError(field=f"body.{f.field}", message=f.message) for f in fields]
     return ProblemError(kind, error.message, errors=fields)
+
+
+def _limit_field(field: str) -> str:
+    """Limits on the body name a body field; the instance limit concerns the session's state."""
+    return field if field == "instances" else f"body.{field}"
+
+
+CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_BEFORE_SEND = ("connecting to", "too many connections", "no connection available")
+
+
+def failed_before_sending(error: RedisError) -> bool:
+    """True when Redis certainly did not receive the command: no connection could be made or
+    taken from the pool, or the server refused every command (loading, authentication).
+    Anything else (a timeout or a connection dropped while waiting for the answer, BUSY, an
+    unexpected reply) may come after the change was applied."""
+    if isinstance(error, BusyLoadingError | AuthenticationError):
+        return True
+    if isinstance(error, RedisConnectionError | RedisTimeoutError):
+        text = str(error).lower()
+        return any(marker in text for marker in _BEFORE_SEND)
+    return False
+
+
+def redis_problem(method: str, error: RedisError, path: str) -> Response:
+    """503 + Retry-After when retrying is safe (a read, or nothing was sent); otherwise, for a
+    change, outcome-unknown WITHOUT Retry-After: a blind retry could apply the change twice."""
+    if method.upper() in CHANGING_METHODS and not failed_before_sending(error):
+        return problem_response(
+            "outcome-unknown",
+            "the state store failed after this change was sent; it may have been applied. "
+            "Read the session to find out, or repeat the request with the same "
+            "Idempotency-Key (a change already applied then answers as it first did)",
+            path=path,
+        )
+    return problem_response(
+        "unavailable", "state store unavailable; retry", path=path, headers={"Retry-After": "1"}
+    )
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -197,11 +255,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RedisError)
     async def _redis(request: Request, error: RedisError) -> Response:
-        logging.getLogger("service.api").error("redis error on %s: %s", request.url.path, error)
-        return problem_response(
-            "unavailable", "state store unavailable; retry", path=request.url.path,
-            headers={"Retry-After": "1"},
-        )  # fmt: skip
+        logging.getLogger("service.api").error(
+            "redis error on %s %s: %r", request.method, request.url.path, error
+        )
+        return redis_problem(request.method, error, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> Response:

@@ -133,6 +133,13 @@ class SessionAnswer(BaseModel):
         "HTTP tasks' Idempotency-Key and of webhook ids.",
     )
     webhooks: list[Subscription] | None = None
+    instanceCount: int = Field(description="Instances the session holds.")
+    instancesNext: str | None = Field(
+        default=None,
+        description="Set when the session holds more instances than one page "
+        "(TRIGGERS_PAGE_SIZE): `instances` then holds the first page of "
+        "GET /sessions/{uid}/instances, and this is the cursor of its next page.",
+    )
 
 
 class UnresolvedTaskView(TaskConfig):
@@ -157,6 +164,9 @@ class UnresolvedInstancesAnswer(BaseModel):
 
 class InstancesAnswer(BaseModel):
     instances: list[Instance]
+    next: str | None = Field(
+        default=None, description="Cursor of the next page (query `cursor`); null: the last."
+    )
 
 
 class ReplayBody(BaseModel):

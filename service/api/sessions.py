@@ -19,8 +19,14 @@ from service.api.schemas import (
     SessionAnswer,
     UnresolvedTasksAnswer,
 )
-from service.api.views import fire_answer, session_answer, unresolved_task_view
-from service.engine import SessionConfig, Subscription, TaskConfig
+from service.api.views import (
+    fire_answer,
+    json_bytes,
+    json_response,
+    session_answer,
+    unresolved_task_view,
+)
+from service.engine import SessionConfig, Subscription, TaskConfig, UnresolvedInstance
 from service.webhooks.runner import WebhookRunner
 from service.webhooks.store import DeliveryStore
 
@@ -108,9 +114,12 @@ async def fire(uid: Uid, body: FireBody, request: Request) -> FireAnswer:
     responses=problems(404),
     summary="The whole state of a session",
 )
-async def get_session(request: Request, uid: Uid) -> SessionAnswer:
+async def get_session(request: Request, uid: Uid) -> Response:
+    """At most TRIGGERS_PAGE_SIZE instances (the first page of the listing, then
+    ``instancesNext``), so one request decodes a bounded amount however big the session."""
     ctx = context(request)
-    return session_answer(await ctx.engine.snapshot(uid))
+    snapshot = await ctx.engine.snapshot(uid, max_instances=ctx.settings.page_size)
+    return await json_response(session_answer(snapshot), len(snapshot.instances))
 
 
 @router.get(
@@ -119,10 +128,18 @@ async def get_session(request: Request, uid: Uid) -> SessionAnswer:
     responses=problems(404),
     summary="Tasks with no instance yet or an unresolved one, and what they wait for",
 )
-async def unresolved_tasks(request: Request, uid: Uid) -> UnresolvedTasksAnswer:
+async def unresolved_tasks(request: Request, uid: Uid) -> Response:
     ctx = context(request)
-    tasks, instances = await ctx.engine.unresolved(uid)
-    return UnresolvedTasksAnswer(tasks=[unresolved_task_view(t, instances) for t in tasks])
+    tasks, instances = await ctx.engine.unresolved(uid, full=False)
+
+    def render() -> bytes:
+        by_task: dict[str, list[UnresolvedInstance]] = {}
+        for instance in instances:
+            by_task.setdefault(instance.task, []).append(instance)
+        views = [unresolved_task_view(t, by_task.get(t.name, [])) for t in tasks]
+        return UnresolvedTasksAnswer(tasks=views).model_dump_json().encode()
+
+    return await json_bytes(render, len(instances))
 
 
 @router.delete(

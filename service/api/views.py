@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import orjson
+from fastapi.responses import Response
+from pydantic import BaseModel, TypeAdapter
+
 from service.api.schemas import (
     FireAnswer,
     SessionAnswer,
@@ -10,6 +16,23 @@ from service.api.schemas import (
 )
 from service.engine import Outcome, SessionSnapshot, UnresolvedInstance, UnresolvedTask
 from service.engine.engine import iso_time
+from service.engine.reader import off_loop
+
+REASON_NAMES = 20
+"""Instances a task's reason names at most (a big session may have thousands)."""
+
+
+async def json_bytes(render: Callable[[], bytes], records: int) -> Response:
+    """``render()``'s JSON as the answer, run in a worker thread when it covers many records
+    (building views of thousands of instances would otherwise block the event loop)."""
+    return Response(await off_loop(records, render), media_type="application/json")
+
+
+async def json_response(answer: BaseModel, records: int) -> Response:
+    """The answer as JSON, serialized in a worker thread when it holds many records, so that a
+    big read never blocks the event loop (other requests, /healthz) while it is encoded."""
+    body = await off_loop(records, answer.model_dump_json)
+    return Response(body, media_type="application/json")
 
 
 def fire_answer(uid: str, trigger: str, outcome: Outcome) -> FireAnswer:
@@ -35,6 +58,8 @@ def session_answer(snapshot: SessionSnapshot) -> SessionAnswer:
         version=snapshot.version,
         sessionId=snapshot.sessionId,
         webhooks=snapshot.webhooks,
+        instanceCount=snapshot.instanceCount,
+        instancesNext=snapshot.instancesNext,
     )
 
 
@@ -56,13 +81,32 @@ def unresolved_instance_view(instance: UnresolvedInstance) -> UnresolvedInstance
     return UnresolvedInstanceView(**instance.model_dump(), reason=instance_reason(instance))
 
 
+_UNRESOLVED_JSON: TypeAdapter[UnresolvedInstance] = TypeAdapter(UnresolvedInstance)
+
+
+def unresolved_instances_json(instances: list[UnresolvedInstance]) -> bytes:
+    """The UnresolvedInstancesAnswer of ``instances`` as JSON, one instance at a time: each
+    serializer call holds the GIL only briefly, so the event loop keeps running while a
+    worker thread encodes tens of thousands (one call for the whole answer held it for
+    seconds). Same document as UnresolvedInstancesAnswer's, without building the views."""
+    parts = [
+        _UNRESOLVED_JSON.dump_json(instance)[:-1]
+        + b',"reason":'
+        + orjson.dumps(instance_reason(instance))
+        + b"}"
+        for instance in instances
+    ]
+    return b'{"instances":[' + b",".join(parts) + b"]}"
+
+
 def unresolved_task_view(
     task: UnresolvedTask, instances: list[UnresolvedInstance]
 ) -> UnresolvedTaskView:
     mine = [i for i in instances if i.task == task.name]
     if mine:
-        listed = ", ".join(f"{i.name} ({i.status})" for i in mine)
-        reason = f"unresolved instances: {listed}"
+        listed = ", ".join(f"{i.name} ({i.status})" for i in mine[:REASON_NAMES])
+        more = len(mine) - REASON_NAMES
+        reason = f"unresolved instances: {listed}" + (f" and {more} more" if more > 0 else "")
     else:
         reason = "no instance yet: one is created by the next fire of " + ", ".join(
             task.config.after

@@ -10,6 +10,7 @@ from service.engine.errors import (
     EngineError,
     IdempotencyMismatchError,
     InvalidError,
+    LimitError,
     NotFoundError,
 )
 from service.engine.models import (
@@ -35,6 +36,7 @@ __all__ = [
     "IdempotencyMismatchError",
     "Instance",
     "InvalidError",
+    "LimitError",
     "NotFoundError",
     "Outcome",
     "SessionConfig",

@@ -38,6 +38,7 @@ redis-py client uses it, the asyncio one does not yet.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import hiredis
@@ -60,6 +61,18 @@ def no_retry() -> Retry:
 
 class HiredisPackingConnection(Connection):
     """Packs commands with hiredis."""
+
+    async def send_packed_command(
+        self, command: str | bytes | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """A pooled connection the server closed meanwhile (its reader already saw the end of
+        the stream) is reconnected BEFORE anything is written to it: the command then either
+        reaches a live server or fails to connect, and a failure is known to precede the send
+        (the API answers 503, safe to retry, not outcome-unknown; see api/problems.py)."""
+        reader = self._reader
+        if reader is not None and reader.at_eof():
+            await self.disconnect(nowait=True)
+        await super().send_packed_command(command, check_health)
 
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]

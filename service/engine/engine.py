@@ -13,7 +13,6 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,7 +21,14 @@ from pydantic_core import PydanticSerializationError
 
 from service.engine.connection import redis_client
 from service.engine.errors import InvalidError, NotFoundError
-from service.engine.keys import delivery_keys, idempotency_key, pending_keys, session_keys
+from service.engine.keys import (
+    KEY_NAMES,
+    delivery_keys,
+    idempotency_key,
+    pending_keys,
+    session_keys,
+)
+from service.engine.limits import Limits, check_config
 from service.engine.merge import merge_kwargs
 from service.engine.models import (
     RESOLVED_STATUSES,
@@ -39,6 +45,8 @@ from service.engine.models import (
     UnresolvedInstance,
     UnresolvedTask,
 )
+from service.engine.reader import Page, SessionReader, off_loop
+from service.engine.records import decode_instance, iso_time
 from service.engine.scripts import Mark, RedisClient, ScriptRunner
 
 _UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
@@ -93,30 +101,11 @@ def _raw_map(values: Mapping[str, Any]) -> str:
     return _json({key: _json(value) for key, value in values.items()})
 
 
-def decode_instance(name: str, raw: str | bytes) -> Instance:
-    """An instance record as the scripts keep it (lib.lua) turned into the public model."""
-    record = orjson.loads(raw)
-    kwargs = {key: orjson.loads(value) for key, value in (record.get("kwargs") or {}).items()}
-    metadata = {key: orjson.loads(value) for key, value in (record.get("meta") or {}).items()}
-    metadata["timestamps"] = {key: iso_time(ms) for key, ms in (record.get("ts") or {}).items()}
-    return Instance(
-        name=name,
-        task=record["task"],
-        status=record["status"],
-        kwargs=kwargs,
-        abandonState=record.get("abandon") or [],
-        metadata=metadata,
-    )
-
-
-def iso_time(ms: int) -> str:
-    """ISO-8601 UTC with milliseconds and a Z: unambiguous, unlike the original's naive times."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ms) % 1000:03d}Z"
-
-
-def _pairs(flat: list[Any]) -> Iterable[tuple[str, Any]]:
-    return zip(flat[::2], flat[1::2], strict=True)
+def _task_config(stored: str | dict[str, Any]) -> TaskConfig:
+    """A task config from an answer: raw JSON text (readConfig) or the object (configure)."""
+    if isinstance(stored, dict):
+        return TaskConfig.model_validate(stored)
+    return TaskConfig.model_validate_json(stored)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -136,6 +125,9 @@ class Engine:
     ``lease_ms``: how long a claim holds an instance before the sweeper may re-dispatch it.
     ``sweep_grace_ms``: how long the sweeper lets an outbox entry wait for its enqueue (the
     pending index asks for a visit at its due time + this).
+    ``limits``: sizes refused before any script runs (limits.py), so no script runs long.
+    ``page_size``: most records one read command fetches, and most instances one listing page
+    holds (reader.py).
     """
 
     def __init__(
@@ -147,15 +139,19 @@ class Engine:
         session_ttl: int = 0,
         lease_ms: int = 30_000,
         sweep_grace_ms: int = 5_000,
+        limits: Limits | None = None,
+        page_size: int = 1000,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.finalize = finalize
         self.session_ttl = session_ttl
         self.lease_ms = lease_ms
+        self.limits = limits or Limits()
         self.scripts = ScriptRunner(client)
         self.sweep_grace_ms = sweep_grace_ms
         self.pending_key, self.premarks_key, self.postmarks_key = pending_keys(prefix)
+        self.reader = SessionReader(client, prefix, page_size)
 
     @classmethod
     def from_url(
@@ -338,11 +334,10 @@ class Engine:
                 first = error.errors()[0]
                 where = ".".join(str(part) for part in first["loc"])
                 raise InvalidError(f"{where}: {first['msg']}") from None
+        check_config(config, self.limits)
         try:
-            given = [
-                [name, _json(task.model_dump(mode="json")), _json(task.engine_view())]
-                for name, task in config.tasks.items()
-            ]
+            given = [[name, task.engine_view()] for name, task in config.tasks.items()]
+            raws = [_json(task.model_dump(mode="json")) for task in config.tasks.values()]
         except (PydanticSerializationError, TypeError) as error:
             raise InvalidError(f"tasks: a value is not JSON ({error})") from None
         webhooks = (
@@ -350,14 +345,15 @@ class Engine:
         )
         mode = "replace" if replace else "merge"
         answer = await self._run(
-            "configure", uid, mode, _json(given), webhooks, idempotency=idempotency
-        )
+            "configure", uid, mode, _json(given), webhooks, self.limits.max_tasks,
+            self.limits.max_tasks_per_trigger, *raws, idempotency=idempotency,
+        )  # fmt: skip
         return self._decode_config(answer)
 
     @staticmethod
     def _decode_config(answer: str) -> SessionConfig:
         data = orjson.loads(answer)
-        tasks = {name: TaskConfig.model_validate_json(raw) for name, raw in _as_list(data["tasks"])}
+        tasks = {name: _task_config(raw) for name, raw in _as_list(data["tasks"])}
         webhooks = data.get("webhooks")
         return SessionConfig(
             tasks=tasks,
@@ -380,7 +376,10 @@ class Engine:
         """Fire ``trigger`` (section D). Creates the session if needed."""
         self._check_name(trigger, "trigger")
         payload = self._payload(kwargs, "kwargs")
-        return await self._transition("fire", uid, trigger, payload, idempotency=idempotency)
+        return await self._transition(
+            "fire", uid, trigger, payload, self.limits.max_instances,
+            self.limits.max_open_instances, idempotency=idempotency,
+        )  # fmt: skip
 
     async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).
@@ -485,6 +484,7 @@ class Engine:
         return await self._transition(
             "retry", uid, name, self._check_token(token), _json(cooldown), replacement, meta,
             str(cause_type), str(cause_info), context, self._check_level(log_level),
+            self.limits.max_instances,
         )  # fmt: skip
 
     async def replay(
@@ -499,7 +499,9 @@ class Engine:
         ``kwargs`` None keeps the parent's; a map (even {}) replaces them whole."""
         self._check_instance(name)
         replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
-        return await self._transition("replay", uid, name, replacement, idempotency=idempotency)
+        return await self._transition(
+            "replay", uid, name, replacement, self.limits.max_instances, idempotency=idempotency
+        )
 
     async def skip(
         self,
@@ -645,63 +647,125 @@ class Engine:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def snapshot(self, uid: str) -> SessionSnapshot:
-        meta_flat, tasks_flat, inst_flat, latest_flat = await self._run("readSession", uid)
-        meta = dict(_pairs(meta_flat))
-        webhooks = meta.get("webhooks")
-        return SessionSnapshot(
-            uid=uid,
-            tasks={name: TaskConfig.model_validate_json(raw) for name, raw in _pairs(tasks_flat)},
-            instances={
-                name: decode_instance(name, raw)
-                for name, raw in sorted(_pairs(inst_flat), key=lambda p: _instance_order(p[0]))
-            },
-            latestKwargs={key: orjson.loads(raw) for key, raw in _pairs(latest_flat)},
-            finalized=meta.get("finalized") == "1",
-            finalizedAt=int(meta["finalizedAt"]) if "finalizedAt" in meta else None,
-            created=int(meta["created"]),
-            updated=int(meta["updated"]),
-            version=int(meta["version"]),
-            sessionId=meta.get("sid"),
-            webhooks=_SUBSCRIPTIONS.validate_json(webhooks) if webhooks else None,
-        )
+    async def snapshot(self, uid: str, *, max_instances: int | None = None) -> SessionSnapshot:
+        """The session's state. ``max_instances``: include at most that many instances (the
+        first page of the listing; ``instancesNext`` continues it), so that one request
+        decodes a bounded amount; None: all of them, read page by page."""
+        keys = self._keys(uid, None)
+        head = await self.reader.head(uid, self._run)
+        latest = head.latest
+        if latest is None:
+            latest = await self.reader.scan_hash(keys[KEY_NAMES.index("latest")])
+        following: str | None = None
+        if max_instances is not None and head.instance_count > max_instances:
+            page = await self.reader.page_of(
+                uid, status=None, task=None, cursor=None, limit=max_instances
+            )
+            records, following = page.records, page.next
+        elif head.instances is not None:
+            records = list(head.instances.items())
+        else:
+            records = list((await self.reader.scan_hash(keys[KEY_NAMES.index("inst")])).items())
 
-    async def instances(
-        self, uid: str, *, status: str | None = None, task: str | None = None
-    ) -> list[Instance]:
-        """Instances filtered by status and/or task, sorted by task then number."""
+        def build() -> SessionSnapshot:
+            meta = head.meta
+            webhooks = meta.get("webhooks")
+            return SessionSnapshot(
+                uid=uid,
+                tasks={name: TaskConfig.model_validate_json(raw) for name, raw in head.tasks},
+                instances={
+                    name: decode_instance(name, raw)
+                    for name, raw in sorted(records, key=lambda p: _instance_order(p[0]))
+                },
+                latestKwargs={key: orjson.loads(raw) for key, raw in latest.items()},
+                finalized=meta.get("finalized") == "1",
+                finalizedAt=int(meta["finalizedAt"]) if "finalizedAt" in meta else None,
+                created=int(meta["created"]),
+                updated=int(meta["updated"]),
+                version=int(meta["version"]),
+                sessionId=meta.get("sid"),
+                webhooks=_SUBSCRIPTIONS.validate_json(webhooks) if webhooks else None,
+                instanceCount=head.instance_count,
+                instancesNext=following,
+            )
+
+        return await off_loop(len(records) + len(latest), build)
+
+    def _check_filters(self, status: str | None, task: str | None) -> None:
         if status is not None and status not in STATUSES:
             raise InvalidError(f"status: one of {', '.join(STATUSES)} expected")
         if task is not None:
             self._check_name(task, "task")
-        flat = await self._run("readInstances", uid, status or "", task or "")
-        return sorted((decode_instance(n, raw) for n, raw in _pairs(flat)), key=_sort_key)
+
+    async def instances(
+        self, uid: str, *, status: str | None = None, task: str | None = None
+    ) -> list[Instance]:
+        """Every instance matching the filters, sorted by task then number (read page by
+        page; for big sessions prefer instances_page)."""
+        self._check_filters(status, task)
+        self._keys(uid, None)
+        records = await self.reader.every_instance(uid, status, task)
+        return await off_loop(len(records), lambda: _decoded(records, status))
+
+    async def instances_page(
+        self,
+        uid: str,
+        *,
+        status: str | None = None,
+        task: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[Instance], str | None]:
+        """One page of instances and the cursor of the next (None: this was the last). Without
+        ``status``: by task name, then number. With it, pages follow the status index: by task
+        name, then instance name as text (t#10 before t#2); a listing that fits in one page is
+        sorted by task then number."""
+        self._check_filters(status, task)
+        self._keys(uid, None)
+        page_max = self.reader.page
+        if limit is None:
+            limit = page_max
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= self.reader.page
+        ):
+            raise InvalidError(f"limit: a whole number from 1 to {page_max} expected")
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidError("cursor: the next cursor of a previous page expected")
+        page: Page = await self.reader.page_of(
+            uid, status=status, task=task, cursor=cursor, limit=limit
+        )
+        one_page = cursor is None and page.next is None  # sorted as a whole, as always
+        instances = await off_loop(
+            len(page.records), lambda: _decoded(page.records, status, sort=one_page)
+        )
+        return instances, page.next
 
     async def instance(self, uid: str, name: str) -> Instance:
         self._check_instance(name)
-        flat = await self._run("readInstances", uid, "", "", name)
-        if not flat:
+        keys = self._keys(uid, None)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(keys[KEY_NAMES.index("meta")])
+        pipe.hget(keys[KEY_NAMES.index("inst")], name)
+        exists, raw = await pipe.execute()
+        if not exists:
+            raise NotFoundError("session does not exist")
+        if raw is None:
             raise NotFoundError(f"instance {name} does not exist")
-        return decode_instance(flat[0], flat[1])
+        return decode_instance(name, raw)
 
-    async def unresolved(self, uid: str) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
-        """K2 and K1 in one consistent read, each with what it is still waiting for."""
-        data = orjson.loads(await self._run("readUnresolved", uid))
-        tasks = [
-            UnresolvedTask(
-                name=name, config=TaskConfig.model_validate_json(raw), waitingFor=waiting
-            )
-            for name, raw, waiting in _as_list(data["tasks"])
-        ]
-        instances = [
-            UnresolvedInstance(**decode_instance(name, raw).model_dump(), waitingFor=waiting)
-            for name, raw, waiting in _as_list(data["instances"])
-        ]
-        instances.sort(key=_sort_key)
-        return tasks, instances
+    async def unresolved(
+        self, uid: str, *, full: bool = True
+    ) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
+        """K2 and K1, each with what it is still waiting for (reader.py: read in pages).
+        ``full`` False: the instances carry only name, task, status and waitingFor (what the
+        unresolved-tasks view needs; decoding every record is most of a big read's cost)."""
+        self._keys(uid, None)
+        return await self.reader.unresolved(uid, full=full)
 
     async def unresolved_tasks(self, uid: str) -> list[UnresolvedTask]:
-        return (await self.unresolved(uid))[0]
+        return (await self.unresolved(uid, full=False))[0]
 
     async def unresolved_instances(self, uid: str) -> list[UnresolvedInstance]:
         return (await self.unresolved(uid))[1]
@@ -722,9 +786,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _decoded(
+    records: list[tuple[str, str]], status: str | None, *, sort: bool = True
+) -> list[Instance]:
+    """Decoded (``sort``: by task then number); records whose status changed between the index
+    read and the record read are left out of a status listing."""
+    instances = (decode_instance(name, raw) for name, raw in records)
+    kept = [i for i in instances if status is None or i.status == status]
+    return sorted(kept, key=_sort_key) if sort else kept
+
+
 def _instance_order(name: str) -> tuple[str, int]:
     task, _, number = name.rpartition("#")
     return task, int(number)
 
 
-__all__ = ["RESOLVED_STATUSES", "Engine", "decode_instance"]
+__all__ = ["RESOLVED_STATUSES", "Engine", "decode_instance", "iso_time"]

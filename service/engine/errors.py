@@ -37,6 +37,13 @@ class InvalidError(EngineError):
     kind = "INVALID"
 
 
+class LimitError(InvalidError):
+    """Input over one of the documented limits (TRIGGERS_MAX_...), refused before any write so
+    that no request can hold Redis for long (HTTP 422, problem type limit-exceeded)."""
+
+    kind = "LIMIT"
+
+
 class IdempotencyMismatchError(EngineError):
     """The Idempotency-Key was already used with another request (HTTP 422)."""
 
@@ -44,7 +51,8 @@ class IdempotencyMismatchError(EngineError):
 
 
 _KINDS: dict[str, type[EngineError]] = {
-    cls.kind: cls for cls in (NotFoundError, ConflictError, InvalidError, IdempotencyMismatchError)
+    cls.kind: cls
+    for cls in (NotFoundError, ConflictError, InvalidError, LimitError, IdempotencyMismatchError)
 }
 
 

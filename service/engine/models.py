@@ -318,3 +318,9 @@ class SessionSnapshot(BaseModel):
     version: int
     sessionId: str | None = None
     webhooks: list[Subscription] | None = None
+    instanceCount: int = Field(default=0, description="Instances the session holds.")
+    instancesNext: str | None = Field(
+        default=None,
+        description="Set when `instances` holds only the first page: the cursor of the next "
+        "page of GET /sessions/{uid}/instances.",
+    )

@@ -39,8 +39,6 @@ SCRIPT_NAMES = (
     "peekInstance",
     "readConfig",
     "readSession",
-    "readInstances",
-    "readUnresolved",
     "sweepSession",
     "createDelivery",
     "beginAttempt",

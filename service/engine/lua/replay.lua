@@ -5,6 +5,8 @@ Keys: all session keys; writes inst, idx, counts, outbox, meta.
 ARGV[5] instance name
 ARGV[6] replacement kwargs: "" keeps the parent's; else cjson map trigger -> raw JSON, which
         replaces the parent's whole map ({} means no kwargs)
+ARGV[7] most instances the session may hold (TRIGGERS_MAX_INSTANCES; "0" or absent: no limit):
+        a replay whose clone would pass it is refused (LIMIT) before any write
 The parent becomes replayed; the clone (next number, abandon state copied, metadata = parent
 and depth only) is scheduled at once without can_run or can_abandon checks.
 Returns: the outcome, with replayed (parent) and clone (name). CONFLICT unless failed.
@@ -18,6 +20,9 @@ if rec.status ~= 'failed' then
   return fail_with('CONFLICT', 'instance ' .. name .. ' is ' .. rec.status
     .. '; only a failed instance can be replayed')
 end
+
+local too_many = instance_limit_error(1, tonumber(ARGV[7]) or 0)
+if too_many then return too_many end
 
 local outcome = new_outcome()
 touch()

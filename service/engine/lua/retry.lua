@@ -9,6 +9,8 @@ ARGV[9] metadata to write on the parent: cjson map key -> raw JSON (G3), may be 
 ARGV[10] cause exceptionType ("" for none), ARGV[11] exceptionInfo, ARGV[12] exceptionContext
         (raw JSON object text)
 ARGV[13] log level
+ARGV[14] most instances the session may hold (TRIGGERS_MAX_INSTANCES; "0" or absent: no limit):
+        a retry whose clone would pass it is refused (LIMIT) before any write
 Budget (G2): depth >= the task's maxRetries -> failed, exceptionType
 "triggers.MaxRetriesExceeded", exceptionContext.replay_metadata = what would have been written.
 Otherwise (G3) the parent ends replayed (failed metadata + cooldown kept on it) and its clone
@@ -34,6 +36,11 @@ if ARGV[10] ~= '' then
   metadata.exceptionType = cjson.encode(ARGV[10])
   metadata.exceptionInfo = cjson.encode(ARGV[11])
   metadata.exceptionContext = ARGV[12]
+end
+
+if depth < max_retries then
+  local too_many = instance_limit_error(1, tonumber(ARGV[14]) or 0)
+  if too_many then return too_many end
 end
 
 local outcome = new_outcome()

@@ -44,7 +44,7 @@ User payloads (kwargs, results, metadata values) stay raw JSON text: Lua's cjson
 into {} and round numbers to 14 digits, so Lua never decodes them. Python decodes on read.
 
 Errors are returned with redis.error_reply("<KIND> <message>") before any write, so a refused
-change leaves nothing behind. KIND is NOT_FOUND, CONFLICT or INVALID (see errors.py).
+change leaves nothing behind. KIND is NOT_FOUND, CONFLICT, INVALID or LIMIT (see errors.py).
 ]=]
 
 pcall(redis.replicate_commands) -- Redis < 7 needs it before TIME followed by writes.
@@ -72,6 +72,19 @@ local function fail_with(kind, message)
   return redis.error_reply(kind .. ' ' .. message)
 end
 
+
+-- HMGET of any number of fields: Lua's unpack() fails past about 8,000 values ("too many
+-- results to unpack"), so fields go CHUNK at a time. Missing fields are false, as HMGET says.
+local CHUNK = 1000
+local function hmget_all(key, fields)
+  local out = {}
+  for first = 1, #fields, CHUNK do
+    local last = math.min(first + CHUNK - 1, #fields)
+    local values = redis.call('HMGET', key, unpack(fields, first, last))
+    for i = 1, last - first + 1 do out[first + i - 1] = values[i] end
+  end
+  return out
+end
 
 local function contains(list, value)
   for _, item in ipairs(list) do
@@ -333,7 +346,7 @@ local function prefill(rec, def, trigger)
     if t ~= trigger then others[#others + 1] = t end
   end
   if #others > 0 then
-    local values = redis.call('HMGET', K.latest, unpack(others))
+    local values = hmget_all(K.latest, others)
     for i, t in ipairs(others) do
       if values[i] then rec.kwargs[t] = values[i] end
     end
@@ -350,7 +363,7 @@ local function relevant_tasks(trigger)
   local raw = redis.call('HGET', K.trig, trigger)
   if not raw then return {} end
   local names = cjson.decode(raw)
-  local defs = redis.call('HMGET', K.defs, unpack(names))
+  local defs = hmget_all(K.defs, names)
   local tasks = {}
   for i, name in ipairs(names) do
     if defs[i] then tasks[#tasks + 1] = {name = name, def = cjson.decode(defs[i])} end
@@ -393,9 +406,11 @@ local function fire_into_task(task, def, trigger, kwargs, record)
   end
 end
 
-local function fire(trigger, kwargs, outcome)
+-- `tasks`: relevant_tasks(trigger) when the caller already read them (fire.lua does, to check
+-- the instance limit first).
+local function fire(trigger, kwargs, outcome, tasks)
   local record = {trigger = trigger, scheduled = {}, abandoned = {}}
-  for _, task in ipairs(relevant_tasks(trigger)) do
+  for _, task in ipairs(tasks or relevant_tasks(trigger)) do
     fire_into_task(task.name, task.def, trigger, kwargs, record)
   end
   redis.call('HSET', K.latest, trigger, kwargs) -- D9
@@ -406,6 +421,40 @@ local function fire(trigger, kwargs, outcome)
   end
   outcome.fires[#outcome.fires + 1] = record
   return record
+end
+
+-- LIMIT refusal (before any write) when `adding` more instances would take the session past
+-- `max_instances` (TRIGGERS_MAX_INSTANCES; 0: no limit). HLEN is O(1): no counter to keep.
+local function instance_limit_error(adding, max_instances)
+  if max_instances <= 0 or adding <= 0 then return nil end
+  local held = redis.call('HLEN', K.inst)
+  if held + adding <= max_instances then return nil end
+  return fail_with('LIMIT', 'instances: the session holds ' .. held .. ' instances and this '
+    .. 'would add ' .. adding .. ', more than TRIGGERS_MAX_INSTANCES (' .. max_instances .. ')')
+end
+
+-- LIMIT refusal (before any write) when `adding` more unstarted instances would take the
+-- session past `max_open` (TRIGGERS_MAX_OPEN_INSTANCES; 0: no limit). A fire visits every
+-- unstarted instance of the tasks it concerns, so this bounds its cost. ZLEXCOUNT: O(log n).
+local function open_limit_error(adding, max_open)
+  if max_open <= 0 or adding <= 0 then return nil end
+  local open = redis.call('ZLEXCOUNT', K.idx, '[unstarted:', '[unstarted:\255')
+  if open + adding <= max_open then return nil end
+  return fail_with('LIMIT', 'instances: the session holds ' .. open .. ' unstarted instances '
+    .. 'and this would add up to ' .. adding .. ', more than TRIGGERS_MAX_OPEN_INSTANCES ('
+    .. max_open .. ')')
+end
+
+-- How many instances a fire of `trigger` into `tasks` (relevant_tasks) may create: one per task
+-- with no instance yet or repeated by this trigger (andEvery), an upper bound read in O(tasks).
+local function instances_a_fire_may_create(trigger, tasks)
+  local count = 0
+  for _, task in ipairs(tasks) do
+    if trigger == task.def.every or redis.call('HEXISTS', K.counts, task.name) == 0 then
+      count = count + 1
+    end
+  end
+  return count
 end
 
 -- L1, atomically: every unresolved task (K2) waits for sessionFinalized -> fire it, once.
