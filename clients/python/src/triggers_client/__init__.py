@@ -47,7 +47,7 @@ from triggers_client.models import (
     UnresolvedTask,
     WebhookEvent,
 )
-from triggers_client.webhooks import verify_webhook
+from triggers_client.webhooks import verify_signature, verify_webhook
 
 __all__ = [
     "NO_RETRIES",
@@ -86,5 +86,6 @@ __all__ = [
     "ValidationFailed",
     "WaitTimeout",
     "WebhookEvent",
+    "verify_signature",
     "verify_webhook",
 ]

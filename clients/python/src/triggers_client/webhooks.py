@@ -22,22 +22,34 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
 
-def verify_webhook(
+def verify_signature(
     headers: Mapping[str, str], body: bytes | str, secret: str | None = None
-) -> WebhookEvent:
-    """The delivery's event once its signature verifies, else InvalidWebhook.
+) -> Any:
+    """The JSON body once its Standard Webhooks signature verifies, else InvalidWebhook: for
+    HTTP task endpoints (signed like webhooks, with a task's body) and webhooks alike.
 
     ``secret`` left out: TRIGGERS_WEBHOOK_SECRET. ``body`` must be the raw bytes received
     (re-serialized JSON would not verify)."""
     secret = secret or os.environ.get("TRIGGERS_WEBHOOK_SECRET")
     if not secret:
         raise InvalidWebhook("no secret: pass one or set TRIGGERS_WEBHOOK_SECRET")
-    text = body.decode() if isinstance(body, bytes) else body
+    try:
+        text = body.decode() if isinstance(body, bytes) else body
+    except UnicodeDecodeError as error:
+        raise InvalidWebhook("the body is not UTF-8") from error
     lowered = {key.lower(): value for key, value in headers.items()}
     try:
-        payload = Webhook(secret).verify(text, lowered)
+        return Webhook(secret).verify(text, lowered)
     except WebhookVerificationError as error:
         raise InvalidWebhook(str(error)) from error
+
+
+def verify_webhook(
+    headers: Mapping[str, str], body: bytes | str, secret: str | None = None
+) -> WebhookEvent:
+    """The delivery's event (``type``, ``session``, ``timestamp``, ``data``) once its signature
+    verifies, else InvalidWebhook (see verify_signature)."""
+    payload = verify_signature(headers, body, secret)
     try:
         return WebhookEvent.model_validate(payload)
     except ValidationError as error:
