@@ -290,16 +290,17 @@ class TaskEndpoint(_Server):
         self._add(path, fn, times)
 
     def _add(self, path: str, fn: Handler, times: int | None) -> None:
+        """Answers for n calls queue up in order, before the standing answer, which a later
+        standing answer replaces."""
         with self.lock:
             queue = self.routes.setdefault(path, [])
+            once = [h for h in queue if getattr(h, "_once", False)]
+            standing = [h for h in queue if not getattr(h, "_once", False)]
             if times is None:
-                queue.append(fn)
+                standing = [fn]
             else:
-                insert_at = len([h for h in queue if getattr(h, "_once", False)])
-                for _ in range(times):
-                    once = _once(fn)
-                    queue.insert(insert_at, once)
-                    insert_at += 1
+                once.extend(_once(fn) for _ in range(times))
+            self.routes[path] = once + standing
 
     def handle(self, request: Request) -> Answer:
         path = request.path.split("?", 1)[0]
