@@ -63,7 +63,8 @@ export class TriggersClient {
   }
 
   /** Sends a call; idempotent ones (GET, PUT, DELETE, or with an Idempotency-Key reused on
-   * every attempt) are retried on network errors, 429 and 503, honouring Retry-After. */
+   * every attempt) are retried on network errors, 429 and 503 (honouring Retry-After) and
+   * while the same key is still in flight. */
   async #call(method, path, { body, query, idempotencyKey } = {}) {
     const headers = { accept: "application/json" };
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
@@ -87,11 +88,14 @@ export class TriggersClient {
         await sleep(Math.random() * Math.min(8000, this.backoffMs * 2 ** attempt));
         continue;
       }
-      if (!last && RETRY_STATUSES.has(response.status)) {
+      const text = await response.text();
+      // 409 idempotency-in-flight: our own earlier attempt still holds the Idempotency-Key.
+      const again = RETRY_STATUSES.has(response.status) ||
+        (response.status === 409 && text.includes("idempotency-in-flight"));
+      if (!last && again) {
         await sleep(retryAfterMs(response) ?? Math.random() * Math.min(8000, this.backoffMs * 2 ** attempt));
         continue;
       }
-      const text = await response.text();
       if (response.status >= 400) {
         let problem;
         try { problem = JSON.parse(text); } catch { problem = { title: response.statusText, detail: text }; }

@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:http";
 import { TriggersClient, ProblemError, verifyWebhook } from "../src/index.js";
 import { startService, startServer, waitUntil, repository } from "./support.js";
 
@@ -77,4 +78,35 @@ test("the committed types are generated from the committed openapi.json", () => 
   execFileSync(cli, [join(repository, "openapi.json"), "--default-non-nullable", "false", "--output", out], { stdio: "ignore" });
   const committed = readFileSync(join(repository, "clients", "typescript", "src", "schema.d.ts"), "utf8");
   assert.equal(readFileSync(out, "utf8"), committed, "run `npm run generate` in clients/typescript");
+});
+
+test("a fire whose answer is lost is retried with the same Idempotency-Key and recorded once", async () => {
+  // A loopback proxy that forwards every request but answers the first with 503 (Retry-After: 0).
+  const keys = [];
+  const proxy = createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk) => (body += chunk));
+    req.on("end", async () => {
+      keys.push(req.headers["idempotency-key"]);
+      const answer = await fetch(service.url + req.url, {
+        method: req.method, body: body || undefined, headers: { "content-type": "application/json", "idempotency-key": req.headers["idempotency-key"] ?? "" },
+      });
+      const text = await answer.text();
+      if (keys.length === 1) { res.writeHead(503, { "retry-after": "0" }); return res.end(); }
+      res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json" });
+      res.end(text);
+    });
+  });
+  await new Promise((done) => proxy.listen(0, "127.0.0.1", done));
+  try {
+    await client.configure("i", { tasks: { t: { after: [], andEvery: "page", run: "ext", using: "external" } } });
+    const viaProxy = new TriggersClient({ baseUrl: `http://127.0.0.1:${proxy.address().port}`, namespace: client.namespace });
+    const fired = await viaProxy.fire("i", "page", { n: 1 });
+    assert.equal(keys.length, 2);
+    assert.ok(keys[0] && keys[0] === keys[1]);
+    assert.deepEqual(fired.scheduled, ["t#0"]);
+    assert.deepEqual(Object.keys((await client.session("i")).instances), ["t#0"]);
+  } finally {
+    await new Promise((done) => proxy.close(done));
+  }
 });
