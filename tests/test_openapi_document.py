@@ -1,8 +1,8 @@
 """The committed openapi.json is the app's document (clients are generated from it), and the
 document is complete: every schema has an example, every error answer names its problem types.
 
-When the first test fails, the API changed: run ``scripts/openapi`` and commit openapi.json
-(and regenerate the TypeScript types: ``npm run generate`` in clients/typescript).
+When the first test fails, the API changed: run ``scripts/openapi`` and commit openapi.json and
+clients/typescript/src/schema.d.ts (it rewrites both).
 """
 
 from __future__ import annotations
