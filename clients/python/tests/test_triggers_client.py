@@ -17,6 +17,7 @@ from triggers_client import (
     AsyncClient,
     Client,
     Config,
+    Delivery,
     FireResult,
     Instance,
     InvalidWebhook,
@@ -146,6 +147,12 @@ def test_webhook_signed_and_verified(
     assert verify_webhook(delivery.headers, delivery.body, secret) == event
     with pytest.raises(InvalidWebhook):
         verify_webhook(delivery.headers, delivery.body.replace(b"}", b" }", 1), secret)
+
+    webhook_id = delivery.headers["webhook-id"]
+    recorded = triggers.deliveries("w")
+    assert [d.id for d in recorded] == [webhook_id] and recorded[0].type == "sessionFinalized"
+    triggers.redeliver("w", webhook_id)
+    webhook_receiver.wait_for(lambda r: r.headers["webhook-id"] == webhook_id, count=2)
 
 
 def test_fastapi_dependency_parses_a_real_delivery(
@@ -283,7 +290,7 @@ def test_models_and_problem_classes_match_openapi() -> None:
     schemas = document["components"]["schemas"]
     mirrors = {
         Config: "ConfigBody", FireResult: "FireAnswer", Instance: "Instance",
-        Session: "SessionAnswer", UnresolvedTask: "UnresolvedTaskView",
+        Session: "SessionAnswer", UnresolvedTask: "UnresolvedTaskView", Delivery: "Delivery",
         UnresolvedInstance: "UnresolvedInstanceView", ReplayResult: "ReplayAnswer",
     }  # fmt: skip
     for model, name in mirrors.items():

@@ -35,7 +35,9 @@ from triggers_client.errors import (
     WaitTimeout,
 )
 from triggers_client.models import (
+    Attempt,
     Config,
+    Delivery,
     Event,
     FireResult,
     Instance,
@@ -54,9 +56,11 @@ __all__ = [
     "PROBLEM_CLASSES",
     "UNSET",
     "AsyncClient",
+    "Attempt",
     "Client",
     "Config",
     "Conflict",
+    "Delivery",
     "Event",
     "FieldError",
     "FireResult",

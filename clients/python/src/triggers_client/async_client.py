@@ -19,6 +19,7 @@ from triggers_client.errors import TriggersConnectionError, WaitTimeout
 from triggers_client.events import EventTracker
 from triggers_client.models import (
     Config,
+    Delivery,
     Event,
     FireResult,
     Instance,
@@ -175,6 +176,16 @@ class AsyncClient:
 
     async def delete(self, uid: str) -> None:
         await self._send(self.calls.delete(uid))
+
+    async def deliveries(self, uid: str) -> list[Delivery]:
+        """Every webhook delivery of the session, with every attempt."""
+        return await self._send(self.calls.deliveries(uid))
+
+    async def redeliver(
+        self, uid: str, delivery_id: str, *, idempotency_key: str | None = None
+    ) -> None:
+        """Deliver again (same webhook-id), whatever happened before."""
+        await self._send(self.calls.redeliver(uid, delivery_id, idempotency_key))
 
     async def events(
         self, uid: str, *, poll_interval: float = 0.5, timeout: float | None = None

@@ -10,6 +10,7 @@ from pydantic import BaseModel, TypeAdapter
 from triggers_client._core import Call, dump, new_key, segment
 from triggers_client.models import (
     Config,
+    Delivery,
     FireResult,
     Instance,
     ReplayResult,
@@ -23,6 +24,7 @@ UNSET: Any = object()
 
 _TASKS = TypeAdapter(list[UnresolvedTask])
 _INSTANCES = TypeAdapter(list[UnresolvedInstance])
+_DELIVERIES = TypeAdapter(list[Delivery])
 
 
 class InstancePage(BaseModel):
@@ -130,3 +132,13 @@ class Calls:
 
     def delete(self, uid: str) -> Call[None]:
         return Call("DELETE", self._session(uid), lambda _: None)
+
+    def deliveries(self, uid: str) -> Call[list[Delivery]]:
+        return Call(
+            "GET", self._session(uid) + "/webhooks/deliveries",
+            lambda answer: _DELIVERIES.validate_python(answer["deliveries"]),
+        )  # fmt: skip
+
+    def redeliver(self, uid: str, delivery_id: str, key: str | None) -> Call[None]:
+        path = f"{self._session(uid)}/webhooks/deliveries/{segment(delivery_id)}/redeliver"
+        return Call("POST", path, lambda _: None, idempotency_key=key or new_key())

@@ -18,6 +18,7 @@ from triggers_client.errors import TriggersConnectionError, WaitTimeout
 from triggers_client.events import EventTracker
 from triggers_client.models import (
     Config,
+    Delivery,
     Event,
     FireResult,
     Instance,
@@ -173,6 +174,14 @@ class Client:
 
     def delete(self, uid: str) -> None:
         self._send(self.calls.delete(uid))
+
+    def deliveries(self, uid: str) -> list[Delivery]:
+        """Every webhook delivery of the session, with every attempt."""
+        return self._send(self.calls.deliveries(uid))
+
+    def redeliver(self, uid: str, delivery_id: str, *, idempotency_key: str | None = None) -> None:
+        """Deliver again (same webhook-id), whatever happened before."""
+        self._send(self.calls.redeliver(uid, delivery_id, idempotency_key))
 
     def events(
         self, uid: str, *, poll_interval: float = 0.5, timeout: float | None = None

@@ -111,6 +111,26 @@ class ReplayResult(_Model):
     instance: str
 
 
+class Attempt(_Model):
+    at: int = Field(description="Epoch milliseconds.")
+    status: int | None = None
+    error: str | None = None
+    durationMs: int = 0
+
+
+class Delivery(_Model):
+    """One webhook delivery of a session, with every attempt (``state``: pending, delivered,
+    failed, ...); ``body`` is the JSON text sent."""
+
+    id: str
+    url: str
+    type: str
+    body: str
+    created: int
+    state: str = "pending"
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
 class Event(_Model):
     """One change of a session, as ``events()`` yields it: ``event`` is the kind (``fired``,
     ``instanceScheduled``, ``instanceFinished``, ..., ``finalized``), ``data`` its details."""
