@@ -13,13 +13,20 @@ ensure_venv() {
     if [ ! -x .venv/bin/python ]; then
         "${PYTHON:-python3}" -m venv .venv
     fi
-    want="$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest())')"
+    # The dev install also brings the Python client (clients/python, its own package), whose
+    # tests and pytest plugin the suite runs: its pyproject.toml counts in the stamp too.
+    local extra_args=() hashed="pyproject.toml"
+    if [[ ",$extras," == *",dev,"* ]] && [ -f clients/python/pyproject.toml ]; then
+        extra_args=(-e clients/python)
+        hashed="pyproject.toml clients/python/pyproject.toml"
+    fi
+    want="$(.venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' $hashed)"
     have="$(cat "$stamp" 2>/dev/null || true)"
     # Installed with the same pyproject.toml, and with these extras (or any, when none needed).
     if [ "$have" = "$want $extras" ] || { [ -z "$extras" ] && [ "${have%% *}" = "$want" ]; }; then
         return 0
     fi
     echo "installing the project into .venv (first run, or pyproject.toml changed)" >&2
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" "${extra_args[@]}"
     echo "$want $extras" > "$stamp"
 }

@@ -1,0 +1,31 @@
+"""The super-session example's HTTP tasks in Python."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
+from tasks_server import serve
+
+
+def store_page(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    page = payload["kwargs"]["pageSubmitted"]
+    return 200, {"stored": page["page"], "session": payload["session"]}
+
+
+def compare(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    flora = payload["kwargs"]["flora_page3"]["responses"]
+    fauna = payload["kwargs"]["fauna_page6"]["responses"]
+    differences = sorted(q for q in flora.keys() & fauna.keys() if flora[q] != fauna[q])
+    return 200, {"same": not differences, "differences": differences}
+
+
+def decide(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    compared = payload["kwargs"]["applicantCompared"]
+    return 200, {"decision": "accept" if compared["same"] else "review", "by": "python"}
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), {"/store-page": store_page, "/compare": compare, "/decide": decide})
