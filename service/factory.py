@@ -28,4 +28,5 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
         session_ttl=settings.session_ttl or 0,
         lease_ms=int(settings.lease_seconds * 1000),
         sweep_grace_ms=int(settings.sweep_grace * 1000),
+        event_log_cap=settings.event_log_max,
     )

@@ -174,6 +174,20 @@ class Settings(BaseSettings):
         description="Testing only: after-commit-before-enqueue makes the API process exit "
         "between a committed change and its enqueue.",
     )
+    event_log_max: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Entries kept in each session's event log (about: trimmed with MAXLEN ~; "
+        "one entry per change); 0 turns the log off.",
+    )
+    events_heartbeat: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Seconds between heartbeat comments on an idle event stream (SSE).",
+    )
+    ui: bool = Field(default=True, description="Serve the inspector page at /ui/.")
     key_prefix: str = Field(
         default="trg",
         pattern=r"^[A-Za-z0-9_\-.:]{1,50}$",

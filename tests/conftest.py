@@ -140,3 +140,11 @@ def api_url(redis_url: str) -> Iterator[str]:
 async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
         yield client
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Says where the browser tests left their screenshots (CI prints this line)."""
+    from tests.test_ui_browser import SCREENSHOTS
+
+    if SCREENSHOTS.is_dir() and any(SCREENSHOTS.iterdir()):
+        terminalreporter.write_line(f"inspector screenshots: {SCREENSHOTS.resolve()}")

@@ -8,6 +8,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+GATED = ("/sessions", "/auth/key")
+"""Paths outside /sessions/ that the gate checks too (gate.GATED_PATHS)."""
+
+
+def _gated(path: str) -> bool:
+    return path.startswith("/sessions/") or path in GATED
 
 
 def _security(openapi: dict[str, Any]) -> None:
@@ -19,7 +25,7 @@ def _security(openapi: dict[str, Any]) -> None:
         "description": "An API key listed (hashed) in TRIGGERS_API_KEYS.",
     }
     for path, operations in openapi.get("paths", {}).items():
-        if path.startswith("/sessions/"):
+        if _gated(path):
             for operation in operations.values():
                 operation["security"] = [{"bearer": []}]
 
@@ -27,7 +33,7 @@ def _security(openapi: dict[str, Any]) -> None:
 def _problem_media_type(openapi: dict[str, Any]) -> None:
     """Error answers are application/problem+json (RFC 9457), never application/json."""
     for path, operations in openapi.get("paths", {}).items():
-        if not path.startswith("/sessions/"):
+        if not _gated(path):
             continue  # /readyz answers its 503 as a Health document
         for operation in operations.values():
             for status, response in operation.get("responses", {}).items():

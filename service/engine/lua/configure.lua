@@ -110,6 +110,7 @@ if webhooks ~= '' then
 elseif mode == 'replace' then
   redis.call('HDEL', K.meta, 'webhooks')
 end
+log_event('configured', {mode = mode})
 apply_ttl()
 
 return answer(config_reply())

@@ -10,8 +10,8 @@ NOT_FOUND for an unknown session.
 if not session_exists() then return fail_with('NOT_FOUND', 'session does not exist') end
 local status, task = ARGV[5], ARGV[6]
 local names = {}
-if #ARGV >= 7 then
-  for i = 7, #ARGV do names[#names + 1] = ARGV[i] end
+if NARGV >= 7 then
+  for i = 7, NARGV do names[#names + 1] = ARGV[i] end
 elseif status ~= '' then
   local prefix = '[' .. status .. ':' .. task
   if task ~= '' then prefix = prefix .. '#' end
