@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +22,9 @@ from service.engine import Engine
 from service.engine.events import EventLog
 from service.engine.index import SessionIndex
 from service.engine.keys import events_key
+from service.redis_server import free_port
 from tests.conftest import LiveServer, api_settings, engine_on, unique_prefix
+from tests.test_serve import start_serve
 
 TASKS = {"t_a": {"after": ["go"], "run": "app.a"}, "t_b": {"after": ["t_a"], "run": "app.b"}}
 
@@ -236,3 +241,64 @@ async def test_namespaces_and_scopes_apply(
     async with httpx.AsyncClient(base_url=keyed_server.url, timeout=30) as anonymous:
         assert (await anonymous.get("/sessions")).status_code == 401
         assert (await anonymous.get(f"/sessions/ro:{tag}/events")).status_code == 401
+
+
+async def test_follower_wakes_on_a_new_entry(any_engine: Engine) -> None:
+    """The live part: XREAD BLOCK on a dedicated connection (on a cluster: the slot's node)."""
+    engine, uid = any_engine, new_uid()
+    await engine.fire(uid, "first")
+    log = EventLog(engine.client, engine.prefix)
+    last = (await log.page(uid, None, 10)).last
+    assert last is not None
+    follower = log.follower(uid)
+    try:
+        waiting = asyncio.create_task(follower.wait(last, 20_000))
+        await asyncio.sleep(0.2)
+        await engine.fire(uid, "second")
+        entries = await asyncio.wait_for(waiting, 30)
+    finally:
+        await follower.aclose()
+    assert [json.loads(fields["e"])[0]["trigger"] for _, fields in entries] == ["second"]
+
+
+README_FOLLOW = next(
+    line
+    for line in (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+    if "/events" in line and "finalized" in line and line.startswith("curl")
+)
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_curl_follows_a_session_until_finalized(api_url: str) -> None:
+    uid = new_uid("applicant")
+    command = README_FOLLOW.replace("localhost:8000", api_url).replace("applicant:123", uid)
+    follower = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, text=True)
+    try:
+        config = {"tasks": {"t_a": {"after": ["go"], "run": "x", "using": "external"}}}
+        with httpx.Client(base_url=api_url, timeout=30) as client:
+            assert client.put(f"/sessions/{uid}/config", json=config).status_code == 200
+            assert client.post(f"/sessions/{uid}/fire", json={"trigger": "go"}).status_code == 200
+            done = client.post(f"/sessions/{uid}/instances/t_a%230/status",
+                               json={"status": "finished"})  # fmt: skip
+            assert done.status_code == 200, done.text
+        output = follower.communicate(timeout=90)[0]
+    finally:
+        follower.kill()
+    assert "event: fired" in output and output.rstrip().endswith("event: finalized"), output
+
+
+@pytest.mark.timeout(120)
+def test_serve_ends_open_event_streams_when_it_stops(tmp_path: Path) -> None:
+    """uvicorn waits for open responses before it stops; a stream must end by itself."""
+    port = free_port()
+    process = start_serve(tmp_path, port)
+    uid = new_uid()
+    base = f"http://127.0.0.1:{port}"
+    with httpx.stream("GET", f"{base}/sessions/{uid}/events", headers=SSE, timeout=60) as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        rest = list(lines)  # ends when the server closes the stream
+    assert time.monotonic() - started < 30, rest
+    assert process.wait(timeout=60) == 0
