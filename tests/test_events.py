@@ -23,6 +23,9 @@ from service.engine.events import EventLog
 from service.engine.index import SessionIndex
 from service.engine.keys import events_key
 from service.redis_server import free_port
+from service.settings import Settings
+from service.webhooks.store import DeliveryStore
+from service.worker.runtime import WorkerRuntime
 from tests.conftest import LiveServer, api_settings, engine_on, unique_prefix
 from tests.test_serve import start_serve
 
@@ -302,3 +305,25 @@ def test_serve_ends_open_event_streams_when_it_stops(tmp_path: Path) -> None:
         rest = list(lines)  # ends when the server closes the stream
     assert time.monotonic() - started < 30, rest
     assert process.wait(timeout=60) == 0
+
+
+async def test_a_webhook_attempts_outcome_is_logged(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(
+        redis_url=redis_url, key_prefix=unique_prefix(), data_dir=str(tmp_path),
+        outbound_allow="127.0.0.1", manager="default",
+    )  # fmt: skip
+    runtime = WorkerRuntime(settings)
+    try:
+        uid = new_uid("wh")
+        await runtime.engine.configure(uid, {"tasks": {"t": {"after": ["go"], "run": "x"}}})
+        delivery_id = "msg_" + "b" * 32
+        store = DeliveryStore(runtime.engine)
+        url = "http://127.0.0.1:99999/hook"  # refused by the outbound policy: failed at once
+        assert await store.create(uid, delivery_id, url, "sessionFinalized", '{"type":"x"}')
+        await runtime.deliver(uid, delivery_id)
+        page = await EventLog(runtime.engine.client, runtime.engine.prefix).page(uid, None, 100)
+        [event] = [e for e in page.events if e["type"].startswith("webhook")]
+        assert event["type"] == "webhookFailed" and event["delivery"] == delivery_id
+        assert event["event"] == "sessionFinalized"
+    finally:
+        await runtime.aclose()
