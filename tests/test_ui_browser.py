@@ -23,6 +23,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from service.redis_server import free_port
+from tests.conftest import LiveServer, api_settings
 from tests.test_serve import start_serve, stop
 
 SCREENSHOTS = Path(
@@ -139,6 +140,14 @@ def test_list_and_session_page_with_live_updates(
     )
     expect(page.locator('#timeline li[data-type="fired"]')).not_to_have_count(0)
     assert time.monotonic() - started < 2  # the expectation above waited at most 1 s
+    page.fill("#fire-trigger", "withdrawn")
+    page.fill("#fire-kwargs", '{"reason": "moved"}')
+    page.click("#fire-button")
+    page.click("#dialog-ok")
+    fired = page.locator('#timeline li[data-type="fired"]').filter(has_text="trigger=withdrawn")
+    expect(fired).to_have_count(1)
+    latest = ops_api.get(f"/sessions/{uid}").json()["latestKwargs"]
+    assert latest["withdrawn"] == {"reason": "moved"}
     page.screenshot(path=str(SCREENSHOTS / "session.png"), full_page=True)
     assert console.errors == []
 
@@ -192,3 +201,18 @@ def test_read_only_key_sees_no_actions(
     expect(page.locator("#delete-button")).to_be_hidden()
     page.screenshot(path=str(SCREENSHOTS / "read-only-phone.png"), full_page=True)
     assert console.errors == []
+
+
+def test_the_page_is_served_with_a_strict_policy_or_not_at_all(redis_url: str) -> None:
+    with (
+        LiveServer(api_settings(redis_url)) as on,
+        LiveServer(api_settings(redis_url, ui=False)) as off,
+    ):
+        page = httpx.get(f"{on.url}/ui/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy
+        assert httpx.get(f"{on.url}/ui/app.js").status_code == 200
+        assert httpx.get(f"{on.url}/ui/nothing.js").status_code == 404
+        assert httpx.get(f"{off.url}/ui/").status_code == 404

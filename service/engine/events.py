@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service.engine.errors import InvalidError
@@ -106,34 +106,24 @@ class EventFollower:
 
     async def aclose(self) -> None:
         await self.connection.aclose()
+        await self.connection.connection_pool.disconnect()
 
 
 def _dedicated(client: RedisClient, key: str) -> Redis:
-    """A one-connection client to the node that serves ``key``, with the shared client's
-    connection settings (on a cluster: the primary of the key's slot)."""
+    """A one-connection client to the node that serves ``key`` (on a cluster: the primary of
+    the key's slot), made with the shared client's connection class and settings (TLS,
+    credentials, unix socket and all), without a socket timeout: a blocking read waits."""
+    connection_class: type[Any]
     if isinstance(client, RedisCluster):
         node = client.get_node_from_key(key)
         if node is None:
             raise RuntimeError(f"no cluster node serves {key}")
-        kwargs = dict(client.get_connection_kwargs())
-        kwargs.update(host=node.host, port=node.port)
-        return Redis(**_redis_kwargs(kwargs), single_connection_client=True)
-    kwargs = dict(client.connection_pool.connection_kwargs)
-    return Redis(**_redis_kwargs(kwargs), single_connection_client=True)
-
-
-_ALLOWED = (
-    "host", "port", "db", "username", "password", "ssl", "socket_timeout",
-    "socket_connect_timeout", "decode_responses", "path", "unix_socket_path",
-)  # fmt: skip
-
-
-def _redis_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    kept = {key: value for key, value in kwargs.items() if key in _ALLOWED[:-2]}
-    kept["decode_responses"] = True
-    kept["socket_timeout"] = None  # a blocking read waits longer than any socket timeout
-    if kwargs.get("path"):
-        kept["unix_socket_path"] = kwargs["path"]
-        kept.pop("host", None)
-        kept.pop("port", None)
-    return kept
+        connection_class, kwargs = node.connection_class, dict(node.connection_kwargs)
+    else:
+        pool = client.connection_pool
+        connection_class, kwargs = pool.connection_class, dict(pool.connection_kwargs)
+    for unwanted in ("event_dispatcher", "response_callbacks"):
+        kwargs.pop(unwanted, None)
+    kwargs.update(socket_timeout=None, decode_responses=True)
+    pool = ConnectionPool(connection_class=connection_class, max_connections=1, **kwargs)
+    return Redis(connection_pool=pool)
