@@ -95,9 +95,10 @@ class Console:
 
 
 def logged_in(
-    browser: Browser, server: str, secret: str, width: int = 1280
+    browser: Browser, server: str, secret: str, width: int = 1280, dark: bool = False
 ) -> tuple[Page, Console]:
-    page = browser.new_page(viewport={"width": width, "height": 800})
+    scheme = "dark" if dark else "light"
+    page = browser.new_page(viewport={"width": width, "height": 800}, color_scheme=scheme)
     console = Console(page)
     page.goto(f"{server}/ui/")
     page.fill("#login-key", secret)
@@ -126,6 +127,13 @@ def test_list_and_session_page_with_live_updates(
     page, console = logged_in(browser, server, OPS)
     expect(page.locator(f'#sessions tr[data-uid="{uid}"]')).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "list.png"), full_page=True)
+    page.fill("#filter-prefix", uid)
+    page.select_option("#filter-status", "finalized")
+    page.click("#filter button")
+    expect(page.locator(f'#sessions tr[data-uid="{uid}"]')).to_have_count(0)
+    page.select_option("#filter-status", "active")
+    page.click("#filter button")
+    expect(page.locator("#sessions tbody tr")).to_have_count(1)
 
     page.click(f'#sessions tr[data-uid="{uid}"] a')
     for task in CONFIG["tasks"]:
@@ -182,6 +190,10 @@ def test_replay_and_skip_buttons(browser: Browser, server: str, ops_api: httpx.C
     expect(operator.filter(has_text="action=replay")).to_have_count(1)
     expect(operator.filter(has_text="action=skip+cascade")).to_have_count(1)
     page.screenshot(path=str(SCREENSHOTS / "after-actions.png"), full_page=True)
+    page.click("#delete-button")
+    page.click("#dialog-ok")
+    expect(page.locator("#list")).to_be_visible()
+    assert ops_api.get(f"/sessions/{uid}").status_code == 404
     assert console.errors == []
 
 
@@ -191,7 +203,7 @@ def test_read_only_key_sees_no_actions(
     uid = new_session(ops_api)
     ops_api.post(f"/sessions/{uid}/fire", json={"trigger": "fauna_page6"})
     fail(ops_api, uid, "t_compare#0")
-    page, console = logged_in(browser, server, READER, width=390)
+    page, console = logged_in(browser, server, READER, width=390, dark=True)
     page.goto(f"{server}/ui/#/s/{uid}")
     expect(page.locator('#instances tr[data-instance="t_compare#0"]')).to_have_attribute(
         "data-status", "failed"
@@ -199,7 +211,7 @@ def test_read_only_key_sees_no_actions(
     expect(page.locator("#instances button")).to_have_count(0)
     expect(page.locator("#fire-form")).to_be_hidden()
     expect(page.locator("#delete-button")).to_be_hidden()
-    page.screenshot(path=str(SCREENSHOTS / "read-only-phone.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / "read-only-phone-dark.png"), full_page=True)
     assert console.errors == []
 
 
