@@ -327,3 +327,17 @@ async def test_a_webhook_attempts_outcome_is_logged(redis_url: str, tmp_path: Pa
         assert event["event"] == "sessionFinalized"
     finally:
         await runtime.aclose()
+
+
+async def test_index_drops_sessions_that_no_longer_exist(engine: Engine) -> None:
+    """An expired session's entry is left out, and removed once it is older than a minute
+    (a recent one may belong to a session whose first script is running right now)."""
+    index = SessionIndex(engine.client, engine.prefix)
+    tag = uuid.uuid4().hex[:6]
+    old_ms = int(time.time() * 1000) - 120_000
+    await engine.client.zadd(index.key, {f"gone:{tag}:old": old_ms})
+    await engine.client.zadd(index.key, {f"gone:{tag}:new": int(time.time() * 1000)})
+    page = await index.page(allowed=[], prefix=f"gone:{tag}:")
+    assert page.sessions == []
+    assert await engine.client.zscore(index.key, f"gone:{tag}:old") is None
+    assert await engine.client.zscore(index.key, f"gone:{tag}:new") is not None

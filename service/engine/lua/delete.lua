@@ -1,7 +1,7 @@
 --[=[
 delete: remove the session and everything in it. Keys: all session keys; the ten of the
-session, its webhook delivery records and its event log are deleted (Idempotency-Key records expire on their
-own).
+session, its webhook delivery records and its event log are deleted (Idempotency-Key records
+expire on their own).
 Returns "1" if the session existed, else "0".
 ]=]
 local replayed = replayed_answer()
