@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import time
@@ -23,12 +22,9 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from service.redis_server import free_port
-from tests.conftest import LiveServer, api_settings
+from tests.conftest import SCREENSHOTS, LiveServer, api_settings
 from tests.test_serve import start_serve, stop
 
-SCREENSHOTS = Path(
-    os.environ.get("TRIGGERS_UI_SCREENSHOTS", Path(__file__).parent.parent / ".triggers" / "ui")
-)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OPS, READER = "ops-" + uuid.uuid4().hex, "ro-" + uuid.uuid4().hex
 CONFIG = {
