@@ -143,6 +143,21 @@ def refused(command: str, settings: Settings) -> bool:
     return False
 
 
+def closing_server(config: Any) -> Any:
+    """A uvicorn server that ends the app's open event streams when it begins to shut down
+    (uvicorn waits for open responses before the app's lifespan ends; a stream never would)."""
+    import uvicorn
+
+    from service.api.events import close_streams
+
+    class ClosingServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            close_streams(config.app)
+            await super().shutdown(sockets=sockets)
+
+    return ClosingServer(config)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the API until SIGINT or SIGTERM; the embedded Redis is stopped (flushed) after it.
 
@@ -182,7 +197,7 @@ def serve(args: argparse.Namespace) -> int:
                     forwarded_allow_ips=args.forwarded_allow_ips,
                 )  # fmt: skip
                 log.info("serving on http://%s:%d", args.host, args.port)
-                uvicorn.Server(config).run(sockets=[sock])
+                closing_server(config).run(sockets=[sock])
             finally:
                 if worker is not None:
                     worker.stop(timeout=10_000)

@@ -32,6 +32,7 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
         lease_ms=int(settings.lease_seconds * 1000),
         sweep_grace_ms=int(settings.sweep_grace * 1000),
         limits=limits_of(settings),
+        event_log_cap=settings.event_log_max,
         page_size=settings.page_size,
     )
 

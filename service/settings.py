@@ -219,6 +219,20 @@ class Settings(BaseSettings):
         description="Most instances one read request decodes: the largest `limit` of "
         "GET /sessions/{uid}/instances, and the instances GET /sessions/{uid} includes.",
     )
+    event_log_max: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Entries kept in each session's event log (about: trimmed with MAXLEN ~; "
+        "one entry per change); 0 turns the log off.",
+    )
+    events_heartbeat: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Seconds between heartbeat comments on an idle event stream (SSE).",
+    )
+    ui: bool = Field(default=True, description="Serve the inspector page at /ui/.")
     key_prefix: str = Field(
         default="trg",
         pattern=r"^[A-Za-z0-9_\-.:]{1,50}$",

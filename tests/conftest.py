@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -140,3 +141,15 @@ def api_url(redis_url: str) -> Iterator[str]:
 async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
         yield client
+
+
+SCREENSHOTS = Path(
+    os.environ.get("TRIGGERS_UI_SCREENSHOTS", Path(__file__).parent.parent / ".triggers" / "ui")
+)
+"""Where tests/test_ui_browser.py saves its screenshots (TRIGGERS_UI_SCREENSHOTS to choose)."""
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Says where the browser tests left their screenshots (CI prints this line)."""
+    if SCREENSHOTS.is_dir() and any(SCREENSHOTS.iterdir()):
+        terminalreporter.write_line(f"inspector screenshots: {SCREENSHOTS.resolve()}")

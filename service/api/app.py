@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import health, instances, openapi, problems, sessions, webhooks
+from service.api import events, health, instances, openapi, problems, sessions, ui, webhooks
 from service.api.auth import Authenticator, parse_api_keys
 from service.api.context import ApiContext
 from service.api.gate import Gate
@@ -101,6 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(instances.router)
     app.include_router(webhooks.router)
+    app.include_router(events.router)
+    if settings.ui:
+        ui.install(app)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout)

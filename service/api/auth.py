@@ -87,11 +87,12 @@ class Authenticator:
             )
         return found
 
-    def authorize(self, authorization: str | None, scope: Scope, uid: str | None) -> None:
-        """401 without a valid key; 403 when the key lacks the scope or the UID's namespace."""
+    def authorize(self, authorization: str | None, scope: Scope, uid: str | None) -> ApiKey | None:
+        """401 without a valid key; 403 when the key lacks the scope or the UID's namespace.
+        Returns the key (None when authentication is off)."""
         key = self.identify(authorization)
         if key is None:
-            return
+            return None
         if scope not in key.scopes:
             raise ProblemError("forbidden", f"API key {key.name!r} lacks the {scope!r} scope")
         if uid is not None and not key.allows_uid(uid):
@@ -100,3 +101,4 @@ class Authenticator:
                 f"API key {key.name!r} may not touch session {uid!r}",
                 errors=[FieldError(field="path.uid", message="outside the key's prefixes")],
             )
+        return key

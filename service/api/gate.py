@@ -9,6 +9,9 @@ dependency. The scope a request needs follows from its method and path:
 * ``configure``: ``PATCH``/``PUT /sessions/{uid}/config`` and ``DELETE /sessions/{uid}``;
 * ``operate``: every other change under ``/sessions/{uid}/instances/``.
 
+``GET /sessions`` (the index) and ``GET /auth/key`` need ``read``; the key is left in the
+request's state (``api_key``) for them, and its name in ``engine.actor.ACTOR`` for the event log.
+
 Encoded slashes: Starlette routes on the decoded path, so ``/sessions/app%2F1/fire`` would not
 match any route (a bare 404). The gate decodes each segment on its own and stands in U+E000
 for a slash inside a segment: a UID holding one fails its pattern (422 naming ``path.uid``) and
@@ -24,8 +27,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api.auth import Authenticator
 from service.api.auth import Scope as AuthScope
 from service.api.problems import ProblemError, problem_response
+from service.engine.actor import ACTOR
 
 SLASH_STAND_IN = "\ue000"
+
+
+WHOAMI_PATH = "/auth/key"
+GATED_PATHS = frozenset({"/sessions", WHOAMI_PATH})
+"""Paths outside /sessions/{uid} that need a key too (their handlers read it from the state)."""
 
 
 def required_scope(method: str, segments: list[str]) -> AuthScope:
@@ -53,19 +62,26 @@ class Gate:
         self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/sessions/"):
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path not in GATED_PATHS and not path.startswith("/sessions/"):
             await self.app(scope, receive, send)
             return
         raw = scope.get("raw_path") or scope["path"].encode()
         segments = decode_segments(raw.split(b"?", 1)[0])
         if b"%2f" in raw.lower():
             scope = dict(scope, path="/".join(segments))
-        session_part = segments[2:]  # ["", "sessions", uid, ...]
+        # ["", "sessions", uid, ...]; the gated paths name no session
+        session_part = [] if path in GATED_PATHS else segments[2:]
         if self.auth.enabled:
             headers = dict(scope["headers"])
             header = headers.get(b"authorization")
+            if header is None and path == WHOAMI_PATH:
+                # the inspector asks who it is before it has a key: no 401 (nor a console
+                # error) for that; the answer says a key is needed and carries no data
+                await self.app(scope, receive, send)
+                return
             try:
-                self.auth.authorize(
+                key = self.auth.authorize(
                     header.decode("latin-1") if header else None,
                     required_scope(scope["method"], session_part),
                     session_part[0] if session_part else None,
@@ -77,4 +93,11 @@ class Gate:
                 )  # fmt: skip
                 await response(scope, receive, send)
                 return
+            scope.setdefault("state", {})["api_key"] = key
+            token = ACTOR.set(key.name if key else "")
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                ACTOR.reset(token)
+            return
         await self.app(scope, receive, send)

@@ -17,6 +17,13 @@ from fastapi.openapi.utils import get_openapi
 from service.api.problems import KINDS
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+GATED = ("/sessions", "/auth/key")
+"""Paths outside /sessions/ that the gate checks too (gate.GATED_PATHS)."""
+
+
+def _gated(path: str) -> bool:
+    return path.startswith("/sessions/") or path in GATED
+
 
 INSTANCE_EXAMPLE: dict[str, Any] = {
     "name": "t_compareResponses#0",
@@ -58,7 +65,21 @@ UNRESOLVED_INSTANCE_EXAMPLE: dict[str, Any] = {
 }
 FIELD_ERROR_EXAMPLE: dict[str, Any] = {"field": "body.trigger", "message": "Field required"}
 
+INDEXED_SESSION_EXAMPLE: dict[str, Any] = {
+    "uid": "applicant:123", "updated": "2026-12-01T16:02:29.118Z", "finalized": False,
+}  # fmt: skip
+EVENT_EXAMPLE: dict[str, Any] = {
+    "id": "1795742549118-0", "at": "2026-12-01T16:02:29.118Z", "type": "scheduled",
+    "instance": "t_compare#0", "task": "t_compare", "from": "unstarted", "actor": "ops",
+}  # fmt: skip
+
 SCHEMA_EXAMPLES: dict[str, list[Any]] = {
+    "EventsPage": [{"events": [EVENT_EXAMPLE], "next": "1795742549118-0"}],
+    "IndexedSessionView": [INDEXED_SESSION_EXAMPLE],
+    "SessionsPage": [{"sessions": [INDEXED_SESSION_EXAMPLE], "next": None}],
+    "KeyView": [
+        {"name": "ops", "scopes": ["read", "fire"], "prefixes": ["applicant:"], "auth": True}
+    ],
     "Attempt": [ATTEMPT_EXAMPLE, {"at": 1795742549000, "error": "ConnectError", "durationMs": 3}],
     "CheckedSubscription": [SUBSCRIPTION_EXAMPLE],
     "Subscription": [SUBSCRIPTION_EXAMPLE],
@@ -142,7 +163,7 @@ def _security(openapi: dict[str, Any]) -> None:
         "description": "An API key listed (hashed) in TRIGGERS_API_KEYS.",
     }
     for path, operations in openapi.get("paths", {}).items():
-        if path.startswith("/sessions/"):
+        if _gated(path):
             for operation in operations.values():
                 operation["security"] = [{"bearer": []}]
 
@@ -178,7 +199,7 @@ def _problem_media_type(openapi: dict[str, Any]) -> None:
     names the problem types (``type`` URIs) it can carry, so a client can map them to errors."""
     _problem_examples(openapi)
     for path, operations in openapi.get("paths", {}).items():
-        if not path.startswith("/sessions/"):
+        if not _gated(path):
             continue  # /readyz answers its 503 as a Health document
         for method, operation in operations.items():
             mutating = method in ("post", "put", "patch", "delete")

@@ -27,6 +27,7 @@ from service.api.views import (
     unresolved_task_view,
 )
 from service.engine import SessionConfig, Subscription, TaskConfig, UnresolvedInstance
+from service.engine.index import SessionIndex
 from service.webhooks.runner import WebhookRunner
 from service.webhooks.store import DeliveryStore
 
@@ -154,4 +155,5 @@ async def delete_session(uid: Uid, request: Request) -> Response:
     async with ctx.idempotency.request(uid, request) as idem:
         await ctx.engine.delete(uid, idempotency=idem)
     await DeliveryStore(ctx.engine).delete(uid)
+    await SessionIndex(ctx.engine.client, ctx.engine.prefix).forget(uid)
     return Response(status_code=204)

@@ -19,14 +19,17 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from service.engine.actor import ACTOR
 from service.engine.connection import redis_client
 from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import (
     KEY_NAMES,
     delivery_keys,
+    events_key,
     idempotency_key,
     pending_keys,
     session_keys,
+    sessions_index_key,
 )
 from service.engine.limits import Limits, check_config
 from service.engine.merge import merge_kwargs
@@ -47,7 +50,7 @@ from service.engine.models import (
 )
 from service.engine.reader import Page, SessionReader, off_loop
 from service.engine.records import decode_instance, iso_time
-from service.engine.scripts import Mark, RedisClient, ScriptRunner
+from service.engine.scripts import IndexTouch, Mark, RedisClient, ScriptRunner
 
 _UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
 _NAME_RE = re.compile(r"[^#\x00-\x1f\x7f]{1,200}")
@@ -72,6 +75,12 @@ MARKING_SCRIPTS = frozenset(
 pending index before they run (DESIGN.md section 2), far enough ahead that a change which
 schedules nothing costs no early visit (``PREMARK_MS``; a claim: its lease), and again, by the
 due time + grace, after a change that did schedule something (``Engine._transition``)."""
+INDEXED_SCRIPTS = frozenset(
+    {"configure", "fire", "claim", "complete", "fail", "retry", "replay", "skip", "setStatus",
+     "setMetadata"}
+)  # fmt: skip
+"""Scripts that change a session (they bump its ``updated``): the session index entry moves to
+now in the same pipeline (one ZADD; ``IndexTouch``)."""
 DELIVERY_SCRIPTS = frozenset({"createDelivery", "beginAttempt", "finishAttempt", "redeliver"})
 """Webhook delivery scripts (service/webhooks/store.py runs them through ``run_delivery``)."""
 PREMARK_MS = 60_000
@@ -141,6 +150,7 @@ class Engine:
         sweep_grace_ms: int = 5_000,
         limits: Limits | None = None,
         page_size: int = 1000,
+        event_log_cap: int = 1000,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -152,6 +162,8 @@ class Engine:
         self.sweep_grace_ms = sweep_grace_ms
         self.pending_key, self.premarks_key, self.postmarks_key = pending_keys(prefix)
         self.reader = SessionReader(client, prefix, page_size)
+        self.sessions_key = sessions_index_key(prefix)
+        self.event_log_cap = event_log_cap
 
     @classmethod
     def from_url(
@@ -188,6 +200,7 @@ class Engine:
             *session_keys(uid, self.prefix),
             idempotency_key(uid, digest, self.prefix),
             *delivery_keys(uid, self.prefix),
+            events_key(uid, self.prefix),
         ]
 
     async def _run(
@@ -207,7 +220,11 @@ class Engine:
         keys = self._keys(uid, idempotency)
         marking = script in MARKING_SCRIPTS or script in DELIVERY_SCRIPTS
         mark = self._mark(uid, horizon_ms) if marking and horizon_ms is not None else None
-        return await self.scripts.run(script, keys, [*common, *args], mark=mark)
+        touch = IndexTouch(self.sessions_key, uid, _now_ms()) if script in INDEXED_SCRIPTS else None
+        trailing: list[str | int | float] = [self.event_log_cap, ACTOR.get()]
+        return await self.scripts.run(
+            script, keys, [*common, *args, *trailing], mark=mark, touch=touch
+        )
 
     def _mark(self, uid: str, ahead_ms: int) -> Mark:
         """Pre-mark: ``uid`` needs the sweeper ``ahead_ms`` from now (a script follows)."""

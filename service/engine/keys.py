@@ -47,6 +47,24 @@ def delivery_keys(uid: str, prefix: str = "trg") -> list[str]:
     return [f"{prefix}:{{{uid}}}:{name}" for name in DELIVERY_KEY_NAMES]
 
 
+EVENTS_KEY_NAME = "events"
+"""The session's event log, a Redis Stream (key 14 of every script, after the delivery keys):
+in the session's slot, written by the script that makes the change it records."""
+
+
+def events_key(uid: str, prefix: str = "trg") -> str:
+    """The event log stream of session ``uid`` (see lua/includes/lib.lua)."""
+    return f"{prefix}:{{{uid}}}:{EVENTS_KEY_NAME}"
+
+
+def sessions_index_key(prefix: str = "trg") -> str:
+    """The global session index: a sorted set uid -> time of its latest change (ms). Its own
+    hash tag ``{sessions}`` places it on one node; it is written next to a change's script (in
+    the same pipeline on a standalone Redis), never from inside one, so scripts stay in their
+    session's slot. A session key is ``<prefix>:{<uid>}:...``, so none can have this name."""
+    return f"{prefix}:sessions:{{sessions}}"
+
+
 def pending_keys(prefix: str = "trg") -> tuple[str, str, str]:
     """The global pending index and its pre- and post-marks (not part of any session; see
     lua/standalone/rescorePending.lua). They share the hash tag ``{pending}`` so one standalone

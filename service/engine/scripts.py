@@ -93,6 +93,7 @@ class ScriptRunner:
         args: list[str | int | float],
         *,
         mark: Mark | None = None,
+        touch: IndexTouch | None = None,
     ) -> Any:
         """EVALSHA the script; reload on NOSCRIPT; turn error replies into typed errors.
 
@@ -100,28 +101,30 @@ class ScriptRunner:
         the sweeper finds it even if this process dies right after the script. On a standalone
         Redis the mark and the script go in one pipeline (one round trip, in order on one
         connection); a cluster routes them to different nodes, so the mark is awaited first.
-        Either way the mark is applied before the script runs.
+        Either way the mark is applied before the script runs. ``touch``: likewise, the
+        session's entry in the session index (one ZADD in the same pipeline).
         """
         script = self.scripts[name]
         try:
             try:
-                return await self._call(script, keys, args, mark)
+                return await self._call(script, keys, args, mark, touch)
             except NoScriptError:
                 await self.client.script_load(script.source)
-                return await self._call(script, keys, args, mark)
+                return await self._call(script, keys, args, mark, touch)
         except NoScriptError:
             raise
         except ResponseError as error:
             raise from_response_error(error) from None
 
-    async def mark(self, mark: Mark) -> None:
+    async def mark(self, mark: Mark | IndexTouch, *more: Mark | IndexTouch) -> None:
         """Apply ``mark`` on its own (both commands in the index's slot: one round trip)."""
         pipe: Any = (
             self.client.pipeline()
             if isinstance(self.client, RedisCluster)
             else self.client.pipeline(transaction=False)
         )
-        mark.add_to(pipe)
+        for item in (mark, *more):
+            item.add_to(pipe)
         await pipe.execute()
 
     async def _call(
@@ -130,14 +133,17 @@ class ScriptRunner:
         keys: list[str],
         args: list[str | int | float],
         mark: Mark | None,
+        touch: IndexTouch | None,
     ) -> Any:
-        if mark is None:
+        before = [item for item in (mark, touch) if item is not None]
+        if not before:
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         if isinstance(self.client, RedisCluster):
-            await self.mark(mark)
+            await self.mark(*before)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         pipe = self.client.pipeline(transaction=False)
-        mark.add_to(pipe)
+        for item in before:
+            item.add_to(pipe)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
         for result in results:
@@ -162,3 +168,16 @@ class Mark:
     def add_to(self, pipe: Any) -> None:
         pipe.zadd(self.index, {self.uid: self.score}, lt=True)
         pipe.hset(self.marks, self.uid, self.at)
+
+
+@dataclass(frozen=True)
+class IndexTouch:
+    """A session's entry in the session index (keys.sessions_index_key) moved to ``at`` (ms):
+    one ZADD next to the change's script. GT: a slower caller never moves it back."""
+
+    index: str
+    uid: str
+    at: int
+
+    def add_to(self, pipe: Any) -> None:
+        pipe.zadd(self.index, {self.uid: self.at}, gt=True)

@@ -254,6 +254,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sessions/{uid}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The session's event log: live as Server-Sent Events, or paged JSON */
+        get: operations["session_events_sessions__uid__events_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Sessions, newest change first, within the caller's namespaces */
+        get: operations["list_sessions_sessions_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The presented API key's name, scopes and prefixes (what the inspector may show) */
+        get: operations["current_key_auth_key_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -688,6 +739,31 @@ export interface components {
             attempts?: components["schemas"]["Attempt"][];
         };
         /**
+         * EventsPage
+         * @example {
+         *       "events": [
+         *         {
+         *           "id": "1795742549118-0",
+         *           "at": "2026-12-01T16:02:29.118Z",
+         *           "type": "scheduled",
+         *           "instance": "t_compare#0",
+         *           "task": "t_compare",
+         *           "from": "unstarted",
+         *           "actor": "ops"
+         *         }
+         *       ],
+         *       "next": "1795742549118-0"
+         *     }
+         */
+        EventsPage: {
+            /** Events */
+            events: {
+                [key: string]: unknown;
+            }[];
+            /** Next */
+            next: string | null;
+        };
+        /**
          * FieldError
          * @example {
          *       "field": "body.trigger",
@@ -777,6 +853,22 @@ export interface components {
             };
         };
         /**
+         * IndexedSessionView
+         * @example {
+         *       "uid": "applicant:123",
+         *       "updated": "2026-12-01T16:02:29.118Z",
+         *       "finalized": false
+         *     }
+         */
+        IndexedSessionView: {
+            /** Uid */
+            uid: string;
+            /** Updated */
+            updated: string;
+            /** Finalized */
+            finalized: boolean;
+        };
+        /**
          * Instance
          * @description One (potential) execution of a task (A4, C2), as clients see it.
          * @example {
@@ -864,6 +956,30 @@ export interface components {
              * @description Cursor of the next page (query `cursor`); null: the last.
              */
             next?: string | null;
+        };
+        /**
+         * KeyView
+         * @example {
+         *       "name": "ops",
+         *       "scopes": [
+         *         "read",
+         *         "fire"
+         *       ],
+         *       "prefixes": [
+         *         "applicant:"
+         *       ],
+         *       "auth": true
+         *     }
+         */
+        KeyView: {
+            /** Name */
+            name: string | null;
+            /** Scopes */
+            scopes: string[];
+            /** Prefixes */
+            prefixes: string[];
+            /** Auth */
+            auth: boolean;
         };
         /**
          * Problem
@@ -1055,6 +1171,25 @@ export interface components {
              * @description Set when the session holds more instances than one page (TRIGGERS_PAGE_SIZE): `instances` then holds the first page of GET /sessions/{uid}/instances, and this is the cursor of its next page.
              */
             instancesNext?: string | null;
+        };
+        /**
+         * SessionsPage
+         * @example {
+         *       "sessions": [
+         *         {
+         *           "uid": "applicant:123",
+         *           "updated": "2026-12-01T16:02:29.118Z",
+         *           "finalized": false
+         *         }
+         *       ],
+         *       "next": null
+         *     }
+         */
+        SessionsPage: {
+            /** Sessions */
+            sessions: components["schemas"]["IndexedSessionView"][];
+            /** Next */
+            next: string | null;
         };
         /**
          * SkipBody
@@ -2926,6 +3061,193 @@ export interface operations {
             };
             /** @description Problem document; type: /problems/outcome-unknown, /problems/internal-error */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    session_events_sessions__uid__events_get: {
+        parameters: {
+            query?: {
+                /** @description Events after this id */
+                since?: string | null;
+                /** @description JSON: events per page */
+                limit?: number;
+            };
+            header?: {
+                "last-event-id"?: string | null;
+                accept?: string;
+            };
+            path: {
+                /** @description Session UID: 1-200 characters from letters, digits and _ - . : @ + */
+                uid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description With Accept: text/event-stream (as EventSource sends), the live stream; otherwise one JSON page of events */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventsPage"];
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Problem document; type: /problems/unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/validation-error, /problems/limit-exceeded */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_sessions_sessions_get: {
+        parameters: {
+            query?: {
+                /** @description Only UIDs starting so */
+                prefix?: string;
+                status?: ("active" | "finalized") | null;
+                /** @description next of a page */
+                cursor?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionsPage"];
+                };
+            };
+            /** @description Problem document; type: /problems/unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/validation-error, /problems/limit-exceeded */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    current_key_auth_key_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyView"];
+                };
+            };
+            /** @description Problem document; type: /problems/unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Problem document; type: /problems/validation-error, /problems/limit-exceeded */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -8,7 +8,7 @@ future (a retry cooling down) stays: the sweeper hands it over when it is due.
 Returns the number of entries removed.
 ]=]
 local removed = 0
-for i = 5, #ARGV do
+for i = 5, NARGV do
   local due = redis.call('ZSCORE', K.outbox, ARGV[i])
   if due and tonumber(due) <= NOW then
     removed = removed + redis.call('ZREM', K.outbox, ARGV[i])

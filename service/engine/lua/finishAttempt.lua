@@ -12,6 +12,9 @@ The attempt is always recorded (it happened). Its outcome (state, next due time)
 when no newer attempt or manual redelivery took the delivery since (take unchanged).
 Returns cjson {result = applied | recorded | gone, chain}.
 ]=]
+local WEBHOOK_EVENTS = {
+  delivered = 'webhookDelivered', failed = 'webhookFailed', retrying = 'webhookRetrying',
+}
 local id, take = ARGV[5], tonumber(ARGV[6])
 local raw = redis.call('HGET', K.deliveries, id)
 if not raw then return cjson.encode({result = 'gone'}) end
@@ -29,6 +32,8 @@ if rec.take == take then
   else
     redis.call('ZREM', K.delivery_due, id)
   end
+  log_event(WEBHOOK_EVENTS[rec.state],
+    {delivery = id, event = rec.type, status = attempts[#attempts].status})
 end
 redis.call('HSET', K.deliveries, id, cjson.encode(rec))
 apply_ttl()

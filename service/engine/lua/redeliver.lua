@@ -15,5 +15,6 @@ local rec = cjson.decode(raw)
 rec.chain, rec.take, rec.state = rec.chain + 1, rec.take + 1, 'pending'
 redis.call('HSET', K.deliveries, id, cjson.encode(rec))
 redis.call('ZADD', K.delivery_due, NOW, id)
+log_event('operator', {action = 'redeliver', delivery = id})
 apply_ttl()
 return rec.chain

@@ -26,6 +26,7 @@ if too_many then return too_many end
 
 local outcome = new_outcome()
 touch()
+log_event('operator', {action = 'replay', instance = name})
 set_status(rec, 'replayed')
 save_instance(name, rec, 'failed')
 local clone_name, clone = clone_of(name, rec, replacement_kwargs(ARGV[6], rec))

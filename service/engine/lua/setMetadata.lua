@@ -11,6 +11,7 @@ local name = ARGV[5]
 local rec, err = instance_or_error(name)
 if err then return err end
 touch()
+log_event('operator', {action = 'metadata', instance = name})
 for key, raw in pairs(cjson.decode(ARGV[6])) do rec.meta[key] = raw end
 rec.ts.lastModified = NOW
 save_instance(name, rec, rec.status)

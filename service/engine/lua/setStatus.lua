@@ -30,6 +30,7 @@ end
 
 local outcome = new_outcome()
 touch()
+if token == '' then log_event('operator', {action = 'status', instance = name, status = status}) end
 local old = rec.status
 for key, raw in pairs(cjson.decode(ARGV[7])) do rec.meta[key] = raw end
 if status == 'scheduled' and old ~= 'scheduled' then

@@ -19,6 +19,7 @@ end
 
 local outcome = new_outcome()
 touch()
+log_event('operator', {action = cascade and 'skip+cascade' or 'skip', instance = name})
 set_status(rec, 'skipped')
 rec.meta.cascade = cascade and 'true' or 'false'
 rec.meta.result = result

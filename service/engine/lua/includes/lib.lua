@@ -26,11 +26,16 @@ unchanged on Redis Cluster):
                          created, state, attempts, chain, take; service/webhooks/store.py)
   KEYS[13] delivery_due  zset  webhook delivery id -> when its next attempt is due (ms), or when
                          the attempt in progress is overdue; absent once delivered or failed
+  KEYS[14] events  stream  the session's event log: one entry per change that recorded events
+                         (fields at = ms, e = cjson list of events, a = the API key's name
+                         when an operator made the change); capped with MAXLEN ~ (log_event)
 
 Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the finalization
 check after the change (the `finalizing` manager), ARGV[3] the request fingerprint for the
 Idempotency-Key ("" when none), ARGV[4] how long the record is kept (ms). Script arguments start
-at ARGV[5].
+at ARGV[5]. Every script also gets two trailing ARGV: the event log's cap (entries, "0": no
+log) and the acting API key's name ("" for none); a script's own arguments run from ARGV[5] to
+ARGV[NARGV].
 
 Idempotency: a changing script first calls replayed_answer(); when the record holds an answer
 for the same fingerprint it returns that answer and changes nothing, so repeated requests have
@@ -52,12 +57,15 @@ pcall(redis.replicate_commands) -- Redis < 7 needs it before TIME followed by wr
 local K = {
   meta = KEYS[1], tasks = KEYS[2], defs = KEYS[3], trig = KEYS[4], inst = KEYS[5],
   idx = KEYS[6], latest = KEYS[7], counts = KEYS[8], outbox = KEYS[9], leases = KEYS[10],
-  idem = KEYS[11], deliveries = KEYS[12], delivery_due = KEYS[13],
+  idem = KEYS[11], deliveries = KEYS[12], delivery_due = KEYS[13], events = KEYS[14],
 }
 local TTL = tonumber(ARGV[1]) or 0
 local FINALIZE = ARGV[2] == '1'
 local IDEM_FP = ARGV[3] or ''
 local IDEM_TTL = tonumber(ARGV[4]) or 0
+local NARGV = #ARGV - 2
+local LOG_CAP = tonumber(ARGV[#ARGV - 1]) or 0
+local ACTOR = ARGV[#ARGV] or ''
 local FINAL_TRIGGER = 'sessionFinalized'
 local UNRESOLVED = {'unstarted', 'scheduled', 'running', 'failed'}
 local STATUSES = {
@@ -133,6 +141,29 @@ local function touch()
   end
 end
 
+-- The events of this change, written as ONE stream entry by flush_events() (called by
+-- apply_ttl, which every changing script runs): one XADD per change, so a fire costs one more
+-- command inside its script, and the log is ordered exactly as the changes were.
+local EVENTS = {}
+
+local function log_event(kind, fields)
+  if LOG_CAP <= 0 then return end
+  local event = fields or {}
+  event.type = kind
+  EVENTS[#EVENTS + 1] = event
+end
+
+local function flush_events()
+  if #EVENTS == 0 then return end
+  local entry = {'MAXLEN', '~', LOG_CAP, '*', 'at', NOW, 'e', cjson.encode(EVENTS)}
+  if ACTOR ~= '' then
+    entry[#entry + 1] = 'a'
+    entry[#entry + 1] = ACTOR
+  end
+  redis.call('XADD', K.events, unpack(entry))
+  EVENTS = {}
+end
+
 -- A session with work outstanding is kept at least this long (s) after its last change or
 -- sweep: longer than the sweeper ever leaves it unvisited (a pre-mark looks 60 s ahead; a
 -- stranded entry is re-sent, and the session swept, every grace period).
@@ -158,6 +189,7 @@ end
 -- runs (renewLease applies it too), a retry that cools down, an instance waiting for a worker
 -- or a webhook delivery still to be attempted; and everything of the session expires together.
 local function apply_ttl(hold)
+  flush_events()
   if TTL <= 0 then return end
   local latest, outstanding = latest_due()
   local ttl = TTL
@@ -169,6 +201,7 @@ local function apply_ttl(hold)
   end
   redis.call('EXPIRE', K.deliveries, ttl)
   redis.call('EXPIRE', K.delivery_due, ttl)
+  redis.call('EXPIRE', K.events, ttl)
 end
 
 -- The stored answer of an earlier request with the same Idempotency-Key and fingerprint
@@ -212,6 +245,18 @@ local function load_def(task)
   return cjson.decode(raw)
 end
 
+-- Instance events: created (with the status it starts in), then its status, named by what
+-- happened (running is "claimed").
+local EVENT_OF_STATUS = {running = 'claimed'}
+local function log_instance(name, rec, old_status)
+  if not old_status then
+    log_event('created', {instance = name, task = rec.task})
+    if rec.status == 'unstarted' then return end
+  end
+  log_event(EVENT_OF_STATUS[rec.status] or rec.status,
+    {instance = name, task = rec.task, from = old_status})
+end
+
 -- Writes the record and keeps every index (idx, outbox, leases) in step with its status.
 -- `old_status` is the status the record had when loaded (nil for a new instance).
 local function save_instance(name, rec, old_status)
@@ -225,6 +270,7 @@ local function save_instance(name, rec, old_status)
       redis.call('ZREM', K.leases, name)
       rec.lease = nil
     end
+    log_instance(name, rec, old_status)
   end
   redis.call('HSET', K.inst, name, cjson.encode(rec))
 end
@@ -409,6 +455,7 @@ end
 -- `tasks`: relevant_tasks(trigger) when the caller already read them (fire.lua does, to check
 -- the instance limit first).
 local function fire(trigger, kwargs, outcome, tasks)
+  log_event('fired', {trigger = trigger, kwargsBytes = #kwargs})
   local record = {trigger = trigger, scheduled = {}, abandoned = {}}
   for _, task in ipairs(tasks or relevant_tasks(trigger)) do
     fire_into_task(task.name, task.def, trigger, kwargs, record)
@@ -417,6 +464,7 @@ local function fire(trigger, kwargs, outcome, tasks)
   if trigger == FINAL_TRIGGER and redis.call('HSETNX', K.meta, 'finalized', '1') == 1 then
     redis.call('HSET', K.meta, 'finalizedAt', NOW)
     outcome.finalized = true
+    log_event('finalized', {})
     emit_event('sessionFinalized')
   end
   outcome.fires[#outcome.fires + 1] = record
