@@ -142,6 +142,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.draining import DrainingServer
     from service.api.slow_clients import header_deadline_protocol
     from service.redis_server import RedisServerError
     from service.worker.process import start_worker
@@ -168,7 +169,7 @@ def serve(args: argparse.Namespace) -> int:
                     forwarded_allow_ips=args.forwarded_allow_ips,
                 )  # fmt: skip
                 log.info("serving on http://%s:%d", args.host, args.port)
-                uvicorn.Server(config).run(sockets=[sock])
+                DrainingServer(config, settings.drain_seconds).run(sockets=[sock])
             finally:
                 if worker is not None:
                     worker.stop(timeout=10_000)
@@ -187,13 +188,43 @@ def worker(args: argparse.Namespace) -> int:
     if not (settings.redis_url or settings.broker_url):
         return fail("worker", "set TRIGGERS_REDIS_URL (state) and optionally "
                     "TRIGGERS_BROKER_URL", EXIT_USAGE)  # fmt: skip
+    if args.check:
+        return check_worker(settings, args.processes or settings.worker_processes)
     return run_workers(args.processes or settings.worker_processes,
                        args.threads or settings.worker_threads)  # fmt: skip
 
 
+def check_worker(settings: Settings, expected: int) -> int:
+    """`triggers worker --check` (an exec probe): 0 when this host's worker processes all have
+    a fresh heartbeat, 1 otherwise (stale, missing, or Redis unreachable)."""
+    import socket
+
+    from service.heartbeat import alive_ids
+
+    if not settings.redis_url:
+        return fail("worker", "--check needs TRIGGERS_REDIS_URL", EXIT_USAGE)
+    from service.worker.liveness import sync_client
+
+    host = socket.gethostname()
+    try:
+        client = sync_client(settings)
+        try:
+            alive = alive_ids(client, settings.key_prefix)
+            mine = [i for i in alive if i.rpartition(":")[0] == host]
+        finally:
+            client.close()
+    except Exception as error:
+        return fail("worker", f"--check: Redis unreachable ({type(error).__name__}: {error})", 1)
+    if len(mine) < expected:
+        return fail("worker", f"--check: {len(mine)} of {expected} worker processes on {host} "
+                    "have a fresh heartbeat", 1)  # fmt: skip
+    print(f"ok: {len(mine)} worker processes on {host} alive")
+    return EXIT_OK
+
+
 # The API key scopes (service.api.auth.SCOPES; a test keeps the two equal): spelled out here so
 # that building the parser does not import the API.
-SCOPES = ("read", "fire", "configure", "operate")
+SCOPES = ("read", "fire", "configure", "operate", "metrics")
 
 
 def api_key(args: argparse.Namespace) -> int:
@@ -307,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker_parser = sub.add_parser("worker", help="run Dramatiq worker processes")
     worker_parser.add_argument("--processes", type=int, help="default TRIGGERS_WORKER_PROCESSES")
     worker_parser.add_argument("--threads", type=int, help="default TRIGGERS_WORKER_THREADS")
+    worker_parser.add_argument(
+        "--check", action="store_true",
+        help="exit 0 if this host's worker processes (--processes) have a fresh heartbeat, "
+        "else 1 (for exec probes)",
+    )  # fmt: skip
     key_parser = sub.add_parser("api-key", help="make a new API key and its settings entry")
     key_parser.add_argument("name")
     key_parser.add_argument("--prefix", action="append", help="UID prefix it may touch")

@@ -7,7 +7,8 @@ dependency. The scope a request needs follows from its method and path:
 * ``read``: every GET;
 * ``fire``: ``POST /sessions/{uid}/fire``;
 * ``configure``: ``PATCH``/``PUT /sessions/{uid}/config`` and ``DELETE /sessions/{uid}``;
-* ``operate``: every other change under ``/sessions/{uid}/instances/``.
+* ``operate``: every other change under ``/sessions/{uid}/instances/``;
+* ``metrics``: ``GET /metrics`` (Prometheus' key needs nothing else).
 
 Encoded slashes: Starlette routes on the decoded path, so ``/sessions/app%2F1/fire`` would not
 match any route (a bare 404). The gate decodes each segment on its own and stands in U+E000
@@ -53,6 +54,9 @@ class Gate:
         self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            await self.guard(scope, receive, send, "metrics", None)
+            return
         if scope["type"] != "http" or not scope["path"].startswith("/sessions/"):
             await self.app(scope, receive, send)
             return
@@ -61,15 +65,18 @@ class Gate:
         if b"%2f" in raw.lower():
             scope = dict(scope, path="/".join(segments))
         session_part = segments[2:]  # ["", "sessions", uid, ...]
+        needed = required_scope(scope["method"], session_part)
+        await self.guard(scope, receive, send, needed, session_part[0] if session_part else None)
+
+    async def guard(
+        self, scope: Scope, receive: Receive, send: Send, needed: AuthScope, uid: str | None
+    ) -> None:
+        """Pass the request on if its key has the scope (and the UID), else answer 401/403."""
         if self.auth.enabled:
             headers = dict(scope["headers"])
             header = headers.get(b"authorization")
             try:
-                self.auth.authorize(
-                    header.decode("latin-1") if header else None,
-                    required_scope(scope["method"], session_part),
-                    session_part[0] if session_part else None,
-                )
+                self.auth.authorize(header.decode("latin-1") if header else None, needed, uid)
             except ProblemError as problem:
                 response = problem_response(
                     problem.kind, problem.detail, errors=problem.errors,

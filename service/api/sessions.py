@@ -19,8 +19,14 @@ from service.api.schemas import (
     SessionAnswer,
     UnresolvedTasksAnswer,
 )
-from service.api.views import fire_answer, session_answer, unresolved_task_view
+from service.api.views import (
+    fire_answer,
+    session_answer,
+    unresolved_task_view,
+    waits_for_workers,
+)
 from service.engine import SessionConfig, Subscription, TaskConfig
+from service.heartbeat import count_alive
 from service.webhooks.runner import WebhookRunner
 from service.webhooks.store import DeliveryStore
 
@@ -122,7 +128,10 @@ async def get_session(request: Request, uid: Uid) -> SessionAnswer:
 async def unresolved_tasks(request: Request, uid: Uid) -> UnresolvedTasksAnswer:
     ctx = context(request)
     tasks, instances = await ctx.engine.unresolved(uid)
-    return UnresolvedTasksAnswer(tasks=[unresolved_task_view(t, instances) for t in tasks])
+    alive = None
+    if any(waits_for_workers(t, instances) for t in tasks):
+        alive = await count_alive(ctx.engine.client, ctx.settings.key_prefix)
+    return UnresolvedTasksAnswer(tasks=[unresolved_task_view(t, instances, alive) for t in tasks])
 
 
 @router.delete(

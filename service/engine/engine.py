@@ -22,8 +22,9 @@ from pydantic_core import PydanticSerializationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from service import metrics
 from service.engine.connection import HiredisPackingConnection
-from service.engine.errors import InvalidError, NotFoundError
+from service.engine.errors import ConflictError, InvalidError, NotFoundError
 from service.engine.keys import delivery_keys, idempotency_key, pending_keys, session_keys
 from service.engine.merge import merge_kwargs
 from service.engine.models import (
@@ -382,9 +383,15 @@ class Engine:
         idempotency: Idempotency | None = None,
     ) -> Outcome:
         """Fire ``trigger`` (section D). Creates the session if needed."""
-        self._check_name(trigger, "trigger")
-        payload = self._payload(kwargs, "kwargs")
-        return await self._transition("fire", uid, trigger, payload, idempotency=idempotency)
+        try:
+            self._check_name(trigger, "trigger")
+            payload = self._payload(kwargs, "kwargs")
+            outcome = await self._transition("fire", uid, trigger, payload, idempotency=idempotency)
+        except (InvalidError, NotFoundError, ConflictError):
+            metrics.count_refused_fire()
+            raise
+        metrics.count_fire(bool(outcome.scheduled))
+        return outcome
 
     async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).

@@ -18,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from service.engine.errors import from_response_error
+from service.metrics import timed_script
 
 RedisClient = Redis | RedisCluster
 
@@ -88,6 +89,11 @@ class ScriptRunner:
         for script in self.scripts.values():
             await self.client.script_load(script.source)
 
+    async def loaded(self) -> bool:
+        """Whether Redis (every primary, on a cluster) knows every script."""
+        found = await self.client.script_exists(*(s.sha for s in self.scripts.values()))
+        return all(found)
+
     async def run(
         self,
         name: str,
@@ -107,7 +113,8 @@ class ScriptRunner:
         script = self.scripts[name]
         try:
             try:
-                return await self._call(script, keys, args, mark)
+                with timed_script(name):
+                    return await self._call(script, keys, args, mark)
             except NoScriptError:
                 await self.client.script_load(script.source)
                 return await self._call(script, keys, args, mark)

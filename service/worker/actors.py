@@ -16,11 +16,13 @@ import dramatiq
 from service.engine import NotFoundError
 from service.settings import Settings
 from service.worker.broker import QUEUE, ensure_broker
+from service.worker.liveness import HeartbeatMiddleware
 from service.worker.runtime import WorkerRuntime
 from service.worker.sweeper import SweeperMiddleware
 
 broker = ensure_broker(Settings())
 broker.add_middleware(SweeperMiddleware())
+broker.add_middleware(HeartbeatMiddleware())
 
 _runtime: WorkerRuntime | None = None
 _runtime_lock = threading.Lock()

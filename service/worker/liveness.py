@@ -1,0 +1,58 @@
+"""Starts a worker process's heartbeat (service/heartbeat.py) when its Dramatiq worker boots
+and withdraws it on shutdown, and serves the process's metrics port when one is set."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from dramatiq import Middleware
+
+from service.heartbeat import Heartbeat, fingerprint
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def sync_client(settings: Settings) -> Any:
+    """A synchronous client on the state Redis (standalone or cluster)."""
+    from redis import Redis
+    from redis.cluster import RedisCluster
+
+    assert settings.redis_url
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, socket_timeout=5)
+    return Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """What a heartbeat says about this process (never the secret itself)."""
+    from service.signing import deployment_secret
+
+    try:
+        release = version("triggers-service")
+    except PackageNotFoundError:
+        release = "unknown"
+    return {"version": release, "secret": fingerprint(deployment_secret(settings))}
+
+
+class HeartbeatMiddleware(Middleware):
+    def __init__(self) -> None:
+        self.heartbeat: Heartbeat | None = None
+
+    def after_worker_boot(self, broker: object, worker: object) -> None:
+        settings = Settings()
+        try:
+            info = describe(settings)
+        except Exception as error:  # Redis away at boot: beat anyway, the fingerprint unknown
+            log.warning("heartbeat: signing secret not read (%s)", error)
+            info = {"secret": "unknown"}
+        self.heartbeat = Heartbeat(sync_client(settings), settings.key_prefix, info,
+                                   settings.heartbeat_interval)  # fmt: skip
+        self.heartbeat.start()
+
+    def before_worker_shutdown(self, broker: object, worker: object) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
