@@ -165,7 +165,7 @@ def serve(args: argparse.Namespace) -> int:
                     create_app(settings), loop="uvloop",
                     http=header_deadline_protocol(settings.header_timeout),
                     timeout_keep_alive=settings.keep_alive_timeout,
-                    log_level=args.log_level, lifespan="on",
+                    log_level=args.log_level, lifespan="on", log_config=None,
                     forwarded_allow_ips=args.forwarded_allow_ips,
                 )  # fmt: skip
                 log.info("serving on http://%s:%d", args.host, args.port)
@@ -392,7 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     # The service logs what it does; a client command prints its answer and nothing else
     # (no "INFO httpx HTTP Request" lines) unless -v.
     quiet = args.command not in ("serve", "worker") and not args.verbose
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=LOG_FORMAT)
+    if args.command in ("serve", "worker"):  # structured (TRIGGERS_LOG_FORMAT), see logs.py
+        from service.logs import configure
+
+        configure(logging.INFO)
+    else:
+        logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=LOG_FORMAT)
     try:
         if args.command == "serve":
             return serve(args)

@@ -195,6 +195,11 @@ class Settings(BaseSettings):
         "socket, during which /readyz answers 503 so a load balancer stops sending requests "
         "(set it above the readiness probe's period, e.g. 10 in Kubernetes).",
     )
+    log_format: Literal["json", "console"] = Field(
+        default="console",
+        description="`triggers serve` and `triggers worker` logs: json (one object per line, "
+        "for production) or console (text for a terminal).",
+    )
     failpoint: str | None = Field(
         default=None,
         description="Testing only: after-commit-before-enqueue makes the API process exit "

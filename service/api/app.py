@@ -20,6 +20,7 @@ from service.api.gate import Gate
 from service.api.idempotency import IdempotencyStore
 from service.api.limits import BodySizeLimit
 from service.api.operations import RequestMetrics
+from service.api.request_id import RequestId
 from service.api.slow_clients import BodyDeadline
 from service.engine import Engine
 from service.factory import build_engine, build_manager
@@ -107,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout)
     app.add_middleware(Gate, auth=auth)  # added last: runs first, before any body is read
-    app.add_middleware(RequestMetrics)  # outermost: 401s and 413s are counted too
+    app.add_middleware(RequestMetrics)  # 401s and 413s are counted too
+    app.add_middleware(RequestId)  # outermost: every answer carries X-Request-ID
 
     openapi.install(app)
     return app

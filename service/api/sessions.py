@@ -27,6 +27,7 @@ from service.api.views import (
 )
 from service.engine import SessionConfig, Subscription, TaskConfig
 from service.heartbeat import count_alive
+from service.logs import bind_contextvars
 from service.webhooks.runner import WebhookRunner
 from service.webhooks.store import DeliveryStore
 
@@ -103,6 +104,7 @@ async def get_config(request: Request, uid: Uid) -> ConfigBody:
 async def fire(uid: Uid, body: FireBody, request: Request) -> FireAnswer:
     ctx = context(request)
     async with ctx.idempotency.request(uid, request) as idem:
+        bind_contextvars(trigger=body.trigger)
         outcome = await ctx.engine.fire(uid, body.trigger, body.kwargs, idempotency=idem)
     await ctx.after(uid, outcome)
     return fire_answer(uid, body.trigger, outcome)

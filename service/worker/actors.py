@@ -14,6 +14,7 @@ import threading
 import dramatiq
 
 from service.engine import NotFoundError
+from service.logs import bind_contextvars
 from service.settings import Settings
 from service.worker.broker import QUEUE, ensure_broker
 from service.worker.liveness import HeartbeatMiddleware
@@ -42,6 +43,7 @@ def runtime() -> WorkerRuntime:
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
 async def run_instance(uid: str, name: str) -> None:
+    bind_contextvars(uid=uid, instance=name, task=name.rpartition("#")[0])  # this run's lines
     try:
         delay = await runtime().execute(uid, name)
     except NotFoundError as gone:  # the session was deleted meanwhile: nothing left to do
@@ -53,6 +55,7 @@ async def run_instance(uid: str, name: str) -> None:
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
 async def deliver_webhook(uid: str, delivery_id: str, chain: int = 0) -> None:
+    bind_contextvars(uid=uid, delivery=delivery_id)
     delay = await runtime().deliver(uid, delivery_id, chain)
     if delay is not None:  # not taken: try again on the schedule
         deliver_webhook.send_with_options(args=(uid, delivery_id, chain), delay=int(delay * 1000))

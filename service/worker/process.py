@@ -49,7 +49,9 @@ def serve_metrics(settings: Settings, index: int) -> None:
 
 
 def _worker_process(threads: int, index: int = 0) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from service.logs import configure
+
+    configure(logging.INFO)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -15,10 +15,12 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from service import metrics
 from service.engine import Claim, ConflictError, Engine, InvalidError, Outcome
 from service.factory import build_engine, build_manager
+from service.logs import bind_contextvars
 from service.managers import Manager
 from service.outbound import OutboundPolicy
 from service.settings import Settings
@@ -163,6 +165,7 @@ class WorkerRuntime:
             log.info("%s %s: nothing to do (%s %s)", uid, name, claim.state, claim.status or "")
             return None
         assert claim.token is not None
+        bind_contextvars(attempt=claim.attempt or 1)
         if claim.task is None:
             result = TaskOutcome.failure("triggers.TaskNotConfigured",
                                          f"task of {name} is no longer configured")  # fmt: skip
@@ -180,7 +183,9 @@ class WorkerRuntime:
             outcome = await self.engine.fail(
                 uid, name, claim.token, "triggers.InvalidTaskResult", invalid.message
             )
-        metrics.count_instance(kind_of(claim), ended_as(result, outcome))
+        ended = ended_as(result, outcome)
+        metrics.count_instance(kind_of(claim), ended)
+        log.info("instance %s", ended, extra={"kwargs_bytes": len(orjson.dumps(claim.kwargs))})
         await self.after(uid, outcome)
         if outcome.retried and outcome.record is not None:
             await self.manager.after_replay(uid, outcome.record)

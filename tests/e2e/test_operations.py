@@ -26,8 +26,8 @@ from tests.e2e.conftest import (
     TaskServer,
     all_resolved,
     new_uid,
-    start_api,
     stack_env,
+    start_api,
     stop,
     wait_for,
 )
@@ -203,9 +203,9 @@ async def test_metrics_need_the_metrics_scope(redis_url: str, tmp_path: Any) -> 
     scraper, scraper_key = new_api_key("prometheus", [], ["metrics"])
     env = stack_env(redis_url, f"ops-{uuid.uuid4().hex[:8]}", str(tmp_path))
     env["TRIGGERS_AUTH"] = "on"
-    env["TRIGGERS_API_KEYS"] = "[" + ",".join(
-        k.model_dump_json() for k in (reader_key, scraper_key)
-    ) + "]"
+    env["TRIGGERS_API_KEYS"] = (
+        "[" + ",".join(k.model_dump_json() for k in (reader_key, scraper_key)) + "]"
+    )
     api, url = start_api(env)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:

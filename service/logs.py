@@ -1,0 +1,80 @@
+"""Structured logs (structlog): one event per line, JSON in production, text on a terminal.
+
+``TRIGGERS_LOG_FORMAT=json`` writes one JSON object per line (``timestamp``, ``level``,
+``logger``, ``event`` and the context fields); ``console`` (the default) writes readable text.
+Every ``logging`` call of the service and its libraries (uvicorn, dramatiq) goes through the
+same formatter, so there is one format per process.
+
+Context fields come from context variables bound where the work is known, and ride along with
+every line logged meanwhile (asyncio tasks copy them, so concurrent requests never mix):
+``request_id`` (the API, from ``X-Request-ID``), ``uid``, ``trigger``, ``task``, ``instance``,
+``attempt`` (the worker, per run), and ``trace_id`` when a trace is being recorded.
+
+Never logged: secrets, request bodies, kwargs or results (their sizes are, where useful).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
+from structlog.typing import EventDict, WrappedLogger
+
+__all__ = ["bind_contextvars", "bound_contextvars", "clear_contextvars", "configure"]
+
+FORMATS = ("json", "console")
+
+
+def add_trace_id(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """The current trace's id, when OpenTelemetry is in use (never imported just for this)."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is not None:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event.setdefault("trace_id", format(context.trace_id, "032x"))
+    return event
+
+
+def configure(level: int = logging.INFO, log_format: str | None = None) -> None:
+    """Route every ``logging`` record of this process through structlog's formatter."""
+    chosen = (log_format or os.environ.get("TRIGGERS_LOG_FORMAT") or "console").lower()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+        add_trace_id,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if chosen == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if chosen == "json" else _keep,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def _keep(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    return event
