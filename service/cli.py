@@ -3,7 +3,9 @@
 * ``triggers serve [--host H] [--port P]``: the HTTP API. Without TRIGGERS_REDIS_URL it first
   starts the embedded Redis (files in TRIGGERS_DATA_DIR, append-only file on) and an
   in-process worker, and stops both, Redis flushed, when the API stops (SIGINT or SIGTERM).
-* ``triggers worker [--processes N] [--threads M]``: Dramatiq workers that run tasks.
+* ``triggers worker [--processes N] [--threads M]``: Dramatiq workers that run tasks;
+  ``--check``: exit 0 when this host's worker processes have a fresh heartbeat (exec probes).
+* ``triggers doctor``: check a deployment, one verdict per line, exit 1 when a check fails.
 * ``triggers api-key NAME [--prefix P ...] [--scope S ...]``: a new secret and its
   TRIGGERS_API_KEYS entry.
 * ``triggers configure|fire|show|unresolved|replay|skip|delete``: talk to a running service
@@ -203,7 +205,7 @@ def check_worker(settings: Settings, expected: int) -> int:
 
     if not settings.redis_url:
         return fail("worker", "--check needs TRIGGERS_REDIS_URL", EXIT_USAGE)
-    from service.worker.liveness import sync_client
+    from service.heartbeat import sync_client
 
     host = socket.gethostname()
     try:
@@ -220,6 +222,19 @@ def check_worker(settings: Settings, expected: int) -> int:
                     "have a fresh heartbeat", 1)  # fmt: skip
     print(f"ok: {len(mine)} worker processes on {host} alive")
     return EXIT_OK
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """`triggers doctor`: one verdict per line; exit 1 when a check failed."""
+    from service.doctor import diagnose
+
+    settings = load_settings()
+    if not settings.redis_url:
+        return fail("doctor", "set TRIGGERS_REDIS_URL to the deployment's Redis", EXIT_USAGE)
+    findings = diagnose(settings)
+    for finding in findings:
+        print(finding.line())
+    return 1 if any(f.verdict == "FAIL" for f in findings) else EXIT_OK
 
 
 # The API key scopes (service.api.auth.SCOPES; a test keeps the two equal): spelled out here so
@@ -343,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 if this host's worker processes (--processes) have a fresh heartbeat, "
         "else 1 (for exec probes)",
     )  # fmt: skip
+    sub.add_parser("doctor", help="check a deployment (Redis, workers, secrets, clocks); exit "
+                   "1 when a check fails")  # fmt: skip
     key_parser = sub.add_parser("api-key", help="make a new API key and its settings entry")
     key_parser.add_argument("name")
     key_parser.add_argument("--prefix", action="append", help="UID prefix it may touch")
@@ -405,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             return api_key(args)
         if args.command == "worker":
             return worker(args)
+        if args.command == "doctor":
+            return doctor(args)
         return run_client_command(args)
     except CommandFailed as error:
         return fail(args.command, error.message, error.code)

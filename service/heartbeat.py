@@ -22,9 +22,12 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,17 @@ def descriptions(client: Any, prefix: str, ids: list[str]) -> list[dict[str, Any
         if raw:
             found.append({"id": worker_id, **orjson.loads(raw)})
     return found
+
+
+def sync_client(settings: Settings) -> Any:
+    """A synchronous client on the state Redis (standalone or cluster)."""
+    from redis import Redis
+    from redis.cluster import RedisCluster
+
+    assert settings.redis_url
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, socket_timeout=5)
+    return Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
 
 
 class Heartbeat:

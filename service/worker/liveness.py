@@ -9,21 +9,10 @@ from typing import Any
 
 from dramatiq import Middleware
 
-from service.heartbeat import Heartbeat, fingerprint
+from service.heartbeat import Heartbeat, fingerprint, sync_client
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def sync_client(settings: Settings) -> Any:
-    """A synchronous client on the state Redis (standalone or cluster)."""
-    from redis import Redis
-    from redis.cluster import RedisCluster
-
-    assert settings.redis_url
-    if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, socket_timeout=5)
-    return Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
 
 
 def describe(settings: Settings) -> dict[str, Any]:
