@@ -107,6 +107,14 @@ LUA_SCRIPT = Histogram(
 WORKERS_ALIVE = Gauge(
     "triggers_workers_alive", "Worker processes with a fresh heartbeat (read at scrape time)."
 )
+REDIS_MEMORY_USED = Gauge(
+    "triggers_redis_memory_used_bytes",
+    "used_memory of the state Redis (the node the API talks to), read at scrape time.",
+)
+REDIS_MEMORY_MAX = Gauge(
+    "triggers_redis_maxmemory_bytes",
+    "maxmemory of the state Redis (0: no limit), read at scrape time.",
+)
 HTTP_REQUESTS = Counter(
     "triggers_http_requests_total",
     "API requests by method, route template and status code.",

@@ -48,9 +48,19 @@ async def refresh_deployment_gauges(engine: Engine, broker: Any, prefix: str) ->
     metrics.OUTBOX_PENDING.set(await engine.client.zcard(engine.pending_key))
     metrics.OUTBOX_OVERDUE.set(await engine.client.zcount(engine.pending_key, "-inf", now_ms))
     metrics.WORKERS_ALIVE.set(await count_alive(engine.client, prefix))
+    await refresh_redis_memory(engine)
     depths = await asyncio.to_thread(queue_depths, broker)
     for state, count in depths.items():
         metrics.QUEUE_MESSAGES.labels(QUEUE, state).set(count)
+
+
+async def refresh_redis_memory(engine: Engine) -> None:
+    """Redis' memory against its limit (a cluster: the node with the least headroom)."""
+    memory: Any = await engine.client.info("memory")
+    nodes = [memory] if "used_memory" in memory else list(memory.values())
+    worst = max(nodes, key=lambda n: int(n["used_memory"]) / max(int(n["maxmemory"]), 1))
+    metrics.REDIS_MEMORY_USED.set(int(worst["used_memory"]))
+    metrics.REDIS_MEMORY_MAX.set(int(worst["maxmemory"]))
 
 
 @router.get("/metrics", include_in_schema=False)
