@@ -20,9 +20,6 @@ Recording is a dictionary lookup and an add: cheap enough for the fire path (ben
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
@@ -140,7 +137,7 @@ BUILD.info({"version": _version()})
 
 
 def count_fire(scheduled: bool) -> None:
-    FIRES.labels("scheduled" if scheduled else "no_change").inc()
+    _FIRES[scheduled].inc()
 
 
 def count_refused_fire() -> None:
@@ -151,13 +148,30 @@ def count_instance(kind: TaskKind, outcome: InstanceOutcome, n: int = 1) -> None
     INSTANCES.labels(kind, outcome).inc(n)
 
 
-@contextmanager
-def timed_script(script: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        LUA_SCRIPT.labels(script).observe(time.perf_counter() - started)
+_FIRES = {True: FIRES.labels("scheduled"), False: FIRES.labels("no_change")}
+_SCRIPT_CHILDREN: dict[str, Any] = {}
+_HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_script(script: str, seconds: float) -> None:
+    """One script call's round trip (the labelled child is looked up once per script)."""
+    child = _SCRIPT_CHILDREN.get(script)
+    if child is None:
+        child = _SCRIPT_CHILDREN[script] = LUA_SCRIPT.labels(script)
+    child.observe(seconds)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One API request, by route template (children cached: the set of routes is closed)."""
+    key = (method, route, status)
+    children = _HTTP_CHILDREN.get(key)
+    if children is None:
+        children = _HTTP_CHILDREN[key] = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_DURATION.labels(method, route),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def task_kind(run: str | None, using: str | None) -> TaskKind:

@@ -106,6 +106,4 @@ class RequestMetrics:
             await self.app(scope, receive, record_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            metrics.HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+            metrics.observe_request(scope["method"], route, status, time.perf_counter() - started)
