@@ -143,6 +143,7 @@ def serve(args: argparse.Namespace) -> int:
     """
     import uvicorn
 
+    from service import tracing
     from service.api.app import create_app
     from service.api.draining import DrainingServer
     from service.api.slow_clients import header_deadline_protocol
@@ -150,6 +151,7 @@ def serve(args: argparse.Namespace) -> int:
     from service.worker.process import start_worker
 
     settings = load_settings()
+    tracing.setup("triggers-api")  # first: the embedded worker runs in this process too
     try:
         sock = listen_socket(args.host, args.port)
     except OSError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service import tracing
 from service.engine import Engine
 from service.managers import Manager
 from service.registry import lookup, lookup_class, managers, storages
@@ -20,7 +21,7 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
     """An engine on ``url`` configured as the settings and the manager say."""
     manager = manager or build_manager(settings)
     storage: type[Engine] = lookup_class(storages, settings.storage)
-    return storage.from_url(
+    engine = storage.from_url(
         url,
         cluster=settings.redis_cluster,
         prefix=settings.key_prefix,
@@ -29,3 +30,5 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
         lease_ms=int(settings.lease_seconds * 1000),
         sweep_grace_ms=int(settings.sweep_grace * 1000),
     )
+    tracing.instrument_redis(engine.client)  # when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    return engine

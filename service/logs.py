@@ -31,6 +31,8 @@ from structlog.contextvars import (
 )
 from structlog.typing import EventDict, WrappedLogger
 
+from service import tracing
+
 __all__ = ["bind_contextvars", "bound_contextvars", "clear_contextvars", "configure"]
 
 FORMATS = ("json", "console")
@@ -38,7 +40,7 @@ FORMATS = ("json", "console")
 
 def add_trace_id(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
     """The current trace's id, when OpenTelemetry is in use (never imported just for this)."""
-    trace = sys.modules.get("opentelemetry.trace")
+    trace = sys.modules.get("opentelemetry.trace") if tracing.ENABLED else None
     if trace is not None:
         context = trace.get_current_span().get_span_context()
         if context.is_valid:

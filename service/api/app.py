@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service import tracing
 from service.api import health, instances, openapi, operations, problems, sessions, webhooks
 from service.api.auth import Authenticator, parse_api_keys
 from service.api.context import ApiContext
@@ -112,4 +113,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestId)  # outermost: every answer carries X-Request-ID
 
     openapi.install(app)
+    tracing.instrument_app(app)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     return app

@@ -1,5 +1,6 @@
-"""Starts a worker process's heartbeat (service/heartbeat.py) when its Dramatiq worker boots
-and withdraws it on shutdown, and serves the process's metrics port when one is set."""
+"""Worker process middlewares: the heartbeat (service/heartbeat.py), started when the Dramatiq
+worker boots and withdrawn on shutdown, and the trace context each message carries
+(service/tracing.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from dramatiq import Middleware
 
+from service import tracing
 from service.heartbeat import Heartbeat, fingerprint, sync_client
 from service.settings import Settings
 
@@ -45,3 +47,15 @@ class HeartbeatMiddleware(Middleware):
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self.heartbeat = None
+
+
+class TraceContextMiddleware(Middleware):
+    """Hands each message's trace context to the actor (a context variable of the worker
+    thread, which the actor's coroutine inherits); sets up tracing when made (the actors
+    module is imported before the worker starts)."""
+
+    def __init__(self) -> None:
+        tracing.setup("triggers-worker")  # before any worker thread takes a message
+
+    def before_process_message(self, broker: object, message: Any) -> None:
+        tracing.received(message.options)

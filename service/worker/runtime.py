@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from service import metrics
+from service import metrics, tracing
 from service.engine import Claim, ConflictError, Engine, InvalidError, Outcome
 from service.factory import build_engine, build_manager
 from service.logs import bind_contextvars
@@ -45,6 +45,7 @@ class WorkerRuntime:
         self.dispatcher = Dispatcher(self.engine, load_runners(), settings)
         secret = deployment_secret(settings)
         self.http = httpx.AsyncClient(follow_redirects=False)
+        tracing.instrument_httpx(self.http)  # sends traceparent on to HTTP tasks and webhooks
         self.http_tasks = HttpTaskRunner(
             self.http, OutboundPolicy(settings.outbound_allow), Signer(secret),
             connect_timeout=settings.http_connect_timeout,
