@@ -190,6 +190,26 @@ async def test_metrics_add_up_after_a_real_workload(
         assert uid not in worker_text and uid not in api_text
 
 
+async def test_an_external_workers_report_counts_its_instance(
+    ops: OpsStack, ops_client: httpx.AsyncClient
+) -> None:
+    uid = new_uid()
+    await configure(ops_client, uid, {"t_ext": {"after": ["go"], "run": "elsewhere",
+                                                "using": "external"}})  # fmt: skip
+    _, before = await scrape(ops.api_url + "/metrics")
+    await fire(ops_client, uid, "go")
+    reported = await ops_client.post(f"/sessions/{uid}/instances/t_ext%230/status",
+                                     json={"status": "finished"})  # fmt: skip
+    assert reported.status_code == 200, reported.text
+    _, after = await scrape(ops.api_url + "/metrics")
+    series = {"task_kind": "external", "outcome": "finished"}
+    assert (
+        value(after, "triggers_instances_total", **series)
+        - value(before, "triggers_instances_total", **series)
+        == 1
+    )
+
+
 def _version() -> str:
     from importlib.metadata import version
 
