@@ -310,3 +310,33 @@ async def test_readyz_turns_503_on_sigterm_before_the_server_stops(
         assert api.returncode == 0
     finally:
         stop(api)
+
+
+@pytest.mark.timeout(180)
+async def test_a_dead_workers_lease_is_counted_as_redispatched_and_the_run_once(
+    ops: OpsStack, ops_client: httpx.AsyncClient, ops_engine: Engine
+) -> None:
+    uid = new_uid()
+    await configure(ops_client, uid, {
+        "t_slow": {"after": ["go"], "run": "slow", "withParams": {"cfg": {"seconds": 2}}},
+    })  # fmt: skip
+    if not ops.workers:
+        ops.start_worker()
+    await fire(ops_client, uid, "go")
+    await wait_for(ops_engine, uid, lambda i: i["t_slow#0"].status == "running", timeout=60)
+    for process in ops.workers:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    ops.workers.clear()
+    ops.start_worker()  # a fresh process: its counters start at zero, on the same port
+    done = await wait_for(ops_engine, uid, lambda i: i["t_slow#0"].status == "finished", 90)
+    assert done["t_slow#0"].metadata["attempt"] == 2
+
+    async def counted() -> Samples:
+        _, found = await scrape(f"http://127.0.0.1:{ops.metrics_port}/metrics")
+        assert value(found, "triggers_sweeper_redispatched_total", reason="lease_expired") == 1
+        assert value(found, "triggers_instances_total", task_kind="python",
+                     outcome="finished") == 1  # fmt: skip
+        return found
+
+    await eventually(counted)
