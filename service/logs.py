@@ -1,7 +1,8 @@
 """Structured logs (structlog): one event per line, JSON in production, text on a terminal.
 
 ``TRIGGERS_LOG_FORMAT=json`` writes one JSON object per line (``timestamp``, ``level``,
-``logger``, ``event`` and the context fields); ``console`` (the default) writes readable text.
+``logger``, ``event`` and the context fields); ``console`` (the default) writes text lines as
+before (``time LEVEL logger message``) with the context fields appended as ``key=value``.
 Every ``logging`` call of the service and its libraries (uvicorn, dramatiq) goes through the
 same formatter, so there is one format per process.
 
@@ -73,7 +74,7 @@ def configure(level: int = logging.INFO, log_format: str | None = None) -> None:
         ],
     )
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines(formatter) if chosen == "json" else formatter)
+    handler.setFormatter(JsonLines(formatter) if chosen == "json" else ConsoleLines(formatter))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -118,6 +119,28 @@ class JsonLines(logging.Formatter):
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)
         return _dumps(event)
+
+
+class ConsoleLines(logging.Formatter):
+    """Text lines as before structured logs (``time LEVEL logger message``), with the context
+    fields appended as ``key=value``; records of structlog loggers use structlog's renderer."""
+
+    def __init__(self, structured: logging.Formatter) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self.structured = structured
+
+    def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record.msg, dict):  # from a structlog logger
+            return self.structured.format(record)
+        line = super().format(record)
+        fields = dict(get_contextvars())
+        fields.update((k, v) for k, v in vars(record).items() if k not in STANDARD_ATTRIBUTES)
+        add_trace_id(None, "", fields)
+        if not fields:
+            return line
+        head, newline, rest = line.partition("\n")  # a traceback stays below the fields
+        pairs = " ".join(f"{key}={value}" for key, value in fields.items())
+        return f"{head} {pairs}{newline}{rest}"
 
 
 def _keep(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
