@@ -88,6 +88,41 @@ def wait_ready(port: int) -> None:
     raise RuntimeError("bench server did not start")
 
 
+def isolated_costs(rounds: int = 50_000) -> dict[str, float]:
+    """Microseconds per request of each piece on its own, in this process (steadier than the
+    side-by-side figure when the machine is shared): the metrics a fire records, the request
+    ID and context binding, and one JSON access-log line written to /dev/null."""
+    import timeit
+
+    from service import metrics
+    from service.logs import bound_contextvars, clear_contextvars, configure
+
+    configure(logging.INFO, "json")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the process)
+    access = logging.getLogger("uvicorn.access")
+
+    def record_metrics() -> None:
+        metrics.observe_request("POST", "/sessions/{uid}/fire", 200, 0.003)
+        metrics.count_fire(True)
+        metrics.observe_script("fire", 0.001)
+
+    def bind_context() -> None:
+        clear_contextvars()
+        with bound_contextvars(request_id="caf839519c284784af7b891f5bc9a70e", uid=UID):
+            pass
+
+    def access_line() -> None:
+        with bound_contextvars(request_id="caf839519c284784af7b891f5bc9a70e", uid=UID):
+            access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST",
+                        f"/sessions/{UID}/fire", "1.1", 200)  # fmt: skip
+
+    pieces = {"metrics": record_metrics, "context": bind_context, "JSON log line": access_line}
+    return {name: timeit.timeit(piece, number=rounds) / rounds * 1e6
+            for name, piece in pieces.items()}  # fmt: skip
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -124,6 +159,10 @@ async def measure(
     off = statistics.median(cpu["off"])
     if "metrics" in cpu:
         print(f"\nmetrics alone: {statistics.median(cpu['metrics']) / off - 1:+.1%} CPU per fire")
+    costs = isolated_costs()
+    print("\neach piece alone, per request: " + ", ".join(
+        f"{name} {us:.1f} us ({us / 1000 / off:.1%} of a fire's CPU)" for name, us in costs.items()
+    ) + f"; together {sum(costs.values()) / 1000 / off:.1%}")  # fmt: skip
     overhead = statistics.median(cpu["on"]) / off - 1
     rates = [on.rate / o.rate for on, o in zip(runs["on"], runs["off"], strict=True)]
     print(
