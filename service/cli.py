@@ -3,7 +3,9 @@
 * ``triggers serve [--host H] [--port P]``: the HTTP API. Without TRIGGERS_REDIS_URL it first
   starts the embedded Redis (files in TRIGGERS_DATA_DIR, append-only file on) and an
   in-process worker, and stops both, Redis flushed, when the API stops (SIGINT or SIGTERM).
-* ``triggers worker [--processes N] [--threads M]``: Dramatiq workers that run tasks.
+* ``triggers worker [--processes N] [--threads M]``: Dramatiq workers that run tasks;
+  ``--check``: exit 0 when this host's worker processes have a fresh heartbeat (exec probes).
+* ``triggers doctor``: check a deployment, one verdict per line, exit 1 when a check fails.
 * ``triggers api-key NAME [--prefix P ...] [--scope S ...]``: a new secret and its
   TRIGGERS_API_KEYS entry.
 * ``triggers configure|fire|show|unresolved|replay|skip|delete``: talk to a running service
@@ -143,19 +145,19 @@ def refused(command: str, settings: Settings) -> bool:
     return False
 
 
-def closing_server(config: Any) -> Any:
-    """A uvicorn server that ends the app's open event streams when it begins to shut down
-    (uvicorn waits for open responses before the app's lifespan ends; a stream never would)."""
-    import uvicorn
-
+def closing_server(config: Any, drain_seconds: float) -> Any:
+    """The API's uvicorn server: it drains after SIGTERM (service/api/draining.py), then ends
+    the app's open event streams when it begins to shut down (uvicorn waits for open responses
+    before the app's lifespan ends; a stream never would)."""
+    from service.api.draining import DrainingServer
     from service.api.events import close_streams
 
-    class ClosingServer(uvicorn.Server):
+    class ClosingServer(DrainingServer):
         async def shutdown(self, sockets: Any = None) -> None:
             close_streams(config.app)
             await super().shutdown(sockets=sockets)
 
-    return ClosingServer(config)
+    return ClosingServer(config, drain_seconds)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -168,12 +170,14 @@ def serve(args: argparse.Namespace) -> int:
     """
     import uvicorn
 
+    from service import tracing
     from service.api.app import create_app
     from service.api.slow_clients import header_deadline_protocol
     from service.redis_server import RedisServerError
     from service.worker.process import start_worker
 
     settings = load_settings()
+    tracing.setup("triggers-api")  # first: the embedded worker runs in this process too
     if refused("serve", settings):
         return EXIT_USAGE
     try:
@@ -193,11 +197,11 @@ def serve(args: argparse.Namespace) -> int:
                     create_app(settings), loop="uvloop",
                     http=header_deadline_protocol(settings.header_timeout),
                     timeout_keep_alive=settings.keep_alive_timeout,
-                    log_level=args.log_level, lifespan="on",
+                    log_level=args.log_level, lifespan="on", log_config=None,
                     forwarded_allow_ips=args.forwarded_allow_ips,
                 )  # fmt: skip
                 log.info("serving on http://%s:%d", args.host, args.port)
-                closing_server(config).run(sockets=[sock])
+                closing_server(config, settings.drain_seconds).run(sockets=[sock])
             finally:
                 if worker is not None:
                     worker.stop(timeout=10_000)
@@ -218,13 +222,56 @@ def worker(args: argparse.Namespace) -> int:
     if not (settings.redis_url or settings.broker_url):
         return fail("worker", "set TRIGGERS_REDIS_URL (state) and optionally "
                     "TRIGGERS_BROKER_URL", EXIT_USAGE)  # fmt: skip
+    if args.check:
+        return check_worker(settings, args.processes or settings.worker_processes)
     return run_workers(args.processes or settings.worker_processes,
                        args.threads or settings.worker_threads)  # fmt: skip
 
 
+def check_worker(settings: Settings, expected: int) -> int:
+    """`triggers worker --check` (an exec probe): 0 when this host's worker processes all have
+    a fresh heartbeat, 1 otherwise (stale, missing, or Redis unreachable)."""
+    import socket
+
+    from service.heartbeat import alive_ids
+
+    if not settings.redis_url:
+        return fail("worker", "--check needs TRIGGERS_REDIS_URL", EXIT_USAGE)
+    from service.heartbeat import sync_client
+
+    host = socket.gethostname()
+    try:
+        client = sync_client(settings)
+        try:
+            alive = alive_ids(client, settings.key_prefix)
+            mine = [i for i in alive if i.rpartition(":")[0] == host]
+        finally:
+            client.close()
+    except Exception as error:
+        return fail("worker", f"--check: Redis unreachable ({type(error).__name__}: {error})", 1)
+    if len(mine) < expected:
+        return fail("worker", f"--check: {len(mine)} of {expected} worker processes on {host} "
+                    "have a fresh heartbeat", 1)  # fmt: skip
+    print(f"ok: {len(mine)} worker processes on {host} alive")
+    return EXIT_OK
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """`triggers doctor`: one verdict per line; exit 1 when a check failed."""
+    from service.doctor import diagnose
+
+    settings = load_settings()
+    if not settings.redis_url:
+        return fail("doctor", "set TRIGGERS_REDIS_URL to the deployment's Redis", EXIT_USAGE)
+    findings = diagnose(settings)
+    for finding in findings:
+        print(finding.line())
+    return 1 if any(f.verdict == "FAIL" for f in findings) else EXIT_OK
+
+
 # The API key scopes (service.api.auth.SCOPES; a test keeps the two equal): spelled out here so
 # that building the parser does not import the API.
-SCOPES = ("read", "fire", "configure", "operate")
+SCOPES = ("read", "fire", "configure", "operate", "metrics")
 
 
 def api_key(args: argparse.Namespace) -> int:
@@ -338,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker_parser = sub.add_parser("worker", help="run Dramatiq worker processes")
     worker_parser.add_argument("--processes", type=int, help="default TRIGGERS_WORKER_PROCESSES")
     worker_parser.add_argument("--threads", type=int, help="default TRIGGERS_WORKER_THREADS")
+    worker_parser.add_argument(
+        "--check", action="store_true",
+        help="exit 0 if this host's worker processes (--processes) have a fresh heartbeat, "
+        "else 1 (for exec probes)",
+    )  # fmt: skip
+    sub.add_parser("doctor", help="check a deployment (Redis, workers, secrets, clocks); exit "
+                   "1 when a check fails")  # fmt: skip
     key_parser = sub.add_parser("api-key", help="make a new API key and its settings entry")
     key_parser.add_argument("name")
     key_parser.add_argument("--prefix", action="append", help="UID prefix it may touch")
@@ -387,7 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     # The service logs what it does; a client command prints its answer and nothing else
     # (no "INFO httpx HTTP Request" lines) unless -v.
     quiet = args.command not in ("serve", "worker") and not args.verbose
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=LOG_FORMAT)
+    if args.command in ("serve", "worker"):  # structured (TRIGGERS_LOG_FORMAT), see logs.py
+        from service.logs import configure
+
+        configure(logging.INFO)
+    else:
+        logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format=LOG_FORMAT)
     try:
         if args.command == "serve":
             return serve(args)
@@ -395,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
             return api_key(args)
         if args.command == "worker":
             return worker(args)
+        if args.command == "doctor":
+            return doctor(args)
         return run_client_command(args)
     except CommandFailed as error:
         return fail(args.command, error.message, error.code)

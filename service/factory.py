@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service import tracing
 from service.engine import Engine
 from service.engine.limits import Limits
 from service.managers import Manager
@@ -21,7 +22,7 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
     """An engine on ``url`` configured as the settings and the manager say."""
     manager = manager or build_manager(settings)
     storage: type[Engine] = lookup_class(storages, settings.storage)
-    return storage.from_url(
+    engine = storage.from_url(
         url,
         cluster=settings.redis_cluster,
         max_connections=settings.redis_max_connections,
@@ -35,6 +36,8 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
         event_log_cap=settings.event_log_max,
         page_size=settings.page_size,
     )
+    tracing.instrument_redis(engine.client)  # when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    return engine
 
 
 def limits_of(settings: Settings) -> Limits:

@@ -180,6 +180,37 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds an outbox entry may wait for its enqueue before it is re-sent.",
     )
+    heartbeat_interval: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds between a worker process's heartbeats; a worker is counted dead "
+        "after three intervals without one.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Workers: the first port of the per-process /metrics endpoints (process i "
+        "listens on this port + i); unset: workers serve no metrics. The API serves /metrics "
+        "on its own port (the `metrics` API-key scope).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the workers' metrics ports listen on (0.0.0.0 in a container).",
+    )
+    drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="`triggers serve`: seconds between SIGTERM and closing the listening "
+        "socket, during which /readyz answers 503 so a load balancer stops sending requests "
+        "(set it above the readiness probe's period, e.g. 10 in Kubernetes).",
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="console",
+        description="`triggers serve` and `triggers worker` logs: json (one object per line, "
+        "for production) or console (text for a terminal).",
+    )
     failpoint: str | None = Field(
         default=None,
         description="Testing only: after-commit-before-enqueue makes the API process exit "

@@ -13,12 +13,25 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import events, health, instances, openapi, problems, sessions, ui, webhooks
+from service import tracing
+from service.api import (
+    events,
+    health,
+    instances,
+    openapi,
+    operations,
+    problems,
+    sessions,
+    ui,
+    webhooks,
+)
 from service.api.auth import Authenticator, parse_api_keys
 from service.api.context import ApiContext
 from service.api.gate import Gate
 from service.api.idempotency import IdempotencyStore
 from service.api.limits import BodySizeLimit
+from service.api.operations import RequestMetrics
+from service.api.request_id import RequestId
 from service.api.slow_clients import BodyDeadline
 from service.engine import Engine
 from service.factory import build_engine, build_manager
@@ -73,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.redis_url:
             raise RuntimeError("TRIGGERS_REDIS_URL is not set (triggers serve sets it)")
-        ensure_broker(settings)  # the dramatiq runner sends with this app's settings
+        app.state.broker = ensure_broker(settings)  # the runner sends with these settings
         manager = build_manager(settings)
         engine = build_engine(settings, settings.redis_url, manager)
         await engine.load_scripts()
@@ -105,9 +118,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.ui:
         ui.install(app)
     app.include_router(health.router)
+    app.include_router(operations.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout)
     app.add_middleware(Gate, auth=auth)  # added last: runs first, before any body is read
+    app.add_middleware(RequestMetrics)  # 401s and 413s are counted too
+    app.add_middleware(RequestId)  # outermost: every answer carries X-Request-ID
 
     openapi.install(app)
+    tracing.instrument_app(app)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     return app

@@ -8,7 +8,8 @@ service never stores the secret itself), the UID prefixes it may touch and its s
 
 ``triggers api-key`` prints a new secret and its entry. Scopes: ``read`` (every GET),
 ``fire`` (POST fire), ``configure`` (PATCH/PUT config, DELETE session), ``operate`` (replay,
-skip, status, metadata, logs-resolved). An empty ``prefixes`` list means every session.
+skip, status, metadata, logs-resolved), ``metrics`` (GET /metrics). An empty ``prefixes``
+list means every session.
 Presented keys are hashed and compared with every entry in constant time (hmac.compare_digest).
 """
 
@@ -23,8 +24,8 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from service.api.problems import FieldError, ProblemError
 
-Scope = Literal["read", "fire", "configure", "operate"]
-SCOPES: tuple[Scope, ...] = ("read", "fire", "configure", "operate")
+Scope = Literal["read", "fire", "configure", "operate", "metrics"]
+SCOPES: tuple[Scope, ...] = ("read", "fire", "configure", "operate", "metrics")
 
 
 class ApiKey(BaseModel):

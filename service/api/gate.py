@@ -7,7 +7,8 @@ dependency. The scope a request needs follows from its method and path:
 * ``read``: every GET;
 * ``fire``: ``POST /sessions/{uid}/fire``;
 * ``configure``: ``PATCH``/``PUT /sessions/{uid}/config`` and ``DELETE /sessions/{uid}``;
-* ``operate``: every other change under ``/sessions/{uid}/instances/``.
+* ``operate``: every other change under ``/sessions/{uid}/instances/``;
+* ``metrics``: ``GET /metrics`` (Prometheus' key needs nothing else).
 
 ``GET /sessions`` (the index) and ``GET /auth/key`` need ``read``; the key is left in the
 request's state (``api_key``) for them, and its name in ``engine.actor.ACTOR`` for the event log.
@@ -63,6 +64,9 @@ class Gate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
+        if path == "/metrics":
+            await self.guard(scope, receive, send, "metrics", None)
+            return
         if path not in GATED_PATHS and not path.startswith("/sessions/"):
             await self.app(scope, receive, send)
             return
@@ -72,32 +76,35 @@ class Gate:
             scope = dict(scope, path="/".join(segments))
         # ["", "sessions", uid, ...]; the gated paths name no session
         session_part = [] if path in GATED_PATHS else segments[2:]
-        if self.auth.enabled:
-            headers = dict(scope["headers"])
-            header = headers.get(b"authorization")
-            if header is None and path == WHOAMI_PATH:
-                # the inspector asks who it is before it has a key: no 401 (nor a console
-                # error) for that; the answer says a key is needed and carries no data
-                await self.app(scope, receive, send)
-                return
-            try:
-                key = self.auth.authorize(
-                    header.decode("latin-1") if header else None,
-                    required_scope(scope["method"], session_part),
-                    session_part[0] if session_part else None,
-                )
-            except ProblemError as problem:
-                response = problem_response(
-                    problem.kind, problem.detail, errors=problem.errors,
-                    path=scope["path"], headers=problem.headers,
-                )  # fmt: skip
-                await response(scope, receive, send)
-                return
-            scope.setdefault("state", {})["api_key"] = key
-            token = ACTOR.set(key.name if key else "")
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                ACTOR.reset(token)
+        needed = required_scope(scope["method"], session_part)
+        await self.guard(scope, receive, send, needed, session_part[0] if session_part else None)
+
+    async def guard(
+        self, scope: Scope, receive: Receive, send: Send, needed: AuthScope, uid: str | None
+    ) -> None:
+        """Pass the request on if its key has the scope (and the UID), else answer 401/403.
+        The key is left in the request's state and its name in ACTOR (the event log's actor)."""
+        if not self.auth.enabled:
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        header = dict(scope["headers"]).get(b"authorization")
+        if header is None and scope["path"] == WHOAMI_PATH:
+            # the inspector asks who it is before it has a key: no 401 (nor a console
+            # error) for that; the answer says a key is needed and carries no data
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = self.auth.authorize(header.decode("latin-1") if header else None, needed, uid)
+        except ProblemError as problem:
+            response = problem_response(
+                problem.kind, problem.detail, errors=problem.errors,
+                path=scope["path"], headers=problem.headers,
+            )  # fmt: skip
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_key"] = key
+        token = ACTOR.set(key.name if key else "")
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ACTOR.reset(token)

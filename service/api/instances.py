@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
+from service import metrics
 from service.api.context import context
 from service.api.json_body import StrictJsonRoute
 from service.api.params import InstanceName, Uid, mutating_problems, problems
@@ -19,7 +20,7 @@ from service.api.schemas import (
     UnresolvedInstancesAnswer,
 )
 from service.api.views import json_bytes, json_response, unresolved_instances_json
-from service.engine import Instance, InvalidError
+from service.engine import Engine, Instance, InvalidError
 from service.engine.models import Name, Status
 
 router = APIRouter(tags=["instances"], route_class=StrictJsonRoute)
@@ -159,7 +160,25 @@ async def set_status(
         )  # fmt: skip
     await ctx.after(uid, outcome)
     assert outcome.record is not None
+    await count_external_end(ctx.engine, uid, outcome.record)
     return outcome.record
+
+
+ENDS: dict[str, metrics.InstanceOutcome] = {
+    "finished": "finished", "failed": "failed", "skipped": "skipped",
+}  # fmt: skip
+
+
+async def count_external_end(engine: Engine, uid: str, record: Instance) -> None:
+    """An external worker's report ends its instance: counted here, the only place it is seen
+    (one read of the task's runner; reports about other runners' instances are operators'
+    corrections of instances their workers already counted)."""
+    ended = ENDS.get(record.status)
+    if ended is None:
+        return
+    task = (await engine.get_config(uid)).tasks.get(record.task)
+    if task is not None and task.using == "external":
+        metrics.count_instance("external", ended)
 
 
 @router.patch(

@@ -25,9 +25,12 @@ from service.api.views import (
     json_response,
     session_answer,
     unresolved_task_view,
+    waits_for_workers,
 )
 from service.engine import SessionConfig, Subscription, TaskConfig, UnresolvedInstance
 from service.engine.index import SessionIndex
+from service.heartbeat import count_alive
+from service.logs import bind_contextvars
 from service.webhooks.runner import WebhookRunner
 from service.webhooks.store import DeliveryStore
 
@@ -104,6 +107,7 @@ async def get_config(request: Request, uid: Uid) -> ConfigBody:
 async def fire(uid: Uid, body: FireBody, request: Request) -> FireAnswer:
     ctx = context(request)
     async with ctx.idempotency.request(uid, request) as idem:
+        bind_contextvars(trigger=body.trigger)
         outcome = await ctx.engine.fire(uid, body.trigger, body.kwargs, idempotency=idem)
     await ctx.after(uid, outcome)
     return fire_answer(uid, body.trigger, outcome)
@@ -132,12 +136,15 @@ async def get_session(request: Request, uid: Uid) -> Response:
 async def unresolved_tasks(request: Request, uid: Uid) -> Response:
     ctx = context(request)
     tasks, instances = await ctx.engine.unresolved(uid, full=False)
+    by_task: dict[str, list[UnresolvedInstance]] = {}
+    for instance in instances:
+        by_task.setdefault(instance.task, []).append(instance)
+    alive = None
+    if any(waits_for_workers(t, by_task.get(t.name, [])) for t in tasks):
+        alive = await count_alive(ctx.engine.client, ctx.settings.key_prefix)
 
     def render() -> bytes:
-        by_task: dict[str, list[UnresolvedInstance]] = {}
-        for instance in instances:
-            by_task.setdefault(instance.task, []).append(instance)
-        views = [unresolved_task_view(t, by_task.get(t.name, [])) for t in tasks]
+        views = [unresolved_task_view(t, by_task.get(t.name, []), alive) for t in tasks]
         return UnresolvedTasksAnswer(tasks=views).model_dump_json().encode()
 
     return await json_bytes(render, len(instances))

@@ -99,14 +99,24 @@ def unresolved_instances_json(instances: list[UnresolvedInstance]) -> bytes:
     return b'{"instances":[' + b",".join(parts) + b"]}"
 
 
+def waits_for_workers(task: UnresolvedTask, instances: list[UnresolvedInstance]) -> bool:
+    """Whether the task has an instance a Dramatiq worker must start or finish."""
+    return task.config.using != "external" and any(
+        i.task == task.name and i.status in ("scheduled", "running") for i in instances
+    )
+
+
 def unresolved_task_view(
-    task: UnresolvedTask, instances: list[UnresolvedInstance]
+    task: UnresolvedTask, instances: list[UnresolvedInstance], workers_alive: int | None = None
 ) -> UnresolvedTaskView:
+    """``workers_alive``: how many workers have a fresh heartbeat (None: not asked)."""
     mine = [i for i in instances if i.task == task.name]
     if mine:
         listed = ", ".join(f"{i.name} ({i.status})" for i in mine[:REASON_NAMES])
         more = len(mine) - REASON_NAMES
         reason = f"unresolved instances: {listed}" + (f" and {more} more" if more > 0 else "")
+        if workers_alive == 0 and waits_for_workers(task, mine):
+            reason = f"no worker alive: start `triggers worker` ({reason})"
     else:
         reason = "no instance yet: one is created by the next fire of " + ", ".join(
             task.config.after

@@ -19,9 +19,10 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from service import metrics
 from service.engine.actor import ACTOR
 from service.engine.connection import redis_client
-from service.engine.errors import InvalidError, NotFoundError
+from service.engine.errors import ConflictError, InvalidError, NotFoundError
 from service.engine.keys import (
     KEY_NAMES,
     delivery_keys,
@@ -391,12 +392,18 @@ class Engine:
         idempotency: Idempotency | None = None,
     ) -> Outcome:
         """Fire ``trigger`` (section D). Creates the session if needed."""
-        self._check_name(trigger, "trigger")
-        payload = self._payload(kwargs, "kwargs")
-        return await self._transition(
-            "fire", uid, trigger, payload, self.limits.max_instances,
-            self.limits.max_open_instances, idempotency=idempotency,
-        )  # fmt: skip
+        try:
+            self._check_name(trigger, "trigger")
+            payload = self._payload(kwargs, "kwargs")
+            outcome = await self._transition(
+                "fire", uid, trigger, payload, self.limits.max_instances,
+                self.limits.max_open_instances, idempotency=idempotency,
+            )  # fmt: skip
+        except (InvalidError, NotFoundError, ConflictError):
+            metrics.count_refused_fire()
+            raise
+        metrics.count_fire(bool(outcome.scheduled))
+        return outcome
 
     async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).

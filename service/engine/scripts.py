@@ -9,6 +9,7 @@ to a node that never saw the script) the script is loaded again and the call rep
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -18,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from service.engine.errors import from_response_error
+from service.metrics import observe_script
 
 RedisClient = Redis | RedisCluster
 
@@ -86,6 +88,11 @@ class ScriptRunner:
         for script in self.scripts.values():
             await self.client.script_load(script.source)
 
+    async def loaded(self) -> bool:
+        """Whether Redis (every primary, on a cluster) knows every script."""
+        found = await self.client.script_exists(*(s.sha for s in self.scripts.values()))
+        return all(found)
+
     async def run(
         self,
         name: str,
@@ -107,7 +114,10 @@ class ScriptRunner:
         script = self.scripts[name]
         try:
             try:
-                return await self._call(script, keys, args, mark, touch)
+                started = time.perf_counter()
+                answer = await self._call(script, keys, args, mark, touch)
+                observe_script(name, time.perf_counter() - started)
+                return answer
             except NoScriptError:
                 await self.client.script_load(script.source)
                 return await self._call(script, keys, args, mark, touch)

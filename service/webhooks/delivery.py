@@ -27,7 +27,9 @@ import time
 from dataclasses import dataclass
 
 import httpx
+import orjson
 
+from service import metrics
 from service.outbound import OutboundPolicy, OutboundRefused
 from service.signing import Signer
 from service.webhooks.store import Attempt, Begun, DeliveryStore
@@ -86,6 +88,7 @@ class Deliverer:
             return None
         started = time.monotonic()
         answer = await self.call(delivery_id, begun)
+        metrics.WEBHOOK_ATTEMPT.observe(time.monotonic() - started)
         attempt = Attempt(
             at=int(time.time() * 1000), status=answer.status, error=answer.error,
             durationMs=int((time.monotonic() - started) * 1000),
@@ -95,6 +98,8 @@ class Deliverer:
         finished = await self.store.finish(
             uid, delivery_id, begun.take, attempt, decision.state, retry_ms
         )
+        if finished.result == "applied":
+            metrics.WEBHOOK_DELIVERIES.labels(event_type(begun.body), decision.state).inc()
         return decision.retry_in if finished.result == "applied" else None
 
     async def call(self, delivery_id: str, begun: Begun) -> Answer:
@@ -151,3 +156,12 @@ class Deliverer:
             return Next("failed")
         delay = self.schedule[attempts - 1] * random.uniform(0.8, 1.2)
         return Next("retrying", retry_after if retry_after is not None else delay)
+
+
+def event_type(body: str) -> str:
+    """The event's ``type`` (a closed set: the metrics label), from the delivery's body."""
+    try:
+        found = orjson.loads(body).get("type")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "unknown"
+    return found if isinstance(found, str) else "unknown"

@@ -13,14 +13,19 @@ import threading
 
 import dramatiq
 
+from service import tracing
 from service.engine import NotFoundError
+from service.logs import bind_contextvars
 from service.settings import Settings
 from service.worker.broker import QUEUE, ensure_broker
+from service.worker.liveness import HeartbeatMiddleware, TraceContextMiddleware
 from service.worker.runtime import WorkerRuntime
 from service.worker.sweeper import SweeperMiddleware
 
 broker = ensure_broker(Settings())
 broker.add_middleware(SweeperMiddleware())
+broker.add_middleware(HeartbeatMiddleware())
+broker.add_middleware(TraceContextMiddleware())
 
 _runtime: WorkerRuntime | None = None
 _runtime_lock = threading.Lock()
@@ -40,8 +45,10 @@ def runtime() -> WorkerRuntime:
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
 async def run_instance(uid: str, name: str) -> None:
+    bind_contextvars(uid=uid, instance=name, task=name.rpartition("#")[0])  # this run's lines
     try:
-        delay = await runtime().execute(uid, name)
+        with tracing.consuming("run_instance", uid=uid, instance=name):
+            delay = await runtime().execute(uid, name)
     except NotFoundError as gone:  # the session was deleted meanwhile: nothing left to do
         log.info("%s %s: dropped, the session or instance is gone (%s)", uid, name, gone)
         return
@@ -51,6 +58,8 @@ async def run_instance(uid: str, name: str) -> None:
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
 async def deliver_webhook(uid: str, delivery_id: str, chain: int = 0) -> None:
-    delay = await runtime().deliver(uid, delivery_id, chain)
+    bind_contextvars(uid=uid, delivery=delivery_id)
+    with tracing.consuming("deliver_webhook", uid=uid, delivery=delivery_id):
+        delay = await runtime().deliver(uid, delivery_id, chain)
     if delay is not None:  # not taken: try again on the schedule
         deliver_webhook.send_with_options(args=(uid, delivery_id, chain), delay=int(delay * 1000))

@@ -19,6 +19,7 @@ import os
 import time
 from typing import Protocol
 
+from service import metrics
 from service.engine import Engine, Outcome
 from service.engine.models import Dispatch
 from service.registry import all_of, runners
@@ -65,6 +66,24 @@ class Dispatcher:
 
     async def dispatch(self, uid: str, outcome: Outcome) -> None:
         await self.hand_over(uid, outcome.dispatch)
+        await self.count_ends(uid, outcome)
+
+    async def count_ends(self, uid: str, outcome: Outcome) -> None:
+        """Metrics of what a change ended without a worker: a finalized session, abandoned
+        instances (their task's kind read from the config, only then: abandons are rare)."""
+        if outcome.finalized:
+            metrics.SESSIONS_FINALIZED.inc()
+        abandoned = outcome.abandoned
+        if not abandoned:
+            return
+        try:
+            tasks = (await self.engine.get_config(uid)).tasks
+        except Exception:  # the session went meanwhile: count them as python tasks
+            tasks = {}
+        for name in abandoned:
+            task = tasks.get(name.rpartition("#")[0])
+            kind = metrics.task_kind(task.run, task.using) if task else "python"
+            metrics.count_instance(kind, "abandoned")
 
     async def hand_over(self, uid: str, entries: list[Dispatch]) -> None:
         if not entries:

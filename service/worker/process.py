@@ -37,12 +37,27 @@ def start_worker(settings: Settings, threads: int | None = None) -> Worker:
     return worker
 
 
-def _worker_process(threads: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def serve_metrics(settings: Settings, index: int) -> None:
+    """Process ``index``'s own /metrics port (TRIGGERS_METRICS_PORT + index), if set."""
+    if settings.metrics_port is None:
+        return
+    from service.metrics import serve_worker_metrics
+
+    port = settings.metrics_port + index
+    serve_worker_metrics(settings.metrics_host, port)
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+
+
+def _worker_process(threads: int, index: int = 0) -> None:
+    from service.logs import configure
+
+    configure(logging.INFO)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker = start_worker(Settings(), threads)
+    settings = Settings()
+    serve_metrics(settings, index)
+    worker = start_worker(settings, threads)
     stop.wait()
     worker.stop(timeout=30_000)
 
@@ -51,7 +66,7 @@ def run_workers(processes: int, threads: int) -> int:
     """Start ``processes`` worker processes and wait; SIGTERM/SIGINT stop them gracefully."""
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=_worker_process, args=(threads,), name=f"triggers-worker-{i}")
+        context.Process(target=_worker_process, args=(threads, i), name=f"triggers-worker-{i}")
         for i in range(processes)
     ]
     for child in children:

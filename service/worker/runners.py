@@ -22,6 +22,7 @@ from dramatiq.common import dq_name
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from service import tracing
 from service.engine.connection import HealingConnectionPool, HiredisPackingConnection, no_retry
 from service.settings import Settings
 
@@ -46,9 +47,10 @@ class ActorSender:
     async def send(self, actor: Any, args: tuple[Any, ...], delay_ms: int) -> None:
         broker = actor.broker
         if not isinstance(broker, RedisBroker):
-            await asyncio.to_thread(actor.send_with_options, args=args, delay=delay_ms or None)
+            await asyncio.to_thread(actor.send_with_options, args=args, delay=delay_ms or None,
+                                    **tracing.message_options())  # fmt: skip
             return
-        message = actor.message_with_options(args=args)
+        message = actor.message_with_options(args=args, **tracing.message_options())
         message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
         queue = message.queue_name
         delay = delay_ms or None

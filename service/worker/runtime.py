@@ -11,12 +11,16 @@ import asyncio
 import logging
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
 
+from service import metrics, tracing
 from service.engine import Claim, ConflictError, Engine, InvalidError, Outcome
 from service.factory import build_engine, build_manager
+from service.logs import bind_contextvars
 from service.managers import Manager
 from service.outbound import OutboundPolicy
 from service.settings import Settings
@@ -41,6 +45,7 @@ class WorkerRuntime:
         self.dispatcher = Dispatcher(self.engine, load_runners(), settings)
         secret = deployment_secret(settings)
         self.http = httpx.AsyncClient(follow_redirects=False)
+        tracing.instrument_httpx(self.http)  # sends traceparent on to HTTP tasks and webhooks
         self.http_tasks = HttpTaskRunner(
             self.http, OutboundPolicy(settings.outbound_allow), Signer(secret),
             connect_timeout=settings.http_connect_timeout,
@@ -116,6 +121,22 @@ class WorkerRuntime:
                     uid, name, keeper.reason)  # fmt: skip
         return None
 
+    async def run_measured(
+        self, uid: str, name: str, claim: Claim, sent_at: float
+    ) -> TaskOutcome | None:
+        """``run_leased`` with its metrics: the wait since the instance was due, the run's
+        duration by task kind, and the leases this process holds meanwhile."""
+        waited = waited_since_due(claim)
+        if waited is not None:
+            metrics.SCHEDULE_TO_START.observe(waited)
+        metrics.LEASES_ACTIVE.inc()
+        started = time.perf_counter()
+        try:
+            return await self.run_leased(uid, name, claim, sent_at)
+        finally:
+            metrics.LEASES_ACTIVE.dec()
+            metrics.TASK_DURATION.labels(kind_of(claim)).observe(time.perf_counter() - started)
+
     async def record(self, uid: str, name: str, token: str, result: TaskOutcome) -> Outcome:
         """The transition that ends the run (one script each, with its cascade)."""
         engine = self.engine
@@ -145,11 +166,12 @@ class WorkerRuntime:
             log.info("%s %s: nothing to do (%s %s)", uid, name, claim.state, claim.status or "")
             return None
         assert claim.token is not None
+        bind_contextvars(attempt=claim.attempt or 1)
         if claim.task is None:
             result = TaskOutcome.failure("triggers.TaskNotConfigured",
                                          f"task of {name} is no longer configured")  # fmt: skip
         else:
-            leased = await self.run_leased(uid, name, claim, sent_at)
+            leased = await self.run_measured(uid, name, claim, sent_at)
             if leased is None:
                 return None
             result = leased
@@ -162,6 +184,9 @@ class WorkerRuntime:
             outcome = await self.engine.fail(
                 uid, name, claim.token, "triggers.InvalidTaskResult", invalid.message
             )
+        ended = ended_as(result, outcome)
+        metrics.count_instance(kind_of(claim), ended)
+        log.info("instance %s", ended, extra={"kwargs_bytes": len(orjson.dumps(claim.kwargs))})
         await self.after(uid, outcome)
         if outcome.retried and outcome.record is not None:
             await self.manager.after_replay(uid, outcome.record)
@@ -175,3 +200,35 @@ class WorkerRuntime:
     async def aclose(self) -> None:
         await self.http.aclose()
         await self.engine.aclose()
+
+
+def kind_of(claim: Claim) -> metrics.TaskKind:
+    task = claim.task
+    return metrics.task_kind(task.run if task else None, task.using if task else None)
+
+
+def ended_as(result: TaskOutcome, outcome: Outcome) -> metrics.InstanceOutcome:
+    """How the run's instance ended: a retry that the engine turned into a failure (its budget
+    spent) counts as failed."""
+    if result.kind == "finished":
+        return "finished"
+    if result.kind == "skip":
+        return "skipped"
+    if result.kind == "retry" and outcome.retried:
+        return "retried"
+    return "failed"
+
+
+def waited_since_due(claim: Claim) -> float | None:
+    """Seconds from the instance being scheduled to now; None for a retry's or replay's clone
+    (``parent`` set), which may wait out a cooldown on purpose and would blur the figure."""
+    metadata = claim.instance.metadata if claim.instance else {}
+    stamps = metadata.get("timestamps") or {}
+    scheduled = stamps.get("scheduled") if isinstance(stamps, dict) else None
+    if "parent" in metadata or not isinstance(scheduled, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(scheduled.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, time.time() - moment.timestamp())

@@ -30,6 +30,7 @@ import time
 
 from dramatiq.middleware import Middleware
 
+from service import metrics
 from service.engine.engine import PREMARK_MS
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
@@ -98,6 +99,8 @@ class Sweeper:
             log.warning("sweeper: re-dispatching %s of session %s",
                         ", ".join(e.name for e in entries), uid)  # fmt: skip
             await dispatcher.hand_over(uid, entries)
+            metrics.SWEEPER_REDISPATCHED.labels("stranded").inc(len(found.stranded))
+            metrics.SWEEPER_REDISPATCHED.labels("lease_expired").inc(len(found.expired))
         send = getattr(dispatcher.runners.get("webhooks"), "send", None)
         for delivery_id, chain in found.deliveries:
             if send is None:
