@@ -29,6 +29,7 @@ from triggers_client import (
     UnresolvedInstance,
     UnresolvedTask,
     ValidationFailed,
+    WaitTimeout,
     WebhookEvent,
     verify_webhook,
 )
@@ -125,9 +126,49 @@ def test_skip_and_delete(triggers: Client, task_endpoint: TaskEndpoint) -> None:
 def test_events_by_polling(triggers: Client, task_endpoint: TaskEndpoint) -> None:
     triggers.configure("e", {"tasks": {"t": {"after": ["go"], "run": task_endpoint.url("/e")}}})
     triggers.fire("e", "go", {"a": 1})
-    kinds = [event.event for event in triggers.events("e", poll_interval=0.1, timeout=60)]
+    kinds = [event.event for event in triggers.poll_events("e", poll_interval=0.1, timeout=60)]
     assert kinds[0] == "fired" and kinds[-1] == "finalized"
     assert "instanceFinished" in kinds
+
+
+def test_events_from_the_stream_in_order_and_resumable(
+    triggers: Client, task_endpoint: TaskEndpoint
+) -> None:
+    triggers.configure("s", {"tasks": {"t": {"after": ["go"], "run": task_endpoint.url("/s")}}})
+    triggers.fire("s", "go", {"a": 1})
+    events = list(triggers.events("s", timeout=60))
+    kinds = [event.event for event in events]
+    assert kinds[-1] == "finalized" and kinds.count("finalized") == 1
+    assert kinds.index("fired") < kinds.index("scheduled") < kinds.index("finished"), kinds
+    assert all(event.id for event in events)
+    fired = next(event for event in events if event.event == "fired")
+    assert fired.data["trigger"] == "go"
+    # Resuming after an event id yields only what came after it.
+    after = list(triggers.events("s", since=fired.id, timeout=60))
+    assert [e.event for e in after] == kinds[len(kinds) - len(after) :]
+    assert after and all(event.id != fired.id for event in after)
+
+
+def test_async_events_from_the_stream(
+    triggers_service: EmbeddedService, task_endpoint: TaskEndpoint
+) -> None:
+    async def scenario() -> list[str]:
+        async with AsyncClient(triggers_service.url, namespace="async-events:") as client:
+            await client.configure(
+                "e", {"tasks": {"t": {"after": ["go"], "run": task_endpoint.url("/ae")}}}
+            )
+            await client.fire("e", "go")
+            return [event.event async for event in client.events("e", timeout=60)]
+
+    kinds = asyncio.run(scenario())
+    assert kinds[-1] == "finalized" and "finished" in kinds, kinds
+
+
+def test_events_time_out_on_a_session_that_never_ends(triggers: Client) -> None:
+    triggers.configure("w", {"tasks": {"t": {"after": ["never"], "run": "http://127.0.0.1:9/x"}}})
+    triggers.fire("w", "other")
+    with pytest.raises(WaitTimeout):
+        list(triggers.events("w", timeout=2))
 
 
 def test_webhook_signed_and_verified(

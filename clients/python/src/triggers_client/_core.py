@@ -135,3 +135,28 @@ def dump(value: BaseModel | dict[str, Any]) -> dict[str, Any]:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_unset=True)
     return value
+
+
+STREAM_IDLE_SECONDS = 60.0
+"""A stream silent this long is taken for dead and resumed (the service sends a heartbeat every
+TRIGGERS_EVENTS_HEARTBEAT seconds, 15 by default)."""
+
+
+def stream_headers(last_id: str | None) -> dict[str, str]:
+    headers = {"Accept": "text/event-stream"}
+    if last_id:
+        headers["Last-Event-ID"] = last_id
+    return headers
+
+
+def stream_timeout(deadline: float | None, connect: float | None) -> httpx.Timeout:
+    """Reads wait at most until the deadline (then WaitTimeout), else STREAM_IDLE_SECONDS."""
+    read = STREAM_IDLE_SECONDS
+    if deadline is not None:
+        read = max(0.01, min(read, deadline - time.monotonic()))
+    return httpx.Timeout(connect, read=read)
+
+
+def has_no_stream(response: httpx.Response) -> bool:
+    """A service from before the event stream: the route does not exist."""
+    return response.status_code == 404 and "route-not-found" in response.text

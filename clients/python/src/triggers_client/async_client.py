@@ -13,10 +13,19 @@ from typing import Any, TypeVar
 
 import httpx
 
-from triggers_client._core import Call, RetryPolicy, settings, should_retry
+from triggers_client._core import (
+    Call,
+    RetryPolicy,
+    has_no_stream,
+    problem_of,
+    settings,
+    should_retry,
+    stream_headers,
+    stream_timeout,
+)
 from triggers_client.calls import UNSET, Calls
 from triggers_client.errors import TriggersConnectionError, WaitTimeout
-from triggers_client.events import EventTracker
+from triggers_client.events import FINAL_EVENT, EventTracker, SseParser
 from triggers_client.models import (
     Config,
     Delivery,
@@ -188,10 +197,60 @@ class AsyncClient:
         await self._send(self.calls.redeliver(uid, delivery_id, idempotency_key))
 
     async def events(
+        self,
+        uid: str,
+        *,
+        since: str | None = None,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+    ) -> AsyncIterator[Event]:
+        """The session's changes from its event stream (Server-Sent Events), ending with
+        ``finalized``; ``since``: resume after that event id. A dropped connection is resumed
+        with Last-Event-ID; WaitTimeout past ``timeout`` seconds. A service without the stream
+        is polled instead (``poll_events``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parser = SseParser()
+        parser.last_id = since
+        failures = 0
+        while True:
+            try:
+                async with self.http.stream(
+                    "GET", self.calls.events_path(uid), headers=stream_headers(parser.last_id),
+                    timeout=stream_timeout(deadline, self.http.timeout.connect),
+                ) as response:  # fmt: skip
+                    if response.status_code >= 400:
+                        await response.aread()
+                        if has_no_stream(response):
+                            async for polled in self.poll_events(
+                                uid, poll_interval=poll_interval, timeout=timeout
+                            ):
+                                yield polled
+                            return
+                        raise problem_of(response)
+                    failures = 0
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            yield event
+                            if event.event == FINAL_EVENT:
+                                return
+            except httpx.TransportError as error:
+                past = deadline is not None and time.monotonic() >= deadline
+                if not past and not isinstance(error, httpx.ReadTimeout):
+                    failures += 1
+                    if failures >= self.retry.attempts:
+                        raise TriggersConnectionError(
+                            f"events of {self.uid(uid)}: {error}"
+                        ) from error
+                    await asyncio.sleep(self.retry.delay(failures - 1, None))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"session {self.uid(uid)} not finalized within {timeout} s")
+
+    async def poll_events(
         self, uid: str, *, poll_interval: float = 0.5, timeout: float | None = None
     ) -> AsyncIterator[Event]:
-        """The session's changes as events, ending with ``finalized`` (see events.py: polls
-        GET /sessions/{uid} until the service has its event stream)."""
+        """The session's changes derived by polling GET /sessions/{uid} (see events.py),
+        ending with ``finalized``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         tracker = EventTracker()
         while True:

@@ -43,6 +43,10 @@ class Calls:
     def _session(self, uid: str) -> str:
         return f"/sessions/{segment(self.uid(uid))}"
 
+    def events_path(self, uid: str) -> str:
+        """GET /sessions/{uid}/events: the event log (Server-Sent Events or JSON pages)."""
+        return self._session(uid) + "/events"
+
     def _instance(self, uid: str, name: str) -> str:
         return f"{self._session(uid)}/instances/{segment(name)}"
 

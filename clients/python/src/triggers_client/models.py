@@ -143,6 +143,8 @@ class Event(_Model):
 
     event: str
     data: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+    """The event log's id (stream events only): pass it as ``since`` to resume after it."""
 
 
 class WebhookEvent(_Model):
