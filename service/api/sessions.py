@@ -32,7 +32,6 @@ from service.engine.index import SessionIndex
 from service.heartbeat import count_alive
 from service.logs import bind_contextvars
 from service.webhooks.runner import WebhookRunner
-from service.webhooks.store import DeliveryStore
 
 WEBHOOKS_RUNNER = WebhookRunner.key
 
@@ -160,7 +159,6 @@ async def unresolved_tasks(request: Request, uid: Uid) -> Response:
 async def delete_session(uid: Uid, request: Request) -> Response:
     ctx = context(request)
     async with ctx.idempotency.request(uid, request) as idem:
-        await ctx.engine.delete(uid, idempotency=idem)
-    await DeliveryStore(ctx.engine).delete(uid)
+        await ctx.engine.delete(uid, idempotency=idem)  # deliveries and events included
     await SessionIndex(ctx.engine.client, ctx.engine.prefix).forget(uid)
     return Response(status_code=204)

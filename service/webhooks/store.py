@@ -144,11 +144,6 @@ class DeliveryStore:
         deliveries = [_delivery(str(key), raw) for key, raw in found.items()]
         return sorted(deliveries, key=lambda d: (d.created, d.id))
 
-    async def delete(self, uid: str) -> None:
-        """Forget every delivery of the session (the delete script already does, with the
-        session; kept for callers that delete deliveries on their own)."""
-        await self.client.delete(*self._keys(uid))
-
     async def state(self, uid: str, delivery_id: str) -> str | None:
         delivery = await self.get(uid, delivery_id)
         return None if delivery is None else delivery.state
