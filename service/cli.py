@@ -1,8 +1,10 @@
 """The ``triggers`` command line: run the service, make API keys, and drive sessions.
 
-* ``triggers serve [--host H] [--port P]``: the HTTP API. Without TRIGGERS_REDIS_URL it first
-  starts the embedded Redis (files in TRIGGERS_DATA_DIR, append-only file on) and an
-  in-process worker, and stops both, Redis flushed, when the API stops (SIGINT or SIGTERM).
+* ``triggers serve [--host H] [--port P] [--workers N]``: the HTTP API. Without
+  TRIGGERS_REDIS_URL it first starts the embedded Redis (files in TRIGGERS_DATA_DIR,
+  append-only file on) and an in-process worker, and stops both, Redis flushed, when the API
+  stops (SIGINT or SIGTERM). ``--workers N``: N API processes on the one port
+  (service/supervisor.py).
 * ``triggers worker [--processes N] [--threads M]``: Dramatiq workers that run tasks;
   ``--check``: exit 0 when this host's worker processes have a fresh heartbeat (exec probes).
 * ``triggers doctor``: check a deployment, one verdict per line, exit 1 when a check fails.
@@ -145,19 +147,66 @@ def refused(command: str, settings: Settings) -> bool:
     return False
 
 
-def closing_server(config: Any, drain_seconds: float) -> Any:
+def closing_server(
+    config: Any, drain_seconds: float, on_started: Callable[[], None] | None = None
+) -> Any:
     """The API's uvicorn server: it drains after SIGTERM (service/api/draining.py), then ends
     the app's open event streams when it begins to shut down (uvicorn waits for open responses
-    before the app's lifespan ends; a stream never would)."""
+    before the app's lifespan ends; a stream never would). ``on_started``: called once the app
+    has started and the socket is served (an API process of ``serve --workers N`` tells its
+    parent)."""
     from service.api.draining import DrainingServer
     from service.api.events import close_streams
 
     class ClosingServer(DrainingServer):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and on_started is not None:
+                on_started()
+
         async def shutdown(self, sockets: Any = None) -> None:
             close_streams(config.app)
             await super().shutdown(sockets=sockets)
 
     return ClosingServer(config, drain_seconds)
+
+
+def run_api(
+    settings: Settings,
+    args: argparse.Namespace,
+    sock: socket.socket,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """The API on the bound ``sock`` until a signal stops it: in the process of ``serve``, or
+    in each API process of ``serve --workers N`` (service/supervisor.py)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.api.slow_clients import header_deadline_protocol
+
+    config = uvicorn.Config(
+        create_app(settings), loop="uvloop",
+        http=header_deadline_protocol(settings.header_timeout),
+        timeout_keep_alive=settings.keep_alive_timeout,
+        log_level=args.log_level, lifespan="on", log_config=None,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+    )  # fmt: skip
+    closing_server(config, settings.drain_seconds, on_started).run(sockets=[sock])
+
+
+def api_processes(args: argparse.Namespace, settings: Settings) -> int:
+    """``--workers`` (else TRIGGERS_API_WORKERS): a whole number of API processes, >= 1."""
+    text = args.workers
+    if text is None:
+        return settings.api_workers
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise CommandFailed(EXIT_USAGE, f"--workers must be a whole number of API processes, "
+                            f"1 or more (not {text!r})")  # fmt: skip
+    return count
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -166,17 +215,16 @@ def serve(args: argparse.Namespace) -> int:
     Order: the port is bound, then the data directory locked, then Redis started, so a second
     service fails at once, with one line, and starts nothing. uvicorn handles both signals for
     a graceful shutdown and then raises them again; our handlers turn that into exceptions that
-    unwind the ``with`` blocks, so the Redis child is always stopped, never orphaned.
+    unwind the ``with`` blocks, so the Redis child is always stopped, never orphaned. With
+    ``--workers N`` (N > 1) this process keeps the socket, Redis and the worker, and N API
+    processes serve the socket (service/supervisor.py).
     """
-    import uvicorn
-
     from service import tracing
-    from service.api.app import create_app
-    from service.api.slow_clients import header_deadline_protocol
     from service.redis_server import RedisServerError
     from service.worker.process import start_worker
 
     settings = load_settings()
+    processes = api_processes(args, settings)
     tracing.setup("triggers-api")  # first: the embedded worker runs in this process too
     if refused("serve", settings):
         return EXIT_USAGE
@@ -189,19 +237,16 @@ def serve(args: argparse.Namespace) -> int:
         return fail("serve", message, EXIT_CANNOT_START)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     embedded = not settings.redis_url
+    code = EXIT_OK
     try:
         with sock, redis_for(settings) as settings:
             worker = start_worker(settings) if embedded else None
             try:
-                config = uvicorn.Config(
-                    create_app(settings), loop="uvloop",
-                    http=header_deadline_protocol(settings.header_timeout),
-                    timeout_keep_alive=settings.keep_alive_timeout,
-                    log_level=args.log_level, lifespan="on", log_config=None,
-                    forwarded_allow_ips=args.forwarded_allow_ips,
-                )  # fmt: skip
-                log.info("serving on http://%s:%d", args.host, args.port)
-                closing_server(config, settings.drain_seconds).run(sockets=[sock])
+                if processes == 1:
+                    log.info("serving on http://%s:%d", args.host, args.port)
+                    run_api(settings, args, sock)
+                else:
+                    code = supervise(settings, args, sock, processes)
             finally:
                 if worker is not None:
                     worker.stop(timeout=10_000)
@@ -209,7 +254,24 @@ def serve(args: argparse.Namespace) -> int:
         return fail("serve", str(error).splitlines()[0], EXIT_CANNOT_START)
     except KeyboardInterrupt:
         pass
-    return 0
+    return code
+
+
+def supervise(settings: Settings, args: argparse.Namespace, sock: socket.socket, n: int) -> int:
+    """``serve --workers N``: this process's metrics port, then N API processes until a signal
+    stops them (service/supervisor.py)."""
+    from service.supervisor import Supervisor
+    from service.worker.process import serve_metrics
+
+    try:
+        serve_metrics(settings, 0)  # this process: the worker and the sweeper
+    except OSError as error:
+        return fail("serve", f"cannot listen on metrics port {settings.metrics_port} "
+                    f"({error.strerror or error})", EXIT_CANNOT_START)  # fmt: skip
+    if settings.metrics_port is None:
+        log.info("%d API processes: /metrics on the API port shows the answering process's "
+                 "series; set TRIGGERS_METRICS_PORT for one port per process", n)  # fmt: skip
+    return Supervisor(n, sock, args).run()
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -376,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve_parser.add_argument("--port", type=int, default=8000, help="default 8000")
     serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument(
+        "--workers", default=None, metavar="N",
+        help="API processes sharing the port (default TRIGGERS_API_WORKERS, else 1); the "
+        "embedded Redis, the in-process worker and its sweeper stay one, in the parent",
+    )  # fmt: skip
     serve_parser.add_argument(
         "--forwarded-allow-ips",
         default=None,

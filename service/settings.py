@@ -206,6 +206,14 @@ class Settings(BaseSettings):
         "socket, during which /readyz answers 503 so a load balancer stops sending requests "
         "(set it above the readiness probe's period, e.g. 10 in Kubernetes).",
     )
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        description="`triggers serve`: API processes sharing the listening port (`--workers` "
+        "overrides it). One process uses one core; the embedded Redis, the in-process worker "
+        "and its sweeper stay one, in the parent process, which replaces an API process that "
+        "dies.",
+    )
     log_format: Literal["json", "console"] = Field(
         default="console",
         description="`triggers serve` and `triggers worker` logs: json (one object per line, "
