@@ -312,3 +312,30 @@ def test_a_bad_api_workers_setting_is_one_line_and_exit_2(tmp_path: Path) -> Non
     assert done.returncode == 2
     [line] = done.stderr.splitlines()
     assert line.startswith("triggers serve: bad setting: TRIGGERS_API_WORKERS")
+
+
+@pytest.mark.timeout(120)
+def test_sigint_stops_every_api_process_without_draining(tmp_path: Path) -> None:
+    with serving(tmp_path, TRIGGERS_DRAIN_SECONDS="300") as serve:
+        children = serve.all_children()
+        serve.process.send_signal(signal.SIGINT)
+        assert serve.process.wait(60) == 0, serve.output()
+    assert "SIGINT: stopping 2 API processes" in serve.output()
+    assert serve.output().count("Finished server process") == 2
+    eventually(lambda: all(gone(pid) for pid in children), timeout=30, what="no orphans")
+
+
+@pytest.mark.timeout(120)
+def test_api_processes_stop_when_serve_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves no API process behind (each sees its pipe to the parent close). The
+    embedded Redis is left running, holding the data directory, as with one process."""
+    with serving(tmp_path) as serve:
+        api_pids = serve.api_pids()
+        held = (serve.data_dir / "serve.lock").read_text()
+        redis_pid = int(re.search(r"redis-server pid (\d+)", held).group(1))  # type: ignore[union-attr]
+        serve.process.kill()
+        serve.process.wait(30)
+        try:
+            eventually(lambda: all(gone(pid) for pid in api_pids), timeout=60, what="API gone")
+        finally:
+            os.kill(redis_pid, signal.SIGTERM)
