@@ -7,7 +7,9 @@ rounds (the order flips each round), so a drift of a shared machine hits both al
 is a real one: its session has a task waiting for that trigger and another, so every fire
 runs the fire script and stores its kwargs, and schedules nothing (no worker load mixed in).
 
-Prints req/s, p50 and p99 per round and their medians, the ratio 2 processes / 1 per round
+Prints req/s, p50 and p99 per round and their medians, the whole service's CPU per fire (API
+processes, worker and Redis: what a second process costs, steadier than req/s when other
+work shares the cores), the ratio 2 processes / 1 per round
 (median and spread), and the machine's CPU count and load average (wrk shares the cores).
 Run: ``.venv/bin/python bench/cores.py [--seconds 8] [--rounds 5] [--connections 32]``.
 """
@@ -59,6 +61,22 @@ class Round:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float = 0.0  # the whole serve's CPU (API processes, worker, Redis) per fire
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants so far (Linux /proc)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        todo.extend(int(child) for child in children)
+    return total
 
 
 def start(processes: int, folder: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -92,7 +110,8 @@ def prepare(port: int) -> None:
             client.put(f"/sessions/bench:cores:{i}/config", json=config).raise_for_status()
 
 
-def wrk(port: int, script: Path, seconds: float, connections: int) -> Round:
+def wrk(port: int, script: Path, seconds: float, connections: int, pid: int = 0) -> Round:
+    cpu = tree_cpu_seconds(pid) if pid else 0.0
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script),
          f"http://127.0.0.1:{port}"],
@@ -102,7 +121,8 @@ def wrk(port: int, script: Path, seconds: float, connections: int) -> Round:
     if found is None:
         raise SystemExit(f"wrk printed no result:\n{done.stdout}\n{done.stderr}")
     requests, micros, errors, p50, p99 = map(int, found.groups())
-    return Round(requests / (micros / 1e6), p50 / 1000, p99 / 1000, errors)
+    cpu_ms = (tree_cpu_seconds(pid) - cpu) * 1000 / requests if pid and requests else 0.0
+    return Round(requests / (micros / 1e6), p50 / 1000, p99 / 1000, errors, cpu_ms)
 
 
 def main() -> None:
@@ -118,9 +138,10 @@ def main() -> None:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cores-")))
         script = folder / "fire.lua"
         script.write_text(LUA.replace("SESSIONS", str(SESSIONS)))
-        ports = {}
+        ports, pids = {}, {}
         for n in (1, 2):
             process, ports[n] = start(n, folder / f"data{n}")
+            pids[n] = process.pid
             stack.callback(process.wait, 60)
             stack.callback(process.send_signal, signal.SIGTERM)
             prepare(ports[n])
@@ -128,24 +149,30 @@ def main() -> None:
         runs: dict[int, list[Round]] = {1: [], 2: []}
         for r in range(args.rounds):
             for n in (1, 2) if r % 2 == 0 else (2, 1):
-                runs[n].append(wrk(ports[n], script, args.seconds, args.connections))
+                runs[n].append(wrk(ports[n], script, args.seconds, args.connections, pids[n]))
         report(runs, args, load_before)
 
 
 def report(runs: dict[int, list[Round]], args: argparse.Namespace, load_before: tuple) -> None:
     print(f"{'API processes':<14} {'req/s per round':<44} {'median':>8} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'errors':>6}")  # fmt: skip
+          f"{'p99 ms':>7} {'errors':>6} {'CPU ms/fire':>11}")  # fmt: skip
     for n, rounds in runs.items():
         rates = " ".join(f"{r.rate:7.0f}" for r in rounds)
         print(f"{n:<14} {rates:<44} {statistics.median(r.rate for r in rounds):8.0f} "
               f"{statistics.median(r.p50_ms for r in rounds):7.1f} "
               f"{statistics.median(r.p99_ms for r in rounds):7.1f} "
-              f"{sum(r.errors for r in rounds):6d}")  # fmt: skip
+              f"{sum(r.errors for r in rounds):6d} "
+              f"{statistics.median(r.cpu_ms for r in rounds):11.2f}")  # fmt: skip
     ratios = [two.rate / one.rate for one, two in zip(runs[1], runs[2], strict=True)]
     print(f"\n2 / 1 processes per round: {', '.join(f'{x:.2f}' for x in ratios)}")
     print(f"2 / 1 processes: median {statistics.median(ratios):.2f} (spread "
           f"{min(ratios):.2f}-{max(ratios):.2f}) over {args.rounds} alternating rounds of "
           f"{args.seconds:g} s, wrk -t1 -c{args.connections}")  # fmt: skip
+    cpu = [two.cpu_ms / one.cpu_ms for one, two in zip(runs[1], runs[2], strict=True)]
+    print(
+        f"CPU per fire, 2 / 1 processes (the cost of the second process; steadier than "
+        f"req/s on a shared machine): median {statistics.median(cpu):.2f}"
+    )
     print(f"machine: {os.cpu_count()} CPUs shared with wrk and Redis; load average "
           f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")  # fmt: skip
 
