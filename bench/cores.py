@@ -9,7 +9,8 @@ runs the fire script and stores its kwargs, and schedules nothing (no worker loa
 
 Prints req/s, p50 and p99 per round and their medians, the whole service's CPU per fire (API
 processes, worker and Redis: what a second process costs, steadier than req/s when other
-work shares the cores), the ratio 2 processes / 1 per round
+work shares the cores), how many fires each API process of `--workers 2` took (from its own
+metrics port: is the load shared?), the ratio 2 processes / 1 per round
 (median and spread), and the machine's CPU count and load average (wrk shares the cores).
 Run: ``.venv/bin/python bench/cores.py [--seconds 8] [--rounds 5] [--connections 32]``.
 """
@@ -21,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -79,11 +81,12 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def start(processes: int, folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start(processes: int, folder: Path, metrics_port: int) -> tuple[subprocess.Popen[bytes], int]:
     """A `triggers serve --workers N` on a free port, ready."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERS_")}
-    env.update({"TRIGGERS_AUTH": "off", "TRIGGERS_DATA_DIR": str(folder)})
+    env.update({"TRIGGERS_AUTH": "off", "TRIGGERS_DATA_DIR": str(folder),
+                "TRIGGERS_METRICS_PORT": str(metrics_port)})  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers",
          str(processes), "--log-level", "warning"],
@@ -138,9 +141,10 @@ def main() -> None:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cores-")))
         script = folder / "fire.lua"
         script.write_text(LUA.replace("SESSIONS", str(SESSIONS)))
-        ports, pids = {}, {}
+        ports, pids, metrics = {}, {}, {}
         for n in (1, 2):
-            process, ports[n] = start(n, folder / f"data{n}")
+            metrics[n] = free_ports(n + 1)  # per process: the fires each API process took
+            process, ports[n] = start(n, folder / f"data{n}", metrics[n])
             pids[n] = process.pid
             stack.callback(process.wait, 60)
             stack.callback(process.send_signal, signal.SIGTERM)
@@ -151,6 +155,34 @@ def main() -> None:
             for n in (1, 2) if r % 2 == 0 else (2, 1):
                 runs[n].append(wrk(ports[n], script, args.seconds, args.connections, pids[n]))
         report(runs, args, load_before)
+        print(f"fires per API process of --workers 2: {', '.join(fires_taken(metrics[2], 2))}")
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports."""
+    while True:
+        first = free_port()
+        if all(port_is_free(first + i) for i in range(1, count)):
+            return first
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def fires_taken(metrics_port: int, processes: int) -> list[str]:
+    """The fires each API process answered (its own metrics port): is the load shared?"""
+    counts = []
+    for i in range(processes):
+        url = f"http://127.0.0.1:{metrics_port + 1 + i}/metrics"
+        found = re.findall(r"^triggers_fires_total\{[^}]*\} (\S+)$", httpx.get(url).text, re.M)
+        counts.append(f"{sum(float(x) for x in found):.0f}")
+    return counts
 
 
 def report(runs: dict[int, list[Round]], args: argparse.Namespace, load_before: tuple) -> None:
