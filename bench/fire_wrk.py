@@ -5,6 +5,8 @@ plus ``POST /bench/noop``, which does exactly one EVALSHA of a no-op script, the
 stack. wrk (Debian's package) drives each endpoint in alternating rounds with the same
 connections and the same Lua request builder, so both pay the same load generator; fires go
 round-robin to 16 configured sessions (an ``andEvery`` task: every fire schedules one instance).
+The server's CPU time per request (from /proc) is shown too: on a shared machine throughput
+swings with the neighbours, CPU time per request much less.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procstat import cpu_seconds
 from bench.table import Row
 from service.redis_server import RedisServer, free_port
 
@@ -127,9 +130,14 @@ def measure(rounds: int, seconds: float, connections: int) -> list[Row]:
             for script in scripts.values():  # warm-up: connections, scripts, caches
                 run_wrk(wrk, script, port, 1, connections)
             runs: dict[str, list[WrkResult]] = {"noop": [], "fire": []}
+            cpu: dict[str, list[float]] = {"noop": [], "fire": []}  # server ms per request
             for _ in range(rounds):
                 for name, script in scripts.items():
-                    runs[name].append(run_wrk(wrk, script, port, seconds, connections))
+                    before = cpu_seconds(child.pid)
+                    result = run_wrk(wrk, script, port, seconds, connections)
+                    used = cpu_seconds(child.pid) - before
+                    cpu[name].append(used * 1000 / max(1.0, result.rate * seconds))
+                    runs[name].append(result)
         finally:
             child.terminate()
             child.wait(20)
@@ -139,6 +147,8 @@ def measure(rounds: int, seconds: float, connections: int) -> list[Row]:
     return [
         Row(f"fire req/s / bare EVALSHA endpoint (wrk -c{connections}){suffix}", "/s",
             [r.rate for r in fire], [r.rate for r in noop], ">= 0.85", lambda r: r >= 0.85),
+        Row("  server CPU per request, steadier under load (info)", "ms", cpu["fire"],
+            cpu["noop"]),
         Row("  fire p50 latency under that load (info)", "ms", [r.p50_ms for r in fire],
             [r.p50_ms for r in noop]),
         Row("  fire p99 latency under that load (info)", "ms", [r.p99_ms for r in fire],
