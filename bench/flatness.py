@@ -2,10 +2,11 @@
 
 Uses bench/engine.py's session (an ``andEvery`` task: each fire adds an instance) through the
 engine directly (no HTTP), on its own redis-server. The big session is built with concurrent
-fires (each one a script, atomic, so the order does not matter); then rounds alternate a batch
-of timed fires into the small session (rebuilt every 10 fires, so it holds 10 to 20) with a
-batch into the big one. The same two sessions give the bytes per instance (MEMORY USAGE of the
-session's keys, big minus small, over the instances in between), as bench/engine.py reports.
+fires (each one a script, atomic, so the order does not matter); then each round times fires
+into the small session (rebuilt every 10 fires, so it holds 10 to 20) and the big one in turn,
+one each, so both run under the same conditions; a round's figure is its median. The same two
+sessions give the bytes per instance (MEMORY USAGE of the session's keys, big minus small, over
+the instances in between), as bench/engine.py reports.
 """
 
 from __future__ import annotations
@@ -68,11 +69,14 @@ async def run(url: str, size: int, rounds: int, batch: int) -> tuple[list[Row], 
     small_runs, big_runs = [], []
     for _ in range(rounds):
         small: list[float] = []
-        while len(small) < batch:
-            await build(engine, SMALL, 10)
-            small += await timed(engine, SMALL, min(10, batch - len(small)))
+        big: list[float] = []
+        for n in range(batch):  # one fire each in turn: the same conditions for both
+            if n % 10 == 0:
+                await build(engine, SMALL, 10)
+            small += await timed(engine, SMALL, 1)
+            big += await timed(engine, BIG, 1)
         small_runs.append(statistics.median(small))
-        big_runs.append(statistics.median(await timed(engine, BIG, batch)))
+        big_runs.append(statistics.median(big))
     await engine.delete(SMALL)
     await engine.delete(BIG)
     await engine.aclose()
