@@ -63,6 +63,25 @@ async def timed_pass(sweeper: Sweeper) -> tuple[float, int, int]:
     return (time.perf_counter() - start) * 1000, sweeper.visited - visited, sent
 
 
+async def one_pass(url: str, idle: int, due: int) -> tuple[float, int, int]:
+    """One timed pass over ``idle`` index entries not due and ``due`` stranded sessions, in a
+    fresh key prefix: (ms, sessions visited, entries re-sent)."""
+    with tempfile.TemporaryDirectory() as data:
+        settings = Settings(
+            redis_url=url, key_prefix=f"bench-{uuid.uuid4().hex[:8]}", data_dir=data,
+            sweep_interval=60, sweep_grace=0, manager="default",
+        )  # fmt: skip
+        runtime = WorkerRuntime(settings)
+        await runtime.engine.load_scripts()
+        await fill_index(runtime, idle)
+        await stranded_sessions(runtime, due)
+        sweeper = Sweeper(runtime)
+        result = await timed_pass(sweeper)
+        await runtime.engine.client.delete(runtime.engine.pending_key)
+        await runtime.aclose()
+    return result
+
+
 async def run(url: str, pending: int, due: int) -> None:
     rows = []
     for label, idle, with_due in (
@@ -70,20 +89,7 @@ async def run(url: str, pending: int, due: int) -> None:
         (f"{pending:,} pending, {due:,} due", pending, due),
         (f"{due:,} pending, {due:,} due", 0, due),
     ):
-        with tempfile.TemporaryDirectory() as data:
-            settings = Settings(
-                redis_url=url, key_prefix=f"bench-{uuid.uuid4().hex[:8]}", data_dir=data,
-                sweep_interval=60, sweep_grace=0, manager="default",
-            )  # fmt: skip
-            runtime = WorkerRuntime(settings)
-            await runtime.engine.load_scripts()
-            await fill_index(runtime, idle)
-            await stranded_sessions(runtime, with_due)
-            sweeper = Sweeper(runtime)
-            ms, visited, sent = await timed_pass(sweeper)
-            await runtime.engine.client.delete(runtime.engine.pending_key)
-            await runtime.aclose()
-        rows.append((label, ms, visited, sent))
+        rows.append((label, *await one_pass(url, idle, with_due)))
     print(f"{'index':<34} {'pass ms':>9} {'visited':>8} {'re-sent':>8}")
     for label, ms, visited, sent in rows:
         print(f"{label:<34} {ms:>9.1f} {visited:>8} {sent:>8}")

@@ -1,0 +1,5 @@
+"""``python -m bench``: the one-table benchmark harness (bench/run.py)."""
+
+from bench.run import main
+
+main()
