@@ -38,7 +38,6 @@ SCRIPT_NAMES = (
     "finalizeIfReady",
     "ackDispatched",
     "delete",
-    "peekInstance",
     "readConfig",
     "readSession",
     "sweepSession",

@@ -245,6 +245,11 @@ local function load_def(task)
   return cjson.decode(raw)
 end
 
+-- The task's configuration as the client gave it (raw JSON text; nil when not configured).
+local function raw_task_config(task)
+  return redis.call('HGET', K.tasks, task) or nil
+end
+
 -- Instance events: created (with the status it starts in), then its status, named by what
 -- happened (running is "claimed").
 local EVENT_OF_STATUS = {running = 'claimed'}

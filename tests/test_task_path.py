@@ -1,0 +1,138 @@
+"""The lean task path (issue 11 item 3), against a real Redis.
+
+* a claim is one script when the task has no withParams: it records the instance kwargs as
+  stored (raw JSON, numbers exact), and two when E1 needs a merge in Python;
+* fire -> claim -> complete of a no-op task runs at most four scripts;
+* a task's logger is one shared logger with the instance as context, and still records the
+  highest level logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import pytest
+
+from service.engine import Engine
+from service.engine.keys import session_keys
+
+UID = "path:1"
+
+
+@contextmanager
+def counting(engine: Engine) -> Iterator[Counter[str]]:
+    """Counts the scripts the engine runs, by name (the real runner, observed)."""
+    calls: Counter[str] = Counter()
+    runner = engine.scripts
+    original = runner.run
+
+    async def run(name: str, *args: Any, **options: Any) -> Any:
+        calls[name] += 1
+        return await original(name, *args, **options)
+
+    runner.run = run  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        runner.run = original  # type: ignore[method-assign]
+
+
+EXACT = b'{"big":12345678901234567,"f":0.12345678901234568,"e":1e-7,"l":[],"o":{}}'
+"""Numbers cjson would round (14 significant digits) and an empty list it would turn into {}."""
+
+
+async def test_claim_without_with_params_is_one_script_and_keeps_numbers_exact(
+    any_engine: Engine,
+) -> None:
+    engine = any_engine
+    await engine.configure(UID, {"tasks": {"t": {"after": ["go"], "run": "P"}}})
+    kwargs = orjson.loads(EXACT)
+    await engine.fire(UID, "go", kwargs)
+    with counting(engine) as calls:
+        claim = await engine.claim(UID, "t#0")
+    assert calls == {"claim": 1}
+    assert claim.state == "claimed" and claim.token
+    assert claim.kwargs == {"go": kwargs}
+    assert claim.task is not None and claim.task.run == "P"
+    assert claim.instance is not None and claim.instance.status == "running"
+    raw = await engine.client.hget(session_keys(UID, engine.prefix)[4], "t#0")
+    stored = orjson.loads(raw)["meta"]["actualKwargs"]
+    assert stored == '{"go":' + EXACT.decode() + "}"  # the fired text, byte for byte
+    instance = await engine.instance(UID, "t#0")
+    assert instance.metadata["actualKwargs"] == {"go": kwargs}
+
+
+async def test_claim_with_with_params_merges_in_python_in_two_scripts(engine: Engine) -> None:
+    config = {"after": ["go"], "run": "P", "withParams": {"go": {"a": 0, "b": 2}, "c": {"k": 1}}}
+    await engine.configure(UID, {"tasks": {"t": config}})
+    await engine.fire(UID, "go", {"a": 1, "n": 0.12345678901234568})
+    with counting(engine) as calls:
+        claim = await engine.claim(UID, "t#0")
+    assert calls == {"claim": 2}
+    expected = {"go": {"a": 1, "b": 2, "n": 0.12345678901234568}, "c": {"k": 1}}
+    assert claim.state == "claimed" and claim.kwargs == expected
+    assert (await engine.instance(UID, "t#0")).metadata["actualKwargs"] == expected
+
+
+async def test_claim_answers_for_instances_not_waiting_to_run(engine: Engine) -> None:
+    await engine.configure(UID, {"tasks": {"t": {"after": ["go"], "run": "P"}}})
+    await engine.fire(UID, "go")
+    first = await engine.claim(UID, "t#0")
+    assert first.state == "claimed"
+    assert (await engine.claim(UID, "t#0")).state == "busy"
+    assert first.token is not None
+    await engine.complete(UID, "t#0", first.token, {})
+    done = await engine.claim(UID, "t#0")
+    assert done.state == "done" and done.status == "finished"
+
+
+async def test_a_no_op_task_runs_at_most_four_scripts(engine: Engine) -> None:
+    """fire -> claim -> complete: one script each, nothing for unsubscribed events."""
+    await engine.configure(UID, {"tasks": {"t": {"after": ["go"], "run": "P"}}})
+    with counting(engine) as calls:
+        await engine.fire(UID, "go", {"x": 1})
+        claim = await engine.claim(UID, "t#0")
+        assert claim.token is not None
+        outcome = await engine.complete(UID, "t#0", claim.token, {})
+    assert calls == {"fire": 1, "claim": 1, "complete": 1}
+    assert outcome.finalized
+    assert not outcome.dispatch  # no subscriber: no sessionFinalized event to hand over
+
+
+def test_task_logger_is_shared_and_records_the_highest_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+
+    from service.worker.python_tasks import TaskContext
+
+    async def no_fire(trigger: str, kwargs: Any) -> None:
+        return None
+
+    loop = asyncio.new_event_loop()
+    try:
+        first = TaskContext("u", "t#1", 1, {}, no_fire, loop)
+        second = TaskContext("u", "t#2", 1, {}, no_fire, loop)
+    finally:
+        loop.close()
+    assert first.logger.logger is second.logger.logger  # one logger, whatever the instances
+    before = len(logging.Logger.manager.loggerDict)
+    with caplog.at_level(logging.DEBUG, logger="triggers.task"):
+        first.logger.debug("detail")
+        first.logger.warning("careful %s", "here", extra={"mine": 1})
+        second.logger.info("fine")
+    assert len(logging.Logger.manager.loggerDict) == before
+    assert first.log_level == logging.WARNING and second.log_level == logging.INFO
+    lines = [(r.name, r.levelno, r.getMessage(), getattr(r, "instance", None)) for r in
+             caplog.records]  # fmt: skip
+    assert lines == [
+        ("triggers.task", logging.DEBUG, "detail", "t#1"),
+        ("triggers.task", logging.WARNING, "careful here", "t#1"),
+        ("triggers.task", logging.INFO, "fine", "t#2"),
+    ]
+    assert caplog.records[1].mine == 1  # type: ignore[attr-defined]
