@@ -9,17 +9,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
 import pytest
+from dramatiq.brokers.redis import RedisBroker
+from redis.asyncio import Redis
 
 from service.engine import Engine
 from service.engine.keys import session_keys
+from service.settings import Settings
+from service.worker.runners import instance_message_id
+from service.worker.runtime import WorkerRuntime
+from service.worker.sweeper import Sweeper
+from tests.conftest import unique_prefix
 
 UID = "path:1"
 
@@ -93,6 +103,7 @@ async def test_claim_answers_for_instances_not_waiting_to_run(engine: Engine) ->
 
 async def test_a_no_op_task_runs_at_most_four_scripts(engine: Engine) -> None:
     """fire -> claim -> complete: one script each, nothing for unsubscribed events."""
+    engine.event_kinds = ""  # no global subscription (TRIGGERS_WEBHOOKS unset)
     await engine.configure(UID, {"tasks": {"t": {"after": ["go"], "run": "P"}}})
     with counting(engine) as calls:
         await engine.fire(UID, "go", {"x": 1})
@@ -136,3 +147,111 @@ def test_task_logger_is_shared_and_records_the_highest_level(
         ("triggers.task", logging.INFO, "fine", "t#2"),
     ]
     assert caplog.records[1].mine == 1  # type: ignore[attr-defined]
+
+
+async def _failed_and_finalized(engine: Engine, uid: str) -> list[str]:
+    """Fails t#0 and finalizes the session (skip); the events the outbox was given."""
+    await engine.fire(uid, "go")
+    claim = await engine.claim(uid, "t#0")
+    assert claim.token is not None
+    failed = await engine.fail(uid, "t#0", claim.token, "E", "boom")
+    skipped = await engine.skip(uid, "t#0")
+    return [entry.name.split(":")[0] for entry in [*failed.dispatch, *skipped.dispatch]]
+
+
+@pytest.mark.parametrize(
+    ("global_kinds", "session_events", "expected"),
+    [
+        ("", None, []),
+        ("", ["instanceFailed"], ["@instanceFailed"]),
+        ("", ["*"], ["@instanceFailed", "@sessionFinalized"]),
+        ("sessionFinalized", None, ["@sessionFinalized"]),
+        ("*", None, ["@instanceFailed", "@sessionFinalized"]),
+        ("instanceFailed", ["sessionFinalized"], ["@instanceFailed", "@sessionFinalized"]),
+    ],
+)
+async def test_events_are_recorded_only_for_subscribers(
+    engine: Engine, global_kinds: str, session_events: list[str] | None, expected: list[str]
+) -> None:
+    engine.event_kinds = global_kinds
+    config: dict[str, Any] = {"tasks": {"t": {"after": ["go"], "run": "P"}}}
+    if session_events is not None:
+        config["webhooks"] = [{"url": "http://127.0.0.1:9/hook", "events": session_events}]
+    await engine.configure(UID, config)
+    assert await _failed_and_finalized(engine, UID) == expected
+    outbox = await engine.client.zrange(session_keys(UID, engine.prefix)[8], 0, -1)
+    assert sorted(member.split(":")[0] for member in outbox) == expected
+
+
+def test_global_event_kinds_from_the_setting() -> None:
+    from service.factory import global_event_kinds
+
+    assert global_event_kinds(None) == ""
+    assert global_event_kinds('[{"url": "http://a/"}]') == "sessionFinalized"
+    hooks = orjson.dumps(
+        [{"url": "http://a/", "events": ["instanceFailed"]}, {"url": "http://b/", "events": ["*"]}]
+    ).decode()
+    assert global_event_kinds(hooks) == "*"
+
+
+@pytest.fixture
+async def runtime(redis_url: str, tmp_path: object) -> AsyncIterator[WorkerRuntime]:
+    settings = Settings(redis_url=redis_url, key_prefix=unique_prefix(), sweep_interval=0.2,
+                        sweep_grace=0, data_dir=str(tmp_path), manager="default")  # fmt: skip
+    made = WorkerRuntime(settings)
+    yield made
+    await made.aclose()
+
+
+async def test_the_sweeper_re_sends_only_messages_the_broker_no_longer_holds(
+    runtime: WorkerRuntime,
+) -> None:
+    """A queued message (a backlog) is not sent again; a lost one, or one fetched by a dead
+    worker, is (sweepSession returns the entry every pass here: grace 0)."""
+    from service.worker.actors import run_instance
+
+    broker = run_instance.broker
+    assert isinstance(broker, RedisBroker)
+    where = broker.client.connection_pool.connection_kwargs
+    client = Redis(host=where["host"], port=where["port"], db=where.get("db", 0),
+                   decode_responses=True)  # fmt: skip
+    uid, engine = f"sweep-{uuid.uuid4().hex[:8]}", runtime.engine
+    queue = f"{broker.namespace}:{run_instance.queue_name}"
+    message = instance_message_id(uid, "t#0")
+    dead = f"dead-{uuid.uuid4().hex[:8]}"
+    await engine.configure(uid, {"tasks": {"t": {"after": ["go"], "run": "P"}}})
+    await runtime.after(uid, await engine.fire(uid, "go"))  # sent: queued, no worker runs here
+    sweeper = Sweeper(runtime)
+    try:
+        assert await client.hexists(f"{queue}.msgs", message)
+        assert await sweeper.pass_once() == 0  # still queued: not sent again
+        assert (await client.lrange(queue, 0, -1)).count(message) == 1
+
+        await client.hdel(f"{queue}.msgs", message)  # lost (a broker restart, say)
+        await client.lrem(queue, 0, message)
+        assert await until(lambda: sweeper.pass_once(), 1)
+        assert await client.hexists(f"{queue}.msgs", message)
+
+        await client.lrem(queue, 0, message)  # fetched by a worker that then died
+        await client.zadd(f"{broker.namespace}:__heartbeats__", {dead: 1})
+        await client.sadd(f"{broker.namespace}:__acks__.{dead}.{run_instance.queue_name}", message)
+        assert await until(lambda: sweeper.pass_once(), 1)
+        assert (await client.lrange(queue, 0, -1)).count(message) == 1
+    finally:
+        await client.lrem(queue, 0, message)
+        await client.hdel(f"{queue}.msgs", message)
+        await client.zrem(f"{broker.namespace}:__heartbeats__", dead)
+        await client.delete(f"{broker.namespace}:__acks__.{dead}.{run_instance.queue_name}")
+        await sweeper.queued.aclose()
+        await client.aclose()
+
+
+async def until(attempt: Any, wanted: int, deadline: float = 20.0) -> bool:
+    """Runs ``attempt`` until it answers ``wanted`` (a sweep pass may find the session not due
+    yet, right after a re-score)."""
+    ends = time.monotonic() + deadline
+    while time.monotonic() < ends:
+        if await attempt() == wanted:
+            return True
+        await asyncio.sleep(0.1)
+    return False

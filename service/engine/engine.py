@@ -139,6 +139,9 @@ class Engine:
     ``limits``: sizes refused before any script runs (limits.py), so no script runs long.
     ``page_size``: most records one read command fetches, and most instances one listing page
     holds (reader.py).
+    ``event_kinds``: the webhook event kinds a global subscription (TRIGGERS_WEBHOOKS) hears,
+    comma-separated ("*": every kind; "": none): the scripts record an event only when it or
+    the session's own webhooks subscribe to it.
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class Engine:
         limits: Limits | None = None,
         page_size: int = 1000,
         event_log_cap: int = 1000,
+        event_kinds: str = "*",
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -166,6 +170,7 @@ class Engine:
         self.reader = SessionReader(client, prefix, page_size)
         self.sessions_key = sessions_index_key(prefix)
         self.event_log_cap = event_log_cap
+        self.event_kinds = event_kinds
 
     @classmethod
     def from_url(
@@ -223,7 +228,7 @@ class Engine:
         marking = script in MARKING_SCRIPTS or script in DELIVERY_SCRIPTS
         mark = self._mark(uid, horizon_ms) if marking and horizon_ms is not None else None
         touch = IndexTouch(self.sessions_key, uid, _now_ms()) if script in INDEXED_SCRIPTS else None
-        trailing: list[str | int | float] = [self.event_log_cap, ACTOR.get()]
+        trailing: list[str | int | float] = [self.event_log_cap, self.event_kinds, ACTOR.get()]
         return await self.scripts.run(
             script, keys, [*common, *args, *trailing], mark=mark, touch=touch
         )
