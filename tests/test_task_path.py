@@ -255,3 +255,53 @@ async def until(attempt: Any, wanted: int, deadline: float = 20.0) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+LIBRARY = """--[=[ header: local function documented() end ]=]
+pcall(redis.replicate_commands)
+local K = {
+  meta = KEYS[1],
+}
+local NOW = 1
+
+-- helper's comment
+local function helper(x)
+  return x + NOW -- uses NOW
+end
+
+local function unused()
+  return 'helper' -- a string naming helper is no use of it
+end
+
+local A, B = 1, 2
+local function user()
+  return helper(A)
+end
+"""
+
+
+def test_a_script_carries_only_the_library_parts_it_uses() -> None:
+    from service.engine.scripts import LuaLibrary
+
+    library = LuaLibrary(LIBRARY)
+    source = library.needed_by("return user() + #K.meta")
+    assert "pcall(redis.replicate_commands)" in source  # defines nothing: always kept
+    assert "local function unused" not in source and "header" not in source
+    for part in ("local K = {\n  meta = KEYS[1],\n}", "local NOW = 1", "-- helper's comment",
+                 "local function helper", "local A, B = 1, 2", "local function user"):  # fmt: skip
+        assert part in source
+    order = [source.index(part) for part in ("local K", "NOW = 1", "helper(x)", "A, B", "user()")]
+    assert order == sorted(order)  # the library's own order
+    assert "local function helper" not in library.needed_by("return unused()")
+
+
+def test_engine_scripts_leave_out_what_they_do_not_use() -> None:
+    from service.engine.scripts import load_sources
+
+    sources = {name: script.source for name, script in load_sources().items()}
+    assert "local function fire(" in sources["fire"]
+    assert "local function fire(" in sources["complete"]  # its cascade
+    for name in ("claim", "readConfig", "ackDispatched", "sweepSession", "renewLease"):
+        assert "local function fire(" not in sources[name], name
+    assert "local function emit_event(" not in sources["claim"]
+    assert len(sources["readConfig"]) < len(sources["fire"]) / 4

@@ -329,9 +329,6 @@ local function runner_of(def)
   return def and def.using or 'dramatiq'
 end
 
--- An event for subscribers (webhooks), put in the outbox in the same atomic step as the change
--- that caused it, so a crash before its delivery is enqueued cannot lose it (the sweeper
--- re-sends it). Outbox members of events start with "@", which no instance name can.
 -- Only an event somebody subscribes to (a global subscription, GLOBAL_EVENTS, or one of the
 -- session's webhooks) is recorded: an event nobody hears would cost two scripts (its runner's
 -- config read and acknowledgement) for nothing.
@@ -342,13 +339,15 @@ local function subscribed(kind)
   local raw = redis.call('HGET', K.meta, 'webhooks')
   if not raw then return false end
   for _, hook in ipairs(cjson.decode(raw)) do
-    if type(hook.events) == 'table' and (contains(hook.events, kind) or contains(hook.events, '*')) then
-      return true
-    end
+    local events = type(hook.events) == 'table' and hook.events or {}
+    if contains(events, kind) or contains(events, '*') then return true end
   end
   return false
 end
 
+-- An event for subscribers (webhooks), put in the outbox in the same atomic step as the change
+-- that caused it, so a crash before its delivery is enqueued cannot lose it (the sweeper
+-- re-sends it). Outbox members of events start with "@", which no instance name can.
 local function emit_event(event)
   if not subscribed(string.match(event, '^[^:]+')) then return end
   local member = '@' .. event
