@@ -25,14 +25,17 @@ a backlog: re-sending it doubled the messages (42-45 % duplicates). On a Redis b
 run_instance message of an instance has one id (runners.instance_message_id), so before
 re-sending the sweeper asks the broker whether it still holds it (``QueuedMessages``): in the
 queue or its delay queue, or fetched by a live worker; one held by a dead worker (heartbeat
-older than the broker's timeout) is re-sent. What this relies on in Dramatiq's Redis broker
-(dramatiq 2.x, dispatch.lua): a message's data lives in the hash ``<ns>:<queue>.msgs`` under
-its id from enqueue until its ack; a fetched message's id sits in ``<ns>:__acks__.<worker>.
-<queue>``; workers' heartbeats are the zset ``<ns>:__heartbeats__``. Limits: a delayed message
-(a retry's cooldown, a not-due claim) moves to the queue under a new random id when its time
-comes, so such an entry may still be re-sent once per grace period under a backlog; RabbitMQ
-keeps the time-based re-send (no cheap look-up of one queued message). Duplicates stay
-harmless either way: the claim decides.
+older than the broker's timeout) is re-sent, under the same id (should Dramatiq's maintenance
+also requeue the dead worker's copy, the later one finds no data and is skipped, or runs as a
+duplicate that the claim refuses). What this relies on in Dramatiq's Redis broker (its
+dispatch.lua, as of dramatiq 2.2.1; tests/test_task_path.py checks it on the installed
+version): a message's data lives in the hash ``<ns>:<queue>.msgs`` under its id from enqueue
+until its ack; a fetched message's id sits in the set ``<ns>:__acks__.<worker>.<queue>``;
+workers' heartbeats are the zset ``<ns>:__heartbeats__``. Limits: a delayed message (a retry's
+cooldown, a not-due claim) moves to the queue under a new random id when its time comes, so
+such an entry may still be re-sent once per grace period under a backlog; RabbitMQ keeps the
+time-based re-send (no cheap look-up of one queued message). Duplicates stay harmless either
+way: the claim decides.
 """
 
 from __future__ import annotations
