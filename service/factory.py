@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import TypeAdapter
+
 from service import tracing
-from service.engine import Engine
+from service.engine import Engine, Subscription
 from service.engine.limits import Limits
 from service.managers import Manager
 from service.registry import lookup, lookup_class, managers, storages
@@ -35,9 +37,18 @@ def build_engine(settings: Settings, url: str, manager: Manager | None = None) -
         limits=limits_of(settings),
         event_log_cap=settings.event_log_max,
         page_size=settings.page_size,
+        event_kinds=global_event_kinds(settings.webhooks),
     )
     tracing.instrument_redis(engine.client)  # when OTEL_EXPORTER_OTLP_ENDPOINT is set
     return engine
+
+
+def global_event_kinds(webhooks: str | None) -> str:
+    """The event kinds the global subscriptions (TRIGGERS_WEBHOOKS, validated JSON) hear, as
+    the scripts take them: comma-separated, "*" for every kind, "" for none."""
+    hooks = TypeAdapter(list[Subscription]).validate_json(webhooks or "[]")
+    kinds = {kind for hook in hooks for kind in hook.events}
+    return "*" if "*" in kinds else ",".join(sorted(kinds))
 
 
 def limits_of(settings: Settings) -> Limits:

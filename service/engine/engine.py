@@ -1,8 +1,9 @@
 """The engine's async facade: validate in Python, change state in one Lua script, decode.
 
-Every method that changes a session runs exactly one script (claim runs a read first, to merge
-withParams in Python: Lua's cjson cannot round-trip arbitrary JSON). Methods return what the
-caller must do next (``Outcome.scheduled`` to enqueue, ``Outcome.finalized`` to announce).
+Every method that changes a session runs exactly one script (a claim of a task with withParams
+runs it twice, to merge them in Python: Lua's cjson cannot round-trip arbitrary JSON). Methods
+return what the caller must do next (``Outcome.scheduled`` to enqueue, ``Outcome.finalized``
+to announce).
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ class Engine:
     ``limits``: sizes refused before any script runs (limits.py), so no script runs long.
     ``page_size``: most records one read command fetches, and most instances one listing page
     holds (reader.py).
+    ``event_kinds``: the webhook event kinds a global subscription (TRIGGERS_WEBHOOKS) hears,
+    comma-separated ("*": every kind; "": none): the scripts record an event only when it or
+    the session's own webhooks subscribe to it.
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class Engine:
         limits: Limits | None = None,
         page_size: int = 1000,
         event_log_cap: int = 1000,
+        event_kinds: str = "*",
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -165,6 +170,7 @@ class Engine:
         self.reader = SessionReader(client, prefix, page_size)
         self.sessions_key = sessions_index_key(prefix)
         self.event_log_cap = event_log_cap
+        self.event_kinds = event_kinds
 
     @classmethod
     def from_url(
@@ -222,7 +228,7 @@ class Engine:
         marking = script in MARKING_SCRIPTS or script in DELIVERY_SCRIPTS
         mark = self._mark(uid, horizon_ms) if marking and horizon_ms is not None else None
         touch = IndexTouch(self.sessions_key, uid, _now_ms()) if script in INDEXED_SCRIPTS else None
-        trailing: list[str | int | float] = [self.event_log_cap, ACTOR.get()]
+        trailing: list[str | int | float] = [self.event_log_cap, self.event_kinds, ACTOR.get()]
         return await self.scripts.run(
             script, keys, [*common, *args, *trailing], mark=mark, touch=touch
         )
@@ -408,29 +414,38 @@ class Engine:
     async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).
 
-        The kwargs are merged here (E1) from a read of the instance and its task, and the claim
-        checks that the task was not reconfigured in between (it retries the read if it was).
+        One script reads and claims: when the task has no withParams (E1 is then the identity)
+        the script records the instance kwargs as they are stored. Otherwise it answers
+        ``merge``; the kwargs are merged here (E1, in Python: Lua's cjson cannot round-trip
+        arbitrary JSON) and claimed with the config version they came from, which the script
+        checks (a task reconfigured in between: read and merge again).
         """
         self._check_instance(name)
         lease = self._check_lease(lease_ms, self.lease_ms)
+        merged, version = "", ""
         for _ in range(10):
-            raw_record, raw_task, version = await self._run("peekInstance", uid, name)
-            instance = decode_instance(name, raw_record)
-            task = TaskConfig.model_validate_json(raw_task) if raw_task else None
-            kwargs = merge_kwargs(task.withParams if task else {}, instance.kwargs)
             token = secrets.token_hex(16)
             # horizon: the index watches a dead worker's lease from its expiry
-            claimed = await self._run(
-                "claim", uid, name, token, lease, _json(kwargs), version or "", horizon_ms=lease
+            reply = await self._run(
+                "claim", uid, name, token, lease, merged, version, horizon_ms=lease
             )
-            answer = orjson.loads(claimed)
-            if answer["state"] == "stale":
+            encoded, raw_record, raw_task, raw_version = reply
+            answer = orjson.loads(encoded)
+            state = answer["state"]
+            if state == "merge":
+                instance = decode_instance(name, raw_record)
+                task = TaskConfig.model_validate_json(raw_task) if raw_task else None
+                merged = _json(merge_kwargs(task.withParams if task else {}, instance.kwargs))
+                version = raw_version or ""
+                continue
+            if state == "stale":
+                merged, version = "", ""
                 continue
             claim = Claim.model_validate(answer)
             if claim.state == "claimed":
-                claim.task, claim.kwargs = task, kwargs
-                instance.status = "running"
-                claim.instance = instance
+                claim.instance = decode_instance(name, raw_record)
+                claim.task = TaskConfig.model_validate_json(raw_task) if raw_task else None
+                claim.kwargs = claim.instance.metadata["actualKwargs"]
             return claim
         raise InvalidError(f"instance {name}: its task keeps being reconfigured; claim again")
 

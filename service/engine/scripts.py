@@ -1,14 +1,16 @@
 """Loading and running the Lua scripts: one file per state change plus includes/lib.lua.
 
-Redis has no include mechanism, so each script is sent as ``lib.lua`` followed by its own body
-(BullMQ does the same at build time). Scripts are loaded once with SCRIPT LOAD (on every primary
-of a cluster) and run with EVALSHA; when Redis answers NOSCRIPT (it restarted, or failed over
-to a node that never saw the script) the script is loaded again and the call repeated, once.
+Redis has no include mechanism, so each script is sent as the parts of ``lib.lua`` it uses
+followed by its own body (BullMQ does the same at build time; ``LuaLibrary``). Scripts are
+loaded once with SCRIPT LOAD (on every primary of a cluster) and run with EVALSHA; when Redis
+answers NOSCRIPT (it restarted, or failed over to a node that never saw the script) the script
+is loaded again and the call repeated, once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -38,7 +40,6 @@ SCRIPT_NAMES = (
     "finalizeIfReady",
     "ackDispatched",
     "delete",
-    "peekInstance",
     "readConfig",
     "readSession",
     "sweepSession",
@@ -63,17 +64,102 @@ def _read(relative: str) -> str:
 
 
 def load_sources() -> dict[str, Script]:
-    """Every script's full source (library + body) and its SHA1, keyed by name."""
-    library = _read("includes/lib.lua")
+    """Every script's full source (the library parts it uses + body) and its SHA1, by name."""
+    library = LuaLibrary(_read("includes/lib.lua"))
     scripts = {}
     for name in SCRIPT_NAMES:
-        source = f"{library}\n-- ===== {name}.lua =====\n{_read(name + '.lua')}"
+        body = _read(name + ".lua")
+        source = f"{library.needed_by(body)}\n-- ===== {name}.lua =====\n{body}"
         sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
         scripts[name] = Script(name, source, sha)
     for name in STANDALONE_SCRIPT_NAMES:
         source = _read(f"standalone/{name}.lua")
         scripts[name] = Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
     return scripts
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEFINES = re.compile(r"local\s+function\s+([A-Za-z_]\w*)|local\s+([A-Za-z_][\w\s,]*?)\s*=")
+_LONG_COMMENT = re.compile(r"--\[(=*)\[.*?\]\1\]", re.DOTALL)
+
+
+def _code_only(lua: str) -> str:
+    """Lua text without comments and string literals (what remains names what it uses)."""
+    lua = _LONG_COMMENT.sub(" ", lua)
+    out, i, n = [], 0, len(lua)
+    while i < n:
+        char = lua[i]
+        if char in "'\"":
+            i += 1
+            while i < n and lua[i] != char:
+                i += 2 if lua[i] == "\\" else 1
+            out.append(" ")
+        elif lua.startswith("--", i):
+            while i < n and lua[i] != "\n":
+                i += 1
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
+class LuaLibrary:
+    """includes/lib.lua cut into its top-level chunks, so that a script carries only the
+    chunks it uses, transitively, in their original order: Redis runs a script's whole text on
+    every call, so each unused ``local function`` and table was a closure or table built for
+    nothing (the shared preamble cost ~12 µs per call, issue 11).
+
+    A chunk starts at a line that begins in column 0 (after the comment lines just above it)
+    and runs until the next such line; ``end``, ``}`` and indented lines continue it. A chunk
+    defines the names of its ``local function NAME`` or ``local NAME[, NAME] =``; one that
+    defines nothing (``pcall(redis.replicate_commands)``) is always kept. Block comments
+    (the library's header) are left out.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.chunks: list[tuple[str, set[str], set[str]]] = []
+        for chunk in self._split(_LONG_COMMENT.sub("", text)):
+            code = _code_only(chunk)
+            defined: set[str] = set()
+            first = code.strip().splitlines()[0] if code.strip() else ""
+            found = _DEFINES.match(first)
+            if found:
+                names = found.group(1) or found.group(2)
+                defined = {part.strip() for part in names.split(",")}
+            self.chunks.append((chunk, defined, set(_IDENTIFIER.findall(code)) - defined))
+
+    @staticmethod
+    def _split(text: str) -> list[str]:
+        chunks: list[str] = []
+        pending: list[str] = []  # comment and blank lines waiting for the chunk they precede
+        for line in text.splitlines():
+            starts = line[:1] not in ("", " ", "\t", "-") and not line.startswith(("end", "}"))
+            if starts or not chunks:
+                chunks.append("\n".join([*pending, line]))
+                pending = []
+            elif line.startswith("--") or not line.strip():
+                pending.append(line)
+            else:
+                chunks[-1] += "\n" + "\n".join([*pending, line])
+                pending = []
+        return [chunk for chunk in chunks if _code_only(chunk).strip()]
+
+    def needed_by(self, body: str) -> str:
+        """The chunks ``body`` uses, directly or through the chunks it uses, in order."""
+        wanted = set(_IDENTIFIER.findall(_code_only(body)))
+        keep = [not defined for _, defined, _ in self.chunks]
+        for i, (_, _, uses) in enumerate(self.chunks):
+            if keep[i]:
+                wanted |= uses
+        changed = True
+        while changed:
+            changed = False
+            for i in reversed(range(len(self.chunks))):
+                _, defined, uses = self.chunks[i]
+                if not keep[i] and defined & wanted:
+                    keep[i] = changed = True
+                    wanted |= uses
+        return "\n".join(chunk for i, (chunk, _, _) in enumerate(self.chunks) if keep[i])
 
 
 class ScriptRunner:

@@ -1,5 +1,10 @@
 """The ``webhooks`` runner: turns an event of the outbox into deliveries, one per subscriber.
 
+The scripts put an event in the outbox only when somebody subscribes to its type (the
+session's webhooks, or the kinds of ``TRIGGERS_WEBHOOKS`` the engine passes them: lib.lua
+``emit_event``), so an event nobody hears costs no script here (it cost a config read and an
+acknowledgement per task).
+
 Subscribers are the session's ``webhooks`` (its configuration) and the global ones of
 ``TRIGGERS_WEBHOOKS`` (a JSON list of ``{"url", "events"}``; ``"*"`` subscribes to every
 event). Each delivery gets an id derived from the session (its UID and sessionId), the event

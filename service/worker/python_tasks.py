@@ -77,13 +77,30 @@ class SkipRequested(Exception):
         self.metadata = metadata or {}
 
 
-class _LevelRecorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.NOTSET)
+TASK_LOGGER = logging.getLogger("triggers.task")
+"""The one logger of every task's lines: a logger per instance name (``getLogger`` of a new
+name, its level set) cost O(loggers) per task, 7.6 ms at 50,000 names, and was never freed.
+The instance rides along as context (``extra``; the worker binds it too)."""
+TASK_LOGGER.setLevel(logging.DEBUG)
+
+
+class TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A task's logger: records the highest level it logged (``logLevel``, I5) and tags each
+    line with the instance. Every level method of LoggerAdapter goes through ``log``."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__(TASK_LOGGER, {"instance": instance})
         self.highest = 0
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.highest = max(self.highest, record.levelno)
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(level):
+            self.highest = max(self.highest, level)
+        super().log(level, msg, *args, **kwargs)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        """The instance added to the caller's own ``extra`` (not replacing it)."""
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
 
 class TaskContext:
@@ -105,10 +122,7 @@ class TaskContext:
         self._fire = fire
         self._loop = loop
         self._cancelled = cancelled or threading.Event()
-        self._recorder = _LevelRecorder()
-        self.logger = logging.getLogger(f"triggers.task.{instance}")
-        self.logger.setLevel(logging.DEBUG)
-        self.logger.addHandler(self._recorder)
+        self.logger = TaskLogger(instance)
 
     @property
     def cancelled(self) -> bool:
@@ -123,10 +137,10 @@ class TaskContext:
 
     @property
     def log_level(self) -> int:
-        return self._recorder.highest
+        return self.logger.highest
 
     def close(self) -> None:
-        self.logger.removeHandler(self._recorder)
+        """Nothing to release since the context has no logger of its own (kept for callers)."""
 
     def validate(self, model: type[M], trigger: str | None = None) -> M:
         """The kwargs (of one trigger, or all of them) validated into ``model``; a validation

@@ -13,6 +13,7 @@ The actor module sets up the broker when imported, so it is imported on first us
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from typing import Any
@@ -44,14 +45,18 @@ class ActorSender:
             self._client = Redis(connection_pool=pool)
         return self._client
 
-    async def send(self, actor: Any, args: tuple[Any, ...], delay_ms: int) -> None:
+    async def send(
+        self, actor: Any, args: tuple[Any, ...], delay_ms: int, message_id: str | None = None
+    ) -> None:
+        """``message_id``: the Redis broker's message id (``instance_message_id``; None: a
+        random one, as Dramatiq makes). Other brokers ignore it."""
         broker = actor.broker
         if not isinstance(broker, RedisBroker):
             await asyncio.to_thread(actor.send_with_options, args=args, delay=delay_ms or None,
                                     **tracing.message_options())  # fmt: skip
             return
         message = actor.message_with_options(args=args, **tracing.message_options())
-        message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        message = message.copy(options={"redis_message_id": message_id or str(uuid.uuid4())})
         queue = message.queue_name
         delay = delay_ms or None
         if delay is not None:
@@ -98,7 +103,16 @@ class DramatiqRunner:
     async def dispatch(self, uid: str, name: str, delay_ms: int) -> None:
         from service.worker.actors import run_instance
 
-        await self.sender.send(run_instance, (uid, name), delay_ms)
+        await self.sender.send(run_instance, (uid, name), delay_ms, instance_message_id(uid, name))
+
+
+def instance_message_id(uid: str, name: str) -> str:
+    """The Redis broker's message id of every run_instance message of an instance: derived
+    from the session and the instance, so the sweeper can ask the broker whether a message for
+    it is still queued (service/worker/sweeper.py, ``QueuedMessages``) before re-sending one.
+    Any such message does the same (the actor claims whatever the instance's state is then)."""
+    digest = hashlib.sha256(f"{uid}\x00{name}".encode()).hexdigest()[:32]
+    return f"trg-{digest}"
 
 
 def broker_pool(options: dict[str, Any]) -> HealingConnectionPool:

@@ -19,6 +19,23 @@ each at most once per grace period, then re-scores the session from what the swe
 O(sessions due), whatever the number of pending sessions (bench/sweeper.py), and a session
 cooling down for an hour is not looked at for an hour. We do not wait for Dramatiq's own
 dead-worker maintenance, which can take many minutes on an idle queue (DESIGN.md section 2).
+
+An outbox entry due for longer than the grace period is usually not stranded but queued behind
+a backlog: re-sending it doubled the messages (42-45 % duplicates). On a Redis broker every
+run_instance message of an instance has one id (runners.instance_message_id), so before
+re-sending the sweeper asks the broker whether it still holds it (``QueuedMessages``): in the
+queue or its delay queue, or fetched by a live worker; one held by a dead worker (heartbeat
+older than the broker's timeout) is re-sent, under the same id (should Dramatiq's maintenance
+also requeue the dead worker's copy, the later one finds no data and is skipped, or runs as a
+duplicate that the claim refuses). What this relies on in Dramatiq's Redis broker (its
+dispatch.lua, as of dramatiq 2.2.1; tests/test_task_path.py checks it on the installed
+version): a message's data lives in the hash ``<ns>:<queue>.msgs`` under its id from enqueue
+until its ack; a fetched message's id sits in the set ``<ns>:__acks__.<worker>.<queue>``;
+workers' heartbeats are the zset ``<ns>:__heartbeats__``. Limits: a delayed message (a retry's
+cooldown, a not-due claim) moves to the queue under a new random id when its time comes, so
+such an entry may still be re-sent once per grace period under a backlog; RabbitMQ keeps the
+time-based re-send (no cheap look-up of one queued message). Duplicates stay harmless either
+way: the claim decides.
 """
 
 from __future__ import annotations
@@ -28,12 +45,17 @@ import logging
 import threading
 import time
 
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
 from dramatiq.middleware import Middleware
+from redis.asyncio import Redis
 
 from service import metrics
 from service.engine.engine import PREMARK_MS
+from service.engine.models import Dispatch
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
+from service.worker.runners import _REDIS_OPTIONS, broker_pool, instance_message_id
 from service.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -61,6 +83,7 @@ class Sweeper:
         self.retry_ms = max(self.grace_ms, int(self.settings.sweep_interval * 1000), 1000)
         self.swept = 0
         self.visited = 0
+        self.queued = QueuedMessages()
 
     async def pass_once(self) -> int:
         """Sweeps every session due now (within the time budget); returns how many entries
@@ -94,12 +117,13 @@ class Sweeper:
         """Sweep one session, hand over what it re-sends, re-score it; returns how many."""
         engine, dispatcher = self.runtime.engine, self.runtime.dispatcher
         found = await engine.sweep(uid, self.grace_ms)
-        entries = [*found.stranded, *found.expired]
+        stranded = await self.not_queued(uid, found.stranded)
+        entries = [*stranded, *found.expired]
         if entries:
             log.warning("sweeper: re-dispatching %s of session %s",
                         ", ".join(e.name for e in entries), uid)  # fmt: skip
             await dispatcher.hand_over(uid, entries)
-            metrics.SWEEPER_REDISPATCHED.labels("stranded").inc(len(found.stranded))
+            metrics.SWEEPER_REDISPATCHED.labels("stranded").inc(len(stranded))
             metrics.SWEEPER_REDISPATCHED.labels("lease_expired").inc(len(found.expired))
         send = getattr(dispatcher.runners.get("webhooks"), "send", None)
         for delivery_id, chain in found.deliveries:
@@ -112,6 +136,19 @@ class Sweeper:
         await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=self.settle_ms,
                                      hold_ms=self.hold_ms)  # fmt: skip
         return len(entries) + len(found.deliveries)
+
+    async def not_queued(self, uid: str, entries: list[Dispatch]) -> list[Dispatch]:
+        """The stranded entries to re-send: those of the Dramatiq runner whose message the
+        broker still holds are only late (a backlog), not lost."""
+        names = [entry.name for entry in entries if entry.runner == "dramatiq"]
+        if not names:
+            return entries
+        try:
+            held = await self.queued.held(uid, names)
+        except Exception as error:  # the broker is away: re-send, as without the check
+            log.warning("sweeper: cannot ask the broker (%s); re-sending", one_line(error))
+            return entries
+        return [entry for entry in entries if entry.name not in held]
 
     async def lead(self) -> bool:
         """Whether this sweeper holds the lock for the next interval (renewing it if so)."""
@@ -136,6 +173,55 @@ class Sweeper:
             await self.lock.release()
 
 
+class QueuedMessages:
+    """Asks the Redis broker which instances still have a run_instance message in it (see
+    the module's docs for the broker internals this reads). Other brokers: none known."""
+
+    def __init__(self) -> None:
+        self._client: Redis | None = None
+
+    def _client_for(self, broker: RedisBroker) -> Redis:
+        if self._client is None:
+            options = broker.client.connection_pool.connection_kwargs
+            self._client = Redis(connection_pool=broker_pool(
+                {key: value for key, value in options.items() if key in _REDIS_OPTIONS}
+            ))  # fmt: skip
+        return self._client
+
+    async def held(self, uid: str, names: list[str]) -> set[str]:
+        """The names whose message is queued, delayed or fetched by a live worker."""
+        from service.worker.actors import run_instance
+
+        broker = run_instance.broker
+        if not isinstance(broker, RedisBroker):
+            return set()
+        client, space = self._client_for(broker), broker.namespace
+        queues = (run_instance.queue_name, dq_name(run_instance.queue_name))
+        ids = {name: instance_message_id(uid, name) for name in names}
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            for name in names:
+                pipe.hexists(f"{space}:{queue}.msgs", ids[name])
+        dead_since = int(time.time() * 1000) - broker.heartbeat_timeout
+        pipe.zrangebyscore(f"{space}:__heartbeats__", 0, dead_since)
+        *found, dead = await pipe.execute()
+        held = {name for i, name in enumerate(names * len(queues)) if found[i]}
+        if not held or not dead:
+            return held
+        pipe = client.pipeline(transaction=False)
+        workers = [w.decode() if isinstance(w, bytes) else str(w) for w in dead]
+        checks = [(name, worker, queue) for name in held for worker in workers for queue in queues]
+        for name, worker, queue in checks:
+            pipe.sismember(f"{space}:__acks__.{worker}.{queue}", ids[name])
+        hits = await pipe.execute()
+        in_dead_hands = {name for (name, _, _), hit in zip(checks, hits, strict=True) if hit}
+        return held - in_dead_hands
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
 class SweeperMiddleware(Middleware):
     """Starts the sweeper loop in its own thread when a worker boots, stops it on shutdown."""
 
@@ -158,9 +244,11 @@ class SweeperMiddleware(Middleware):
 
         async def main() -> None:
             runtime = WorkerRuntime(Settings())
+            sweeper = Sweeper(runtime)
             try:
-                await Sweeper(runtime).run(self.stop)
+                await sweeper.run(self.stop)
             finally:
+                await sweeper.queued.aclose()
                 await runtime.aclose()
 
         backoff = Backoff(Settings().sweep_interval)

@@ -33,9 +33,10 @@ unchanged on Redis Cluster):
 Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the finalization
 check after the change (the `finalizing` manager), ARGV[3] the request fingerprint for the
 Idempotency-Key ("" when none), ARGV[4] how long the record is kept (ms). Script arguments start
-at ARGV[5]. Every script also gets two trailing ARGV: the event log's cap (entries, "0": no
-log) and the acting API key's name ("" for none); a script's own arguments run from ARGV[5] to
-ARGV[NARGV].
+at ARGV[5]. Every script also gets three trailing ARGV: the event log's cap (entries, "0": no
+log), the webhook event kinds with a global subscriber (TRIGGERS_WEBHOOKS; comma-separated, "*"
+for every kind; see emit_event) and the acting API key's name ("" for none); a script's own
+arguments run from ARGV[5] to ARGV[NARGV].
 
 Idempotency: a changing script first calls replayed_answer(); when the record holds an answer
 for the same fingerprint it returns that answer and changes nothing, so repeated requests have
@@ -63,8 +64,9 @@ local TTL = tonumber(ARGV[1]) or 0
 local FINALIZE = ARGV[2] == '1'
 local IDEM_FP = ARGV[3] or ''
 local IDEM_TTL = tonumber(ARGV[4]) or 0
-local NARGV = #ARGV - 2
-local LOG_CAP = tonumber(ARGV[#ARGV - 1]) or 0
+local NARGV = #ARGV - 3
+local LOG_CAP = tonumber(ARGV[#ARGV - 2]) or 0
+local GLOBAL_EVENTS = ARGV[#ARGV - 1] or '*'
 local ACTOR = ARGV[#ARGV] or ''
 local FINAL_TRIGGER = 'sessionFinalized'
 local UNRESOLVED = {'unstarted', 'scheduled', 'running', 'failed'}
@@ -245,6 +247,11 @@ local function load_def(task)
   return cjson.decode(raw)
 end
 
+-- The task's configuration as the client gave it (raw JSON text; nil when not configured).
+local function raw_task_config(task)
+  return redis.call('HGET', K.tasks, task) or nil
+end
+
 -- Instance events: created (with the status it starts in), then its status, named by what
 -- happened (running is "claimed").
 local EVENT_OF_STATUS = {running = 'claimed'}
@@ -322,10 +329,27 @@ local function runner_of(def)
   return def and def.using or 'dramatiq'
 end
 
+-- Only an event somebody subscribes to (a global subscription, GLOBAL_EVENTS, or one of the
+-- session's webhooks) is recorded: an event nobody hears would cost two scripts (its runner's
+-- config read and acknowledgement) for nothing.
+local function subscribed(kind)
+  for global in string.gmatch(GLOBAL_EVENTS, '[^,]+') do
+    if global == '*' or global == kind then return true end
+  end
+  local raw = redis.call('HGET', K.meta, 'webhooks')
+  if not raw then return false end
+  for _, hook in ipairs(cjson.decode(raw)) do
+    local events = type(hook.events) == 'table' and hook.events or {}
+    if contains(events, kind) or contains(events, '*') then return true end
+  end
+  return false
+end
+
 -- An event for subscribers (webhooks), put in the outbox in the same atomic step as the change
 -- that caused it, so a crash before its delivery is enqueued cannot lose it (the sweeper
 -- re-sends it). Outbox members of events start with "@", which no instance name can.
 local function emit_event(event)
+  if not subscribed(string.match(event, '^[^:]+')) then return end
   local member = '@' .. event
   redis.call('ZADD', K.outbox, NOW, member)
   DISPATCH[#DISPATCH + 1] = {member, 'webhooks', NOW}
