@@ -93,6 +93,7 @@ async def run(url: str, samples: int) -> None:
     kwargs: dict[str, object] = {"page": 3, "responses": {"q1": "yes", "q2": [1, 2, 3]}}
     await timed_fires(engine, 10, 200, kwargs)  # warm-up, not reported
     rows = []
+    breakdowns: dict[int, dict[str, float]] = {}
     bytes_at: dict[int, int] = {}
     for size in SIZES:
         await rebuild(engine, size, kwargs)
@@ -102,6 +103,7 @@ async def run(url: str, samples: int) -> None:
         round_trips = used.pop("evalsha", 0) / samples
         inner = sum(used.values()) / samples
         rows.append((size, statistics.median(latencies), _p99(latencies), round_trips, inner))
+        breakdowns[size] = {name: calls / samples for name, calls in sorted(used.items())}
     per_instance = (bytes_at[SIZES[-1]] - bytes_at[SIZES[0]]) / (SIZES[-1] - SIZES[0])
     print(
         f"{'instances':>10} {'median ms':>10} {'p99 ms':>8} "
@@ -109,6 +111,9 @@ async def run(url: str, samples: int) -> None:
     )
     for size, median, p99, trips, inner in rows:
         print(f"{size:>10} {median:>10.3f} {p99:>8.3f} {trips:>12.2f} {inner:>15.1f}")
+    for size, per_fire in breakdowns.items():
+        listed = ", ".join(f"{name} {calls:.2f}" for name, calls in per_fire.items())
+        print(f"commands per fire at {size:,}: {listed}")
     ratio = rows[-1][1] / rows[0][1]
     print(f"\nbytes per instance (MEMORY USAGE, 10 -> 10,000): {per_instance:.0f}")
     print(f"median fire at {SIZES[-1]:,} / median at {SIZES[0]}: {ratio:.2f}x (goal <= 1.20x)")
