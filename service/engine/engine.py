@@ -302,8 +302,12 @@ class Engine:
         return outcome
 
     def _post_mark(self, uid: str, outcome: Outcome, started: int) -> None:
-        settled = self.settled_runners
-        watched = [e.due for e in outcome.dispatch if e.runner not in settled or e.due > started]
+        """Queue the post-mark for the entries the script left in the outbox: all but the due
+        entries of settled runners (due by the script's clock: compared with the time now,
+        after the script; an entry due within the last millisecond or so, which only a retry
+        with a sub-millisecond cooldown makes, is then watched through its pre-mark)."""
+        settled, now = self.settled_runners, _now_ms()
+        watched = [e.due for e in outcome.dispatch if e.runner not in settled or e.due > now]
         if not watched:
             return
         attention = min(watched) + self.sweep_grace_ms

@@ -109,6 +109,10 @@ class Dispatcher:
         if not entries:
             return
         if self.failpoint == FAILPOINT_AFTER_COMMIT:
+            # Models a death after the change's post-mark landed (batched, it goes out on the
+            # next loop iteration, with the messages): recovery within the sweep grace. A death
+            # before that iteration is recovered through the pre-mark, PREMARK_MS later.
+            await self.engine.drain_marks()
             log.critical("failpoint %s: exiting before the enqueue", self.failpoint)
             os._exit(75)
         now = int(time.time() * 1000)
