@@ -52,16 +52,23 @@ class Batcher(Generic[T]):
 
     async def put(self, item: T) -> None:
         """``add``, first waiting for the flush in flight when too much is queued."""
-        while len(self._items) >= self._max_queued and self._task is not None:
+        while len(self._items) >= self._max_queued and self._flushing_here():
+            assert self._task is not None
             await asyncio.shield(self._task)
         self.add(item)
 
     async def drain(self) -> None:
-        """Wait until everything added so far has been sent (or failed)."""
-        while self._task is not None and not self._task.done():
-            if self._task.get_loop() is not asyncio.get_running_loop():
-                return  # left by a loop that has ended (its writes are recovered as above)
+        """Wait until everything added so far has been sent (or failed). A flush of another
+        event loop (one that has ended) is not waited for: its writes are recovered as above."""
+        while self._flushing_here():
+            assert self._task is not None
             await asyncio.shield(self._task)
+
+    def _flushing_here(self) -> bool:
+        task = self._task
+        return (
+            task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
+        )
 
     async def _flush(self) -> None:
         while self._items:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 import weakref
@@ -76,11 +77,13 @@ class ActorSender:
     thread (awaited)."""
 
     _live: ClassVar[weakref.WeakSet[ActorSender]] = weakref.WeakSet()
+    _live_lock: ClassVar[threading.Lock] = threading.Lock()  # senders of several loops' threads
 
     def __init__(self) -> None:
         self._client: Redis | None = None
         self._batch: Batcher[Enqueue] = Batcher(self._enqueue_batch, "dramatiq enqueue")
-        ActorSender._live.add(self)
+        with ActorSender._live_lock:
+            ActorSender._live.add(self)
 
     def _client_for(self, broker: RedisBroker) -> Redis:
         """The asyncio client on the broker's Redis, made on first use. Nothing is awaited
@@ -124,7 +127,9 @@ class ActorSender:
     @classmethod
     async def drain_all(cls) -> None:
         """``drain`` every sender of this process (before its event loop's pools close)."""
-        for sender in list(cls._live):
+        with cls._live_lock:
+            senders = list(cls._live)
+        for sender in senders:  # a sender of another loop's thread is left to that loop
             await sender.drain()
 
     async def _enqueue_batch(self, items: list[Enqueue]) -> None:
