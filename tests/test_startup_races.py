@@ -76,6 +76,7 @@ async def test_concurrent_first_sends_of_a_cold_sender_all_arrive(redis_url: str
         *(sender.send(actor, (index,), 0) for index in range(sends)), return_exceptions=True
     )
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
+    await sender.drain()  # sends are batched, not awaited by send()
     client = Redis.from_url(redis_url)
     try:
         queued = await client.hlen(f"{namespace}:cold.msgs")

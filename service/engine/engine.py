@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from pydantic_core import PydanticSerializationError
 
 from service import metrics
 from service.engine.actor import ACTOR
+from service.engine.batch import Batcher
 from service.engine.connection import redis_client
 from service.engine.errors import ConflictError, InvalidError, NotFoundError
 from service.engine.keys import (
@@ -171,6 +172,10 @@ class Engine:
         self.sessions_key = sessions_index_key(prefix)
         self.event_log_cap = event_log_cap
         self.event_kinds = event_kinds
+        self.settled_runners: frozenset[str] = frozenset()
+        self._settled_arg = ""
+        self._postmarks: Batcher[Mark] = Batcher(self._send_postmarks, "post-marks")
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     def from_url(
@@ -193,7 +198,28 @@ class Engine:
         await self.scripts.load_all()
 
     async def aclose(self) -> None:
+        """Send what is still batched (post-marks, and the writes of hooks registered with
+        ``before_close``: the dispatcher's message batches), then close the pool."""
+        for hook in self._before_close:
+            await hook()
+        await self._postmarks.drain()
         await self.client.aclose()
+
+    def before_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` at ``aclose``, before the pool closes (batched writes that use it)."""
+        self._before_close.append(hook)
+
+    def settle_at_commit(self, runner_keys: Iterable[str]) -> None:
+        """Runners whose hand-over is a no-op (``external``): a changing script drops their
+        due outbox entries itself (lib.lua ``schedule``) instead of leaving them for an
+        ackDispatched right after, so such a change costs one script. The dispatcher sets this
+        from the runner registry (dispatch.py); empty (the default): every entry stays in the
+        outbox until acknowledged or claimed, which is always correct, one script more."""
+        keys = frozenset(runner_keys)
+        if any("," in key for key in keys):
+            raise ValueError("runner keys may not contain ','")
+        self.settled_runners = keys
+        self._settled_arg = ",".join(sorted(keys))
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -228,7 +254,9 @@ class Engine:
         marking = script in MARKING_SCRIPTS or script in DELIVERY_SCRIPTS
         mark = self._mark(uid, horizon_ms) if marking and horizon_ms is not None else None
         touch = IndexTouch(self.sessions_key, uid, _now_ms()) if script in INDEXED_SCRIPTS else None
-        trailing: list[str | int | float] = [self.event_log_cap, self.event_kinds, ACTOR.get()]
+        trailing: list[str | int | float] = [
+            self._settled_arg, self.event_log_cap, self.event_kinds, ACTOR.get()
+        ]  # fmt: skip
         return await self.scripts.run(
             script, keys, [*common, *args, *trailing], mark=mark, touch=touch
         )
@@ -244,6 +272,13 @@ class Engine:
         mark = Mark(self.pending_key, self.postmarks_key, uid, at_ms, _now_ms())
         await self.scripts.mark(mark)
 
+    async def _send_postmarks(self, marks: list[Mark]) -> None:
+        await self.scripts.mark_many(marks)
+
+    async def drain_marks(self) -> None:
+        """Wait until the post-marks of this process's changes are in the pending index."""
+        await self._postmarks.drain()
+
     async def _transition(
         self,
         script: str,
@@ -251,19 +286,43 @@ class Engine:
         *args: str | int | float,
         idempotency: Idempotency | None = None,
     ) -> Outcome:
+        """Runs a changing script and decodes its outcome: one round trip.
+
+        The post-mark (what the change put in the outbox is watched from its due time + grace)
+        is queued, not awaited: it goes out with the post-marks of other requests in one
+        pipeline on the next loop iteration (batch.py). Why that is safe: the pre-mark, applied
+        before the script in the same round trip, already asks for a visit PREMARK_MS ahead, so
+        a post-mark that is late, lost with a failed pipeline or with this process only moves
+        the sweeper's visit from due + grace back to at most PREMARK_MS after the change;
+        nothing is lost (the outbox entry is in Redis with the change) and ``ZADD LT`` means a
+        late mark never delays an earlier need. rescorePending keeps a session whose post-mark
+        has not landed yet through the recent pre-mark (its ``hold``). Entries a script settled
+        at once (``settle_at_commit``) are not in the outbox and need no post-mark.
+        """
         started = _now_ms()
         answer = orjson.loads(await self._run(script, uid, *args, idempotency=idempotency))
         record = answer.pop("record", None)
         outcome = Outcome.model_validate(answer)
         if outcome.dispatch and script in MARKING_SCRIPTS:
-            # Second mark: what this change scheduled is watched from its due time + grace
-            # (the first mark, before the script, looked PREMARK_MS ahead).
-            attention = min(entry.due for entry in outcome.dispatch) + self.sweep_grace_ms
-            if attention < started + PREMARK_MS:
-                await self.mark_pending(uid, attention)
+            self._post_mark(uid, outcome, started)
         if record is not None and outcome.instance is not None:
             outcome.record = decode_instance(outcome.instance, record)
         return outcome
+
+    def _post_mark(self, uid: str, outcome: Outcome, started: int) -> None:
+        """Queue the post-mark for the entries the script left in the outbox: all but the due
+        entries of settled runners (due by the script's clock: compared with the time now,
+        after the script; an entry due within the last millisecond or so, which only a retry
+        with a sub-millisecond cooldown makes, is then watched through its pre-mark)."""
+        settled, now = self.settled_runners, _now_ms()
+        watched = [e.due for e in outcome.dispatch if e.runner not in settled or e.due > now]
+        if not watched:
+            return
+        attention = min(watched) + self.sweep_grace_ms
+        if attention < started + PREMARK_MS:  # else the pre-mark asked for no later
+            self._postmarks.add(
+                Mark(self.pending_key, self.postmarks_key, uid, attention, _now_ms())
+            )
 
     @staticmethod
     def _check_name(value: str, field: str) -> str:
@@ -649,6 +708,7 @@ class Engine:
     async def due_sessions(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
         """Sessions of the pending index due by ``now_ms`` (earliest first), with their score:
         a range read of the index, O(log n + limit) whatever the number of pending sessions."""
+        await self.drain_marks()
         found: list[Any] = await self.client.zrangebyscore(
             self.pending_key, "-inf", now_ms, start=0, num=limit, withscores=True
         )
@@ -657,6 +717,7 @@ class Engine:
     async def pending_sessions(self, limit: int = 1000) -> list[tuple[str, int]]:
         """Sessions of the pending index, earliest need first, with when they need the sweeper
         (ms). For inspection; the sweeper reads ``due_sessions``."""
+        await self.drain_marks()
         found: list[Any] = await self.client.zrange(self.pending_key, 0, limit - 1, withscores=True)
         return [(str(uid), int(score)) for uid, score in found]
 

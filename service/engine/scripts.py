@@ -214,14 +214,26 @@ class ScriptRunner:
 
     async def mark(self, mark: Mark | IndexTouch, *more: Mark | IndexTouch) -> None:
         """Apply ``mark`` on its own (both commands in the index's slot: one round trip)."""
-        pipe: Any = (
-            self.client.pipeline()
-            if isinstance(self.client, RedisCluster)
-            else self.client.pipeline(transaction=False)
-        )
-        for item in (mark, *more):
-            item.add_to(pipe)
-        await pipe.execute()
+        await self._send([command for item in (mark, *more) for command in item.commands()])
+
+    async def mark_many(self, marks: list[Mark]) -> None:
+        """Apply many marks of one kind (one index, one marks hash) as two commands: the
+        earliest score per session (``ZADD LT``), the latest mark time per session."""
+        if not marks:
+            return
+        scores: dict[str, int] = {}
+        times: dict[str, int] = {}
+        for mark in marks:
+            if mark.uid not in scores or mark.score < scores[mark.uid]:
+                scores[mark.uid] = mark.score
+            times[mark.uid] = max(mark.at, times.get(mark.uid, 0))
+        first = marks[0]
+        zadd: list[Any] = ["ZADD", first.index, "LT"]
+        hset: list[Any] = ["HSET", first.marks]
+        for uid, score in scores.items():
+            zadd += [score, uid]
+            hset += [uid, times[uid]]
+        await self._send([tuple(zadd), tuple(hset)])
 
     async def _call(
         self,
@@ -231,21 +243,51 @@ class ScriptRunner:
         mark: Mark | None,
         touch: IndexTouch | None,
     ) -> Any:
-        before = [item for item in (mark, touch) if item is not None]
-        if not before:
+        before = [
+            command for item in (mark, touch) if item is not None for command in item.commands()
+        ]
+        if not before:  # one command: redis-py's own path costs the same (bench/engine.py)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         if isinstance(self.client, RedisCluster):
-            await self.mark(*before)
+            await self._send(before)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-        pipe = self.client.pipeline(transaction=False)
-        for item in before:
-            item.add_to(pipe)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-        results = await pipe.execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results[-1]
+        return (await self._send([*before, ("EVALSHA", script.sha, len(keys), *keys, *args)]))[-1]
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in order in one round trip; their replies, or the first error.
+
+        Standalone: written at once on one pooled connection and the replies read back, without
+        redis-py's pipeline object (its per-command bookkeeping, response callbacks and
+        observability hooks were a third of a fire's client CPU, bench/engine.py; none of our
+        replies needs a callback). Every reply is read before an error is raised, so the
+        connection stays in step; a connection interrupted mid-exchange (an error, a cancelled
+        request) is closed, never reused. Nothing is ever re-sent. Cluster: a cluster pipeline
+        (it routes each command to its node).
+        """
+        if isinstance(self.client, RedisCluster):
+            pipe: Any = self.client.pipeline()
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute())
+        pool: Any = self.client.connection_pool
+        connection: Any = await pool.get_connection()
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
 
 
 @dataclass(frozen=True)
@@ -261,9 +303,9 @@ class Mark:
     score: int
     at: int
 
-    def add_to(self, pipe: Any) -> None:
-        pipe.zadd(self.index, {self.uid: self.score}, lt=True)
-        pipe.hset(self.marks, self.uid, self.at)
+    def commands(self) -> list[tuple[Any, ...]]:
+        return [("ZADD", self.index, "LT", self.score, self.uid),
+                ("HSET", self.marks, self.uid, self.at)]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -275,5 +317,5 @@ class IndexTouch:
     uid: str
     at: int
 
-    def add_to(self, pipe: Any) -> None:
-        pipe.zadd(self.index, {self.uid: self.at}, gt=True)
+    def commands(self) -> list[tuple[Any, ...]]:
+        return [("ZADD", self.index, "GT", self.at, self.uid)]

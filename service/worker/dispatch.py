@@ -9,7 +9,11 @@ An entry leaves the outbox when the instance is claimed (claim.lua), not when it
 sent: a message lost after the send (a broker restart, a worker dying between fetch and
 claim) would otherwise strand the instance in ``scheduled`` for good. The sweeper re-sends
 entries due for longer than the grace period, at most once per period each, and claim makes
-the duplicates harmless. Runners whose hand-over is final (``external``) acknowledge at once.
+the duplicates harmless. Runners whose hand-over is final acknowledge: ``webhooks`` once the
+deliveries are recorded (ackDispatched); ``external``, whose hand-over is a no-op, is settled at
+commit (``Runner.settled_at_commit``): the dispatcher tells the engine these runners' keys and
+the changing script itself leaves no outbox entry for them, so such a change is one script.
+Entries the sweeper re-sends (an external retry that was cooling down) are acknowledged as usual.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from service.engine import Engine, Outcome
 from service.engine.models import Dispatch
 from service.registry import all_of, runners
 from service.settings import Settings
+from service.worker.runners import ActorSender
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +44,21 @@ class Runner(Protocol):
     async def dispatch(self, uid: str, name: str, delay_ms: int) -> None: ...
 
 
+def settled_at_commit(runner: Runner) -> bool:
+    """Whether the runner's hand-over is a no-op, so the script may drop its due entries
+    itself (an optional attribute: runners of other packages need not declare it)."""
+    return bool(getattr(runner, "settled_at_commit", False))
+
+
 class ExternalRunner:
     """An outside worker (any language) reports the instance's status through the API."""
 
     key = "external"
     acknowledges = True
+    settled_at_commit = True  # nothing to hand over: the script acknowledges (see above)
 
     async def dispatch(self, uid: str, name: str, delay_ms: int) -> None:
-        log.info("instance %s of %s waits for an external worker", name, uid)
+        log.debug("instance %s of %s waits for an external worker", name, uid)
 
 
 def load_runners() -> dict[str, Runner]:
@@ -59,13 +71,15 @@ class Dispatcher:
         self.engine = engine
         self.runners = runners
         self.failpoint = settings.failpoint
+        engine.settle_at_commit(key for key, r in runners.items() if settled_at_commit(r))
+        engine.before_close(ActorSender.drain_all)  # batched messages go out before closing
         for runner in runners.values():
             bind = getattr(runner, "bind", None)
             if bind is not None:  # runners that read the session (webhooks) get the engine
                 bind(engine, settings)
 
     async def dispatch(self, uid: str, outcome: Outcome) -> None:
-        await self.hand_over(uid, outcome.dispatch)
+        await self.hand_over(uid, outcome.dispatch, committed=True)
         await self.count_ends(uid, outcome)
 
     async def count_ends(self, uid: str, outcome: Outcome) -> None:
@@ -85,13 +99,24 @@ class Dispatcher:
             kind = metrics.task_kind(task.run, task.using) if task else "python"
             metrics.count_instance(kind, "abandoned")
 
-    async def hand_over(self, uid: str, entries: list[Dispatch]) -> None:
+    async def hand_over(
+        self, uid: str, entries: list[Dispatch], *, committed: bool = False
+    ) -> None:
+        """``committed``: the entries come straight from the outcome of a change, whose script
+        kept no outbox entry for the due entries of the engine's settled runners (nor for the
+        later ones an acknowledgement would leave anyway): those need no ackDispatched. Else
+        (the sweeper's re-sends) every acknowledging runner's entry is acknowledged."""
         if not entries:
             return
         if self.failpoint == FAILPOINT_AFTER_COMMIT:
+            # Models a death after the change's post-mark landed (batched, it goes out on the
+            # next loop iteration, with the messages): recovery within the sweep grace. A death
+            # before that iteration is recovered through the pre-mark, PREMARK_MS later.
+            await self.engine.drain_marks()
             log.critical("failpoint %s: exiting before the enqueue", self.failpoint)
             os._exit(75)
         now = int(time.time() * 1000)
+        settled = self.engine.settled_runners
         handed = []
         for entry in entries:
             runner = self.runners.get(entry.runner)
@@ -104,9 +129,10 @@ class Dispatcher:
                 log.exception("%s %s: hand-over to %s failed; the sweeper will retry",
                               uid, entry.name, entry.runner)  # fmt: skip
                 continue
-            if runner.acknowledges:
+            if runner.acknowledges and not (committed and entry.runner in settled):
                 handed.append(entry.name)
-        await self.engine.ack_dispatched(uid, handed)
+        if handed:
+            await self.engine.ack_dispatched(uid, handed)
 
     async def _unknown_runner(self, uid: str, entry: Dispatch) -> None:
         log.error("instance %s of %s: no runner %r", entry.name, uid, entry.runner)
@@ -120,4 +146,4 @@ class Dispatcher:
                 f"(known: {', '.join(sorted(self.runners))})",
             },
         )
-        await self.hand_over(uid, outcome.dispatch)  # its instanceFailed event, at once
+        await self.hand_over(uid, outcome.dispatch, committed=True)  # its instanceFailed event

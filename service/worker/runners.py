@@ -1,11 +1,28 @@
 """The ``dramatiq`` runner (the default ``using``): sends instances to the run_instance actor.
 
-On a Redis broker the message is enqueued from the event loop, without a thread: the runner
-builds the Dramatiq message exactly as ``RedisBroker.enqueue`` does (a Redis message id, the
-delay queue and ``eta`` for a delay, the broker's enqueue middleware hooks) and runs the
-broker's own ``dispatch.lua`` enqueue command through an asyncio Redis client. Sending through
-the synchronous broker from a thread cost the API half its fire throughput (bench/api.py).
-Other brokers (RabbitMQ) are sent to from a thread.
+On a Redis broker the message is enqueued from the event loop, without a thread, and without
+the request waiting for it: ``send`` builds the Dramatiq message exactly as
+``RedisBroker.enqueue`` does and queues it; the messages queued during one event-loop iteration
+go out as one pipeline of the broker's own ``dispatch.lua`` enqueue commands, on an asyncio
+Redis client (service/engine/batch.py). A fire's answer then costs one round trip (its script);
+under load one pipeline carries the messages of many requests. A message lost with a failed
+pipeline or a dying process was committed to the session's outbox by the change that scheduled
+it: the sweeper re-sends it after the grace period (dispatch.py), so nothing is lost; claim
+makes duplicates harmless. Sending through the synchronous broker from a thread cost the API
+half its fire throughput (bench/api.py). Other brokers (RabbitMQ) are sent to from a thread.
+
+The same round trip as the change's script is not possible: the message names the instance,
+which only the script knows, and the broker's Redis need not be the engine's (cluster + broker
+Redis deployments), nor its keys in the session's slot.
+
+Dramatiq internals relied on (checked against the installed version by
+tests/test_dramatiq_internals.py): ``RedisBroker.scripts["dispatch"]`` (a redis-py Script of
+``dispatch.lua``) called with KEYS ``[broker.namespace]`` and ARGV ``["enqueue", now_ms,
+queue, broker.broker_id, broker.heartbeat_timeout, broker.dead_message_ttl, do_maintenance,
+broker._max_unpack_size(), redis_message_id, encoded message]`` (``RedisBroker._dispatch``);
+message options ``redis_message_id`` (the id of the message in Redis, unique per enqueue) and,
+for a delay, ``eta`` (ms) with the queue name ``dq_name(queue)``; the broker's
+``emit_before``/``emit_after("enqueue", message, delay)`` middleware hooks.
 
 The actor module sets up the broker when imported, so it is imported on first use.
 """
@@ -14,25 +31,60 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import threading
 import time
 import uuid
-from typing import Any
+import weakref
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
+from dramatiq.message import Message
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from service import tracing
+from service.engine.batch import Batcher
 from service.engine.connection import HealingConnectionPool, HiredisPackingConnection, no_retry
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """One message for the broker's enqueue command, and what its hooks need."""
+
+    broker: RedisBroker
+    message: Message[Any]
+    delay: int | None
+
+    @property
+    def args(self) -> list[Any]:
+        """ARGV of dispatch.lua's "enqueue" command (as RedisBroker._dispatch passes it)."""
+        broker, message = self.broker, self.message
+        return [
+            "enqueue", int(time.time() * 1000), message.queue_name, broker.broker_id,
+            broker.heartbeat_timeout, broker.dead_message_ttl, 0,
+            broker._max_unpack_size(),  # type: ignore[no-untyped-call]
+            message.options["redis_message_id"], message.encode(),
+        ]  # fmt: skip
+
 
 class ActorSender:
-    """Sends messages to an actor: from the event loop on a Redis broker, else from a thread."""
+    """Sends messages to an actor: batched from the event loop on a Redis broker, else from a
+    thread (awaited)."""
+
+    _live: ClassVar[weakref.WeakSet[ActorSender]] = weakref.WeakSet()
+    _live_lock: ClassVar[threading.Lock] = threading.Lock()  # senders of several loops' threads
 
     def __init__(self) -> None:
         self._client: Redis | None = None
+        self._batch: Batcher[Enqueue] = Batcher(self._enqueue_batch, "dramatiq enqueue")
+        with ActorSender._live_lock:
+            ActorSender._live.add(self)
 
     def _client_for(self, broker: RedisBroker) -> Redis:
         """The asyncio client on the broker's Redis, made on first use. Nothing is awaited
@@ -48,47 +100,82 @@ class ActorSender:
     async def send(
         self, actor: Any, args: tuple[Any, ...], delay_ms: int, message_id: str | None = None
     ) -> None:
-        """``message_id``: the Redis broker's message id (``instance_message_id``; None: a
-        random one, as Dramatiq makes). Other brokers ignore it."""
+        """Queue the message (Redis broker: sent with the next batch; see the module doc).
+        ``message_id``: the Redis broker's message id (``instance_message_id``; None: a random
+        one, as Dramatiq makes). Other brokers ignore it."""
         broker = actor.broker
         if not isinstance(broker, RedisBroker):
             await asyncio.to_thread(actor.send_with_options, args=args, delay=delay_ms or None,
                                     **tracing.message_options())  # fmt: skip
             return
         message = actor.message_with_options(args=args, **tracing.message_options())
-        message = message.copy(options={"redis_message_id": message_id or str(uuid.uuid4())})
-        queue = message.queue_name
+        message_id = message_id or self.redis_message_id(message)
+        message = message.copy(options={"redis_message_id": message_id})
         delay = delay_ms or None
         if delay is not None:
-            queue = dq_name(queue)
             message = message.copy(
-                queue_name=queue, options={"eta": int(time.time() * 1000) + delay}
+                queue_name=dq_name(message.queue_name),
+                options={"eta": int(time.time() * 1000) + delay},
             )
         broker.emit_before("enqueue", message, delay)
-        await self._enqueue(broker, queue, message.options["redis_message_id"], message.encode())
-        broker.emit_after("enqueue", message, delay)
+        await self._batch.put(Enqueue(broker, message, delay))
 
-    async def _enqueue(self, broker: RedisBroker, queue: str, message_id: str, data: bytes) -> None:
-        """The broker's own enqueue command (dispatch.lua), with the arguments it passes.
+    @staticmethod
+    def redis_message_id(message: Message[Any]) -> str:
+        """The message's id in the broker's Redis (option ``redis_message_id``): the one place
+        it is chosen. Unique per enqueue, as RedisBroker.enqueue makes it."""
+        return str(uuid.uuid4())
+
+    async def drain(self) -> None:
+        """Wait until every queued message has been sent (or its batch failed)."""
+        await self._batch.drain()
+
+    @classmethod
+    async def drain_all(cls) -> None:
+        """``drain`` every sender of this process (before its event loop's pools close)."""
+        with cls._live_lock:
+            senders = list(cls._live)
+        for sender in senders:  # a sender of another loop's thread is left to that loop
+            await sender.drain()
+
+    async def _enqueue_batch(self, items: list[Enqueue]) -> None:
+        """One pipeline of the broker's own enqueue command (dispatch.lua), then the after
+        hooks of the messages it took.
 
         The script's SHA1 is known without asking Redis (redis-py computes it), so there is no
         load step to race: a Redis that does not know the script yet answers NOSCRIPT, and the
         script is loaded then (by each concurrent sender that saw NOSCRIPT; loading is
-        idempotent) and the call repeated.
+        idempotent) and those commands repeated.
         """
+        brokers = {id(item.broker): item.broker for item in items}
+        for broker in brokers.values():  # one in practice: the process's broker
+            await self._enqueue_on(broker, [i for i in items if i.broker is broker])
+
+    async def _enqueue_on(self, broker: RedisBroker, items: list[Enqueue]) -> None:
         script: Any = broker.scripts["dispatch"]
         client = self._client_for(broker)
-        args = [
-            "enqueue", int(time.time() * 1000), queue, broker.broker_id,
-            broker.heartbeat_timeout, broker.dead_message_ttl, 0,
-            broker._max_unpack_size(),  # type: ignore[no-untyped-call]
-            message_id, data,
-        ]  # fmt: skip
-        try:
-            await client.evalsha(script.sha, 1, broker.namespace, *args)
-        except NoScriptError:
+        results = await self._pipeline(client, script.sha, broker.namespace, items)
+        missing = [n for n, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
             await client.script_load(script.script)
-            await client.evalsha(script.sha, 1, broker.namespace, *args)
+            again = [items[n] for n in missing]
+            for n, result in zip(missing, await self._pipeline(
+                client, script.sha, broker.namespace, again
+            ), strict=True):  # fmt: skip
+                results[n] = result
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("dramatiq enqueue of %s failed (%s); the sweeper re-sends it",
+                            item.message.message_id, result)  # fmt: skip
+            else:
+                broker.emit_after("enqueue", item.message, item.delay)
+
+    @staticmethod
+    async def _pipeline(client: Redis, sha: str, namespace: str, items: list[Enqueue]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for item in items:
+            pipe.evalsha(sha, 1, namespace, *item.args)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 class DramatiqRunner:

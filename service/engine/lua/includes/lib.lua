@@ -33,10 +33,10 @@ unchanged on Redis Cluster):
 Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the finalization
 check after the change (the `finalizing` manager), ARGV[3] the request fingerprint for the
 Idempotency-Key ("" when none), ARGV[4] how long the record is kept (ms). Script arguments start
-at ARGV[5]. Every script also gets three trailing ARGV: the event log's cap (entries, "0": no
-log), the webhook event kinds with a global subscriber (TRIGGERS_WEBHOOKS; comma-separated, "*"
-for every kind; see emit_event) and the acting API key's name ("" for none); a script's own
-arguments run from ARGV[5] to ARGV[NARGV].
+at ARGV[5]. Every script also gets four trailing ARGV: the runners settled at commit (see
+schedule), the event log's cap (entries, "0": no log), the webhook event kinds with a global
+subscriber (TRIGGERS_WEBHOOKS; comma-separated, "*" for every kind; see emit_event) and the
+acting API key's name ("" for none); a script's own arguments run from ARGV[5] to ARGV[NARGV].
 
 Idempotency: a changing script first calls replayed_answer(); when the record holds an answer
 for the same fingerprint it returns that answer and changes nothing, so repeated requests have
@@ -64,7 +64,8 @@ local TTL = tonumber(ARGV[1]) or 0
 local FINALIZE = ARGV[2] == '1'
 local IDEM_FP = ARGV[3] or ''
 local IDEM_TTL = tonumber(ARGV[4]) or 0
-local NARGV = #ARGV - 3
+local NARGV = #ARGV - 4
+local SETTLED = ',' .. (ARGV[#ARGV - 3] or '') .. ','
 local LOG_CAP = tonumber(ARGV[#ARGV - 2]) or 0
 local GLOBAL_EVENTS = ARGV[#ARGV - 1] or '*'
 local ACTOR = ARGV[#ARGV] or ''
@@ -173,8 +174,9 @@ local OUTSTANDING_HOLD = 120
 
 -- The latest time (ms) at which the session still has work due (its last outbox entry, lease
 -- expiry or webhook delivery attempt), and whether it has any work outstanding at all.
+local settled_now = false -- set by schedule(): as if in the outbox until this script ends
 local function latest_due()
-  local latest, outstanding = NOW, false
+  local latest, outstanding = NOW, settled_now
   for _, key in ipairs({K.outbox, K.leases, K.delivery_due}) do
     local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
     if last[2] then
@@ -357,11 +359,20 @@ end
 
 -- Marks the instance scheduled and puts it in the outbox, due at `due` (ms).
 -- `def` is the task's definition when the caller has it at hand (else it is read).
+-- Runners settled at commit (SETTLED: comma-separated keys from the dispatcher's registry,
+-- runners whose hand-over is a no-op, `external`): a due entry of theirs is not written to the
+-- outbox at all, as if acknowledged at once (ackDispatched would drop it right after); the
+-- session's TTL is figured as if it were there. An entry due later stays, for the sweeper.
 local function schedule(name, rec, old_status, due, def)
   set_status(rec, 'scheduled')
   save_instance(name, rec, old_status)
-  redis.call('ZADD', K.outbox, due, name)
-  DISPATCH[#DISPATCH + 1] = {name, runner_of(def or load_def(rec.task)), due}
+  local runner = runner_of(def or load_def(rec.task))
+  if due <= NOW and string.find(SETTLED, ',' .. runner .. ',', 1, true) then
+    settled_now = true
+  else
+    redis.call('ZADD', K.outbox, due, name)
+  end
+  DISPATCH[#DISPATCH + 1] = {name, runner, due}
 end
 
 -- I3: can_abandon and can_run, against the task's current definition (B11).
