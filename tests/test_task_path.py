@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from service.engine import Engine
 from service.engine.keys import session_keys
 from service.settings import Settings
-from service.worker.runners import instance_message_id
+from service.worker.runners import ActorSender, instance_message_id
 from service.worker.runtime import WorkerRuntime
 from service.worker.sweeper import Sweeper
 from tests.conftest import unique_prefix
@@ -217,29 +217,44 @@ async def test_the_sweeper_re_sends_only_messages_the_broker_no_longer_holds(
                    decode_responses=True)  # fmt: skip
     uid, engine = f"sweep-{uuid.uuid4().hex[:8]}", runtime.engine
     queue = f"{broker.namespace}:{run_instance.queue_name}"
-    message = instance_message_id(uid, "t#0")
     dead = f"dead-{uuid.uuid4().hex[:8]}"
     await engine.configure(uid, {"tasks": {"t": {"after": ["go"], "run": "P"}}})
-    await runtime.after(uid, await engine.fire(uid, "go"))  # sent: queued, no worker runs here
+    fired = await engine.fire(uid, "go")
+    message = instance_message_id(uid, "t#0", fired.dispatch[0].due)
+    await runtime.after(uid, fired)  # sent: queued, no worker runs here
+    await ActorSender.drain_all()  # sends are batched per loop tick
     sweeper = Sweeper(runtime)
+
+    async def sweep_and_send() -> int:
+        swept = await sweeper.pass_once()
+        await ActorSender.drain_all()
+        return swept
+
+    sent = [message]
     try:
         assert await client.hexists(f"{queue}.msgs", message)
         assert await sweeper.pass_once() == 0  # still queued: not sent again
-        assert (await client.lrange(queue, 0, -1)).count(message) == 1
+        assert await client.lrange(queue, 0, -1) == [message]
 
         await client.hdel(f"{queue}.msgs", message)  # lost (a broker restart, say)
         await client.lrem(queue, 0, message)
-        assert await until(lambda: sweeper.pass_once(), 1)
-        assert await client.hexists(f"{queue}.msgs", message)
+        assert await until(sweep_and_send, 1)
+        [again] = await client.lrange(queue, 0, -1)  # re-sent, under its re-stamped due time
+        sent.append(again)
+        assert await client.hexists(f"{queue}.msgs", again)
+        assert await sweeper.pass_once() == 0  # the re-sent message is found: not sent again
+        assert await client.lrange(queue, 0, -1) == [again]
 
-        await client.lrem(queue, 0, message)  # fetched by a worker that then died
+        await client.lrem(queue, 0, again)  # fetched by a worker that then died
         await client.zadd(f"{broker.namespace}:__heartbeats__", {dead: 1})
-        await client.sadd(f"{broker.namespace}:__acks__.{dead}.{run_instance.queue_name}", message)
-        assert await until(lambda: sweeper.pass_once(), 1)
-        assert (await client.lrange(queue, 0, -1)).count(message) == 1
+        await client.sadd(f"{broker.namespace}:__acks__.{dead}.{run_instance.queue_name}", again)
+        assert await until(sweep_and_send, 1)
+        assert len(await client.lrange(queue, 0, -1)) == 1
+        sent.extend(await client.lrange(queue, 0, -1))
     finally:
-        await client.lrem(queue, 0, message)
-        await client.hdel(f"{queue}.msgs", message)
+        for each in sent:
+            await client.lrem(queue, 0, each)
+            await client.hdel(f"{queue}.msgs", each)
         await client.zrem(f"{broker.namespace}:__heartbeats__", dead)
         await client.delete(f"{broker.namespace}:__acks__.{dead}.{run_instance.queue_name}")
         await sweeper.queued.aclose()
@@ -305,3 +320,28 @@ def test_engine_scripts_leave_out_what_they_do_not_use() -> None:
         assert "local function fire(" not in sources[name], name
     assert "local function emit_event(" not in sources["claim"]
     assert len(sources["readConfig"]) < len(sources["fire"]) / 4
+
+
+async def test_a_second_dispatch_survives_the_ack_of_the_first(runtime: WorkerRuntime) -> None:
+    """A retry with no cooldown is sent while the worker that ran the first attempt has not
+    acknowledged its message yet; Dramatiq's ack deletes the message data under the acked id,
+    so the two dispatches must not share one (their due times tell them apart)."""
+    from service.worker.actors import run_instance
+
+    broker = run_instance.broker
+    assert isinstance(broker, RedisBroker)
+    uid, name = f"again-{uuid.uuid4().hex[:8]}", "t#0"
+    first, second = instance_message_id(uid, name, 1_000), instance_message_id(uid, name, 2_000)
+    assert first != second
+    queue = f"{broker.namespace}:{run_instance.queue_name}"
+    sender = ActorSender()
+    await sender.send(run_instance, (uid, name), 0, first)
+    await sender.drain()
+    fetched = broker.do_fetch(run_instance.queue_name, 1)  # a worker takes the first attempt
+    assert len(fetched) == 1
+    await sender.send(run_instance, (uid, name), 0, second)  # its retry, due at once
+    await sender.drain()
+    broker.do_ack(run_instance.queue_name, first)  # the first attempt's message is acked
+    assert broker.client.hexists(f"{queue}.msgs", second)
+    broker.client.lrem(queue, 0, second)
+    broker.client.hdel(f"{queue}.msgs", second)

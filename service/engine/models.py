@@ -253,6 +253,7 @@ class SweepResult(BaseModel):
         default_factory=list
     )
     next: int | None = None
+    stamped: int = 0
     outbox: int = 0
     leases: int = 0
 

@@ -187,18 +187,22 @@ class DramatiqRunner:
     def __init__(self) -> None:
         self.sender = ActorSender()
 
-    async def dispatch(self, uid: str, name: str, delay_ms: int) -> None:
+    async def dispatch(self, uid: str, name: str, delay_ms: int, due_ms: int) -> None:
         from service.worker.actors import run_instance
 
-        await self.sender.send(run_instance, (uid, name), delay_ms, instance_message_id(uid, name))
+        message_id = instance_message_id(uid, name, due_ms)
+        await self.sender.send(run_instance, (uid, name), delay_ms, message_id)
 
 
-def instance_message_id(uid: str, name: str) -> str:
-    """The Redis broker's message id of every run_instance message of an instance: derived
-    from the session and the instance, so the sweeper can ask the broker whether a message for
-    it is still queued (service/worker/sweeper.py, ``QueuedMessages``) before re-sending one.
-    Any such message does the same (the actor claims whatever the instance's state is then)."""
-    digest = hashlib.sha256(f"{uid}\x00{name}".encode()).hexdigest()[:32]
+def instance_message_id(uid: str, name: str, due_ms: int) -> str:
+    """The Redis broker's message id of the run_instance message of one dispatch of an
+    instance: derived from the session, the instance and its due time, so the sweeper can ask
+    the broker whether that message is still queued (service/worker/sweeper.py,
+    ``QueuedMessages``) before re-sending it. The due time keeps a later dispatch of the same
+    instance (a retry with no cooldown, sent while the worker running it has not acknowledged
+    its message yet) apart: Dramatiq's ack deletes the message data under the acked id, which
+    would otherwise be the new message's."""
+    digest = hashlib.sha256(f"{uid}\x00{name}\x00{due_ms}".encode()).hexdigest()[:32]
     return f"trg-{digest}"
 
 

@@ -20,6 +20,8 @@ Returns cjson {
                longer than grace (re-stamped to now);
   next = ms: when the session next needs the sweeper (earliest outbox due + grace, earliest
          lease expiry, earliest delivery due + grace); absent when nothing is outstanding;
+  stamped = ms: the time the stranded entries were re-stamped to (the due time of their
+            re-sends: the sweeper's next look-up of a re-sent message goes by it);
   outbox, leases = number of entries }.
 At most LIMIT entries of each kind per call: the rest stay due and `next` says so.
 ]=]
@@ -95,6 +97,7 @@ consider(earliest(K.leases))
 local first_delivery = earliest(K.delivery_due)
 consider(first_delivery and first_delivery + grace)
 result.next = next_at
+if #result.stranded > 0 then result.stamped = NOW end -- the re-sends' due time
 -- Outstanding work keeps the session alive between visits (TTL setting on; see apply_ttl).
 if next_at then apply_ttl(math.max(OUTSTANDING_HOLD, math.ceil(2 * grace / 1000))) end
 result.outbox = redis.call('ZCARD', K.outbox)
