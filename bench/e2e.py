@@ -5,7 +5,8 @@ Side by side in one run, on one Redis (state and broker), with the same worker s
 
 * ``fire -> task``: POST /sessions/{uid}/fire to a real ``triggers serve`` (API only), a real
   ``triggers worker`` runs the HTTP task, a loopback server records when the request arrives;
-  measured from the moment the fire's answer is back (the API sends its message in the batch of the event-loop tick that answered).
+  measured from the moment the fire's answer is back (the API sends its message in the batch
+  of the event-loop tick that answered).
 * ``chain of 10``: ten Python tasks cascading into an HTTP task: fire to arrival, per hop.
 * ``bare actor``: a plain Dramatiq actor on the same broker whose body makes the same HTTP
   call; measured from ``send()`` returning to the arrival. This is the floor of the stack.
