@@ -8,6 +8,7 @@ NOT_FOUND for an unknown instance.
 local name = ARGV[5]
 local raw = redis.call('HGET', K.inst, name)
 if not raw then return fail_with('NOT_FOUND', 'instance ' .. name .. ' does not exist') end
-local rec = cjson.decode(raw)
-local def = load_def(rec.task)
-return {raw, redis.call('HGET', K.tasks, rec.task), def and tostring(def.v) or false}
+local task = decode_record(name, raw).task
+local def = load_def(task)
+return {raw, def and config_text(def, redis.call('HGET', K.tasks, task)) or false,
+  def and tostring(def.v) or false}
