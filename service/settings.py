@@ -259,11 +259,12 @@ class Settings(BaseSettings):
         "GET /sessions/{uid}/instances, and the instances GET /sessions/{uid} includes.",
     )
     event_log_max: int = Field(
-        default=1000,
+        default=100,
         ge=0,
         le=1_000_000,
         description="Entries kept in each session's event log (about: trimmed with MAXLEN ~; "
-        "one entry per change); 0 turns the log off.",
+        "one entry per change); 0 turns the log off. An entry takes 100-250 bytes, so the "
+        "default keeps a session's log near the size of a few dozen instances (bench/memory.py).",
     )
     events_heartbeat: float = Field(
         default=15.0,

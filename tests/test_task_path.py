@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from service.engine import Engine
 from service.engine.keys import session_keys
+from service.engine.records import load_record
 from service.settings import Settings
 from service.worker.runners import ActorSender, instance_message_id
 from service.worker.runtime import WorkerRuntime
@@ -71,7 +72,7 @@ async def test_claim_without_with_params_is_one_script_and_keeps_numbers_exact(
     assert claim.task is not None and claim.task.run == "P"
     assert claim.instance is not None and claim.instance.status == "running"
     raw = await engine.client.hget(session_keys(UID, engine.prefix)[4], "t#0")
-    stored = orjson.loads(raw)["meta"]["actualKwargs"]
+    stored = load_record(raw)["meta"]["actualKwargs"]
     assert stored == '{"go":' + EXACT.decode() + "}"  # the fired text, byte for byte
     instance = await engine.instance(UID, "t#0")
     assert instance.metadata["actualKwargs"] == {"go": kwargs}

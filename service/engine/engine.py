@@ -52,7 +52,7 @@ from service.engine.models import (
     UnresolvedTask,
 )
 from service.engine.reader import Page, SessionReader, off_loop
-from service.engine.records import decode_instance, iso_time
+from service.engine.records import config_rest, decode_instance, iso_time
 from service.engine.scripts import IndexTouch, Mark, RedisClient, ScriptRunner
 
 _UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
@@ -156,7 +156,7 @@ class Engine:
         sweep_grace_ms: int = 5_000,
         limits: Limits | None = None,
         page_size: int = 1000,
-        event_log_cap: int = 1000,
+        event_log_cap: int = 100,
         event_kinds: str = "*",
     ) -> None:
         self.client = client
@@ -420,7 +420,7 @@ class Engine:
         check_config(config, self.limits)
         try:
             given = [[name, task.engine_view()] for name, task in config.tasks.items()]
-            raws = [_json(task.model_dump(mode="json")) for task in config.tasks.values()]
+            raws = [config_rest(task) for task in config.tasks.values()]
         except (PydanticSerializationError, TypeError) as error:
             raise InvalidError(f"tasks: a value is not JSON ({error})") from None
         webhooks = (

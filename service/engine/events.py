@@ -1,8 +1,10 @@
 """Reading a session's event log (the stream lua/includes/lib.lua writes, key 14).
 
 Scripts write one stream entry per change (``at``, ``e``: the change's events, ``a``: the API
-key that made it). Readers see each event on its own, carrying the entry's id: the id is the
-cursor (``Last-Event-ID``, ``since``, ``next``), so a reader resumes after a whole change.
+key that made it). An instance's event is stored without its ``task`` (the part of the
+instance name before "#"); it is added back here, so every reader sees it. Readers see each
+event on its own, carrying the entry's id: the id is the cursor (``Last-Event-ID``, ``since``,
+``next``), so a reader resumes after a whole change.
 Reading is plain XRANGE / XREAD: a read changes nothing, so it needs no script.
 """
 
@@ -46,6 +48,8 @@ def decode_entry(entry_id: str, fields: dict[str, str]) -> list[dict[str, Any]]:
     raw = orjson.loads(fields.get("e", "[]"))
     for item in raw if isinstance(raw, list) else []:
         event = {"id": entry_id, "at": at, **item}
+        if "instance" in item and "task" not in item:  # stored without it (lib.lua)
+            event["task"] = str(item["instance"]).rsplit("#", 1)[0]
         if actor:
             event["actor"] = actor
         events.append(event)

@@ -27,7 +27,7 @@ import orjson
 from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import KEY_NAMES, session_keys
 from service.engine.models import TaskConfig, UnresolvedInstance, UnresolvedTask
-from service.engine.records import instance_fields
+from service.engine.records import instance_fields, load_def, load_record, task_config
 
 INLINE_DECODE = 200
 """Records decoded on the event loop; more go to a thread (its hop costs ~0.1 ms)."""
@@ -90,11 +90,13 @@ def _pairs(flat: Iterable[Any]) -> dict[str, Any]:
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
-def tasks_in_order(tasks: Mapping[str, str], defs: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(name, raw config) in configuration order (each def's ``pos``)."""
-    positions = {name: int(orjson.loads(raw).get("pos") or 0) for name, raw in defs.items()}
-    order = sorted((name for name in tasks if name in positions), key=positions.__getitem__)
-    return [(name, tasks[name]) for name in order]
+def tasks_in_order(
+    tasks: Mapping[str, str], defs: Mapping[str, dict[str, Any]]
+) -> list[tuple[str, TaskConfig]]:
+    """(name, configuration) in configuration order (each def's ``pos``), from the decoded
+    defs (records.load_def) and the remainders ``tasks`` stores."""
+    order = sorted(defs, key=lambda name: int(defs[name].get("pos") or 0))
+    return [(name, task_config(defs[name], tasks.get(name))) for name in order]
 
 
 class SessionReader:
@@ -133,12 +135,10 @@ class SessionReader:
 
     async def head(self, uid: str, run_script: Callable[..., Any]) -> Head:
         """The bounded readSession script; NotFoundError for an unknown session."""
-        meta, tasks, defs, latest, count, instances = await run_script(
-            "readSession", uid, self.page
-        )
+        meta, tasks, latest, count, instances = await run_script("readSession", uid, self.page)
         return Head(
             meta=_pairs(meta),
-            tasks=tasks_in_order(_pairs(tasks), _pairs(defs)),
+            tasks=list(_pairs(tasks).items()),  # in configuration order (readSession)
             latest=None if latest is None else _pairs(latest),
             instance_count=int(count),
             instances=None if instances is None else _pairs(instances),
@@ -242,16 +242,17 @@ class SessionReader:
         pipe.exists(keys["meta"])
         pipe.hgetall(keys["tasks"])
         pipe.hgetall(keys["defs"])
-        exists, tasks, defs = await pipe.execute()
+        exists, tasks, stored_defs = await pipe.execute()
         if not exists:
             raise NotFoundError("session does not exist")
+        defs = {name: load_def(raw) for name, raw in stored_defs.items()}
         names = await self.unresolved_names(keys)
         raws = await self.hmget(keys["inst"], names)
         ordered = tasks_in_order(tasks, defs)
         never = [name for name, _ in ordered]
         started = await self.hmget(keys["counts"], never) if never else []
         without = {name for name, count in zip(never, started, strict=True) if count is None}
-        wanted = sorted({t for name in without for t in orjson.loads(defs[name])["after"]})
+        wanted = sorted({t for name in without for t in defs[name]["after"]})
         fired = dict(zip(wanted, await self.hmget(keys["latest"], wanted), strict=True))
         records = [(n, raw) for n, raw in zip(names, raws, strict=True) if raw is not None]
 
@@ -267,8 +268,8 @@ def _missing(record: Mapping[str, Any], after: list[str]) -> list[str]:
 
 
 def build_unresolved(
-    ordered: list[tuple[str, str]],
-    defs: Mapping[str, str],
+    ordered: list[tuple[str, TaskConfig]],
+    defs: Mapping[str, dict[str, Any]],
     without: set[str],
     fired: Mapping[str, str | None],
     records: list[tuple[str, str]],
@@ -277,11 +278,12 @@ def build_unresolved(
 ) -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:
     """The unresolved view from what was read (pure, so it can run in a thread). ``full``
     False: instances hold only name, task, status and waitingFor (built without validation)."""
-    afters = {name: list(orjson.loads(raw)["after"]) for name, raw in defs.items()}
+    afters = {name: list(definition["after"]) for name, definition in defs.items()}
     instances: list[UnresolvedInstance] = []
     waiting_of: dict[str, set[str]] = {}
     for name, raw in records:
-        record = orjson.loads(raw)
+        record = load_record(raw)
+        record.setdefault("task", name.rsplit("#", 1)[0])
         if record["status"] not in UNRESOLVED:
             continue  # resolved between the index read and the record read
         after = afters.get(record["task"])
@@ -298,7 +300,7 @@ def build_unresolved(
             instances.append(light)
     instances.sort(key=lambda i: (i.task, i.number))
     tasks: list[UnresolvedTask] = []
-    for name, raw in ordered:
+    for name, config in ordered:
         after = afters[name]
         if name in without:
             waiting = [t for t in after if fired.get(t) is None] or after
@@ -306,9 +308,5 @@ def build_unresolved(
             waiting = [t for t in after if t in waiting_of[name]]
         else:
             continue
-        tasks.append(
-            UnresolvedTask(
-                name=name, config=TaskConfig.model_validate_json(raw), waitingFor=waiting
-            )
-        )
+        tasks.append(UnresolvedTask(name=name, config=config, waitingFor=waiting))
     return tasks, instances

@@ -62,7 +62,7 @@ else
   return reply({state = 'done', status = rec.status})
 end
 
-local config = raw_task_config(rec.task)
+local config = task_config(rec.task) or nil
 local actual = ARGV[8]
 if actual == '' then
   if has_params(config) then

@@ -1,15 +1,18 @@
 --[=[
 configure: merge (PATCH) or replace (PUT) the session's task configuration (B1, B9).
 
-Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs, trig.
+Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs, trig. The
+configuration is stored once: the def (what the scripts need, encode_def) in `defs`, the
+remainder of each task's configuration in `tasks`; answers rebuild it (config_text).
 ARGV[5] mode: "merge" (tasks named replace those of the same name, others stay) or "replace"
         (the configuration becomes exactly the tasks given)
 ARGV[6] cjson array of [name, def {after, unless, every?, maxRetries, using}], one per task
 ARGV[7] raw JSON list of webhook subscriptions, or "" to keep the current ones (merge only)
 ARGV[8] most tasks the resulting configuration may hold (TRIGGERS_MAX_TASKS; "0": no limit)
 ARGV[9] most tasks one trigger may concern (TRIGGERS_MAX_TASKS_PER_TRIGGER; "0": no limit)
-ARGV[10..] the raw config JSON of each task of ARGV[6], in the same order (kept apart so that
-        it is neither unescaped nor escaped again: it is stored and answered as it is)
+ARGV[10..] the remainder of each task's configuration of ARGV[6], in the same order: raw JSON
+        of the fields the def does not hold (records.py config_rest), kept apart so that it is
+        neither unescaped nor escaped again: it is stored and answered as it is
 Returns: JSON {"tasks": [[name, config object], ...] in configuration order, "webhooks": raw
 JSON text as a string, absent when none}; the configs are spliced in as they are stored.
 Errors, all before any write: INVALID when the result would hold a ring of andEvery cascades
@@ -43,12 +46,14 @@ for i = 1, #stored, 2 do
 end
 
 local function pos_of(raw)
-  return tonumber(string.match(raw, '"pos":(%d+)')) or 0
+  return tonumber(string.match(raw, '"p":(%d+)') or string.match(raw, '"pos":(%d+)')) or 0
 end
 
 local function every_of(raw)
-  if not string.find(raw, '"every":', 1, true) then return nil end
-  return cjson.decode(raw).every
+  if not string.find(raw, '"e":', 1, true) and not string.find(raw, '"every":', 1, true) then
+    return nil
+  end
+  return decode_def(raw).every
 end
 
 local new_defs, is_given = {}, {}
@@ -139,7 +144,7 @@ else
   for i, entry in ipairs(given) do
     local name = entry[1]
     local old = current[name]
-    local before = old and triggers_of(cjson.decode(old)) or {}
+    local before = old and triggers_of(decode_def(old)) or {}
     local after = triggers_of(new_defs[i])
     for trigger in pairs(before) do
       if not after[trigger] then
@@ -221,7 +226,7 @@ for i, entry in ipairs(given) do
   end
   def.v = cfgv
   def_fields[#def_fields + 1] = name
-  def_fields[#def_fields + 1] = cjson.encode(def)
+  def_fields[#def_fields + 1] = encode_def(def)
   task_fields[#task_fields + 1] = name
   task_fields[#task_fields + 1] = ARGV[9 + i]
 end
@@ -253,20 +258,21 @@ apply_ttl()
 -- The answer, built from what this script holds (no second decode of every def).
 local order = {}
 for i, entry in ipairs(given) do
-  order[#order + 1] = {name = entry[1], pos = new_defs[i].pos, raw = ARGV[9 + i]}
+  order[#order + 1] = {name = entry[1], pos = new_defs[i].pos,
+    raw = config_text(new_defs[i], ARGV[9 + i])}
 end
 if mode == 'merge' then
   local others = {}
   for name, raw in pairs(current) do
-    if not is_given[name] then others[#others + 1] = {name = name, pos = pos_of(raw)} end
+    if not is_given[name] then others[#others + 1] = {name = name, def = decode_def(raw)} end
   end
   if #others > 0 then
     local names = {}
     for i, item in ipairs(others) do names[i] = item.name end
     local raws = hmget_all(K.tasks, names)
     for i, item in ipairs(others) do
-      item.raw = raws[i]
-      order[#order + 1] = item
+      local raw = config_text(item.def, raws[i])
+      order[#order + 1] = {name = item.name, pos = item.def.pos, raw = raw}
     end
   end
 end

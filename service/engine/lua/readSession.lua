@@ -5,9 +5,9 @@ Keys: all session keys; reads meta, tasks, defs, latest, inst.
 ARGV[5] page: the latest kwargs and the instances are returned only when their hash holds at
         most this many entries; otherwise false, and Python reads them page by page (HSCAN,
         HMGET), so this script never copies a big hash (item 12 of issue 14).
-Returns {meta (flat hash), tasks (flat hash name -> raw config), defs (flat hash name -> def;
-Python orders the tasks by pos), latest (flat hash) or false, number of instances, instances
-(flat hash name -> record) or false}. tasks and defs are bounded by TRIGGERS_MAX_TASKS.
+Returns {meta (flat hash), tasks (flat name -> configuration text (config_text), in
+configuration order), latest (flat hash) or false, number of instances, instances (flat hash
+name -> record) or false}. tasks is bounded by TRIGGERS_MAX_TASKS.
 NOT_FOUND for an unknown session.
 ]=]
 if not session_exists() then return fail_with('NOT_FOUND', 'session does not exist') end
@@ -16,7 +16,9 @@ local count = redis.call('HLEN', K.inst)
 local latest, instances = false, false
 if redis.call('HLEN', K.latest) <= page then latest = redis.call('HGETALL', K.latest) end
 if count <= page then instances = redis.call('HGETALL', K.inst) end
-return {
-  redis.call('HGETALL', K.meta), redis.call('HGETALL', K.tasks), redis.call('HGETALL', K.defs),
-  latest, count, instances,
-}
+local tasks = {}
+for _, item in ipairs(tasks_in_order()) do
+  tasks[#tasks + 1] = item.name
+  tasks[#tasks + 1] = config_text(item.def, redis.call('HGET', K.tasks, item.name))
+end
+return {redis.call('HGETALL', K.meta), tasks, latest, count, instances}

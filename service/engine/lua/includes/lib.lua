@@ -8,11 +8,14 @@ unchanged on Redis Cluster):
   KEYS[1]  meta    hash  created, updated (ms), version, cfgv (config version), npos (next task
                          position), finalized ("1"), finalizedAt (ms), webhooks (raw JSON),
                          sid (the sessionId of this incarnation, see new_session_id)
-  KEYS[2]  tasks   hash  task name -> task configuration as the client gave it (raw JSON text)
-  KEYS[3]  defs    hash  task name -> what the scripts need of it (cjson): after (effective, with
-                         the andEvery trigger), unless, every, maxRetries, pos, v
+  KEYS[2]  tasks   hash  task name -> the rest of its configuration (raw JSON text: run,
+                         withParams, custom directives; what defs does not hold). The earlier
+                         layout kept the whole configuration here: config_text reads both
+  KEYS[3]  defs    hash  task name -> what the scripts need of it (cjson, encode_def): after
+                         (effective, with the andEvery trigger), unless, every, maxRetries,
+                         using, pos, v; the configuration is stored once, across defs and tasks
   KEYS[4]  trig    hash  trigger name -> cjson list of the tasks that use it (after/andEvery/unless)
-  KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (cjson, see below)
+  KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (encode_record, below)
   KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
                          instances of one status, or of one status and one task, without scanning
   KEYS[7]  latest  hash  trigger name -> kwargs of its most recent fire (raw JSON text)
@@ -43,8 +46,9 @@ for the same fingerprint it returns that answer and changes nothing, so repeated
 one effect even when they race. Its answer is stored by answer() in the same atomic step as the
 change it describes, so a crash can never separate the two.
 
-Instance record: {task, status, kwargs = {trigger = raw JSON}, abandon = [trigger],
-meta = {key = raw JSON}, ts = {name = time in ms}, lease = {token, exp, attempt}?}.
+Instance record (as load_instance gives it; stored compact by encode_record): {task, status,
+kwargs = {trigger = raw JSON}, abandon = [trigger], meta = {key = raw JSON},
+ts = {name = time in ms}, lease = {token, exp, attempt}?}.
 Times are kept as epoch milliseconds (half the bytes of ISO text); Python formats them.
 User payloads (kwargs, results, metadata values) stay raw JSON text: Lua's cjson would turn []
 into {} and round numbers to 14 digits, so Lua never decodes them. Python decodes on read.
@@ -237,33 +241,154 @@ local function number_of(name)
   return tonumber(string.match(name, '#(%d+)$'))
 end
 
+-- Instance records are stored compact (issue 11 item 4): a cjson array
+--   [head, kwargs, engine meta, abandon, meta, lease]   (the last three only when needed)
+-- head is one string: "<status code> <created ms>" then " <code><ms after created>" per time
+-- (codes: TS_CODE; a status is stored as the code of its time). `unstarted` is left out when
+-- it equals `created`, `lastModified` when it equals the current status's time; a code with
+-- no number says the time is absent. `task` is left out (the name's part before "#"). The
+-- metadata the engine writes goes apart under one-letter codes (META_CODE), so it can never
+-- meet a caller's key; actualKwargs is "=" when it is the instance's kwargs as one object
+-- (keys sorted, values as stored: what a claim merges when the task has no withParams). A
+-- record that starts with "{" is the earlier layout (the whole table as cjson), read as it is.
+-- service/engine/records.py decodes both layouts the same way.
+local META_CODE = {
+  actualKwargs = 'k', attempt = 'a', result = 'r', logLevel = 'l', exceptionType = 't',
+  exceptionInfo = 'i', exceptionContext = 'x', cascade = 'c', depth = 'd', parent = 'p',
+  cooldown = 'o',
+}
+local TS_CODE = {
+  lastModified = 'm', unstarted = 'u', scheduled = 's', running = 'r', finished = 'f',
+  failed = 'x', replayed = 'p', skipped = 'k', abandoned = 'a',
+}
+local META_NAME = {
+  k = 'actualKwargs', a = 'attempt', r = 'result', l = 'logLevel', t = 'exceptionType',
+  i = 'exceptionInfo', x = 'exceptionContext', c = 'cascade', d = 'depth', p = 'parent',
+  o = 'cooldown',
+}
+local TS_NAME = {
+  m = 'lastModified', u = 'unstarted', s = 'scheduled', r = 'running', f = 'finished',
+  x = 'failed', p = 'replayed', k = 'skipped', a = 'abandoned',
+}
+
+local function task_of(name)
+  return string.match(name, '^(.*)#%d+$')
+end
+
+-- The instance's kwargs as one JSON object, keys sorted: the actualKwargs of a claim that
+-- merged no withParams (records.py builds the same text).
+local function kwargs_text(kwargs)
+  local keys = {}
+  for key in pairs(kwargs) do keys[#keys + 1] = key end
+  table.sort(keys)
+  for i, key in ipairs(keys) do keys[i] = cjson.encode(key) .. ':' .. kwargs[key] end
+  return '{' .. table.concat(keys, ',') .. '}'
+end
+
+local NO_META = {}
+
+-- Numbers below 1e14 print whole as Lua's %.14g (times in ms, their differences).
+local function encode_record(rec)
+  local meta, engine = NO_META, NO_META
+  if next(rec.meta) ~= nil then
+    meta, engine = {}, {}
+    for key, value in pairs(rec.meta) do
+      local code = META_CODE[key]
+      if code then engine[code] = value else meta[key] = value end
+    end
+    if engine.k and engine.k == kwargs_text(rec.kwargs) then engine.k = '=' end
+    if next(meta) == nil then meta = NO_META end
+  end
+  local ts = rec.ts
+  local created = ts.created or 0
+  local current = ts[rec.status]
+  local head = (TS_CODE[rec.status] or rec.status) .. ' ' .. created
+  for key, at in pairs(ts) do
+    if key ~= 'created' and not ((key == 'unstarted' and at == created)
+        or (key == 'lastModified' and at == current)) then
+      head = head .. ' ' .. (TS_CODE[key] or key) .. (at - created)
+    end
+  end
+  if ts.unstarted == nil then head = head .. ' u' end
+  if ts.lastModified == nil then head = head .. ' m' end
+  if rec.lease or meta ~= NO_META or #rec.abandon > 0 then
+    return cjson.encode({head, rec.kwargs, engine, rec.abandon, meta, rec.lease})
+  end
+  return cjson.encode({head, rec.kwargs, engine})
+end
+
+local function decode_record(name, raw)
+  if string.byte(raw, 1) ~= 91 then return cjson.decode(raw) end -- "{": the earlier layout
+  local a = cjson.decode(raw)
+  local code, created, times = string.match(a[1], '^(%S+) (%-?%d+)(.*)$')
+  created = tonumber(created)
+  local rec = {
+    task = task_of(name), status = TS_NAME[code] or code, kwargs = a[2], abandon = a[4] or {},
+    meta = a[5] or {}, ts = {created = created}, lease = a[6],
+  }
+  for c, value in pairs(a[3]) do rec.meta[META_NAME[c] or c] = value end
+  if rec.meta.actualKwargs == '=' then rec.meta.actualKwargs = kwargs_text(rec.kwargs) end
+  local seen = {}
+  for c, delta in string.gmatch(times, ' (%a+)(%-?%d*)') do
+    seen[c] = true
+    if delta ~= '' then rec.ts[TS_NAME[c] or c] = created + tonumber(delta) end
+  end
+  if not seen.u then rec.ts.unstarted = created end
+  if not seen.m then rec.ts.lastModified = rec.ts[rec.status] end
+  return rec
+end
+
 local function load_instance(name)
   local raw = redis.call('HGET', K.inst, name)
   if not raw then return nil end
-  return cjson.decode(raw)
+  return decode_record(name, raw)
+end
+
+-- Task definitions (the `defs` hash) are stored compact too: cjson with one-letter keys,
+-- defaults left out, {a = after (without the every trigger when it is last, where the
+-- configuration puts it; it occurs once), u = unless (absent: none), e = every, r = maxRetries
+-- (absent: 3), g = using (absent: dramatiq), p = pos, v = config version}: a small
+-- configuration stays within Redis' hash-max-listpack-value (64 bytes), so the hash keeps its
+-- compact encoding. decode_def gives every script the full table, {after, unless, every,
+-- maxRetries, using, pos, v}; a def with an "after" key is the earlier layout, used as it is.
+local function encode_def(def)
+  local stored = {a = def.after, e = def.every, p = def.pos, v = def.v}
+  if def.every and def.after[#def.after] == def.every then -- the usual place: left out
+    stored.a = {unpack(def.after, 1, #def.after - 1)}
+  end
+  if #def.unless > 0 then stored.u = def.unless end
+  if def.maxRetries ~= 3 then stored.r = def.maxRetries end
+  if def.using ~= 'dramatiq' then stored.g = def.using end
+  return cjson.encode(stored)
+end
+
+local function decode_def(raw)
+  local d = cjson.decode(raw)
+  if d.after then return d end
+  if d.e and not contains(d.a, d.e) then d.a[#d.a + 1] = d.e end
+  return {
+    after = d.a, unless = d.u or {}, every = d.e, maxRetries = d.r or 3, using = d.g,
+    pos = d.p, v = d.v,
+  }
 end
 
 local function load_def(task)
   local raw = redis.call('HGET', K.defs, task)
   if not raw then return nil end
-  return cjson.decode(raw)
-end
-
--- The task's configuration as the client gave it (raw JSON text; nil when not configured).
-local function raw_task_config(task)
-  return redis.call('HGET', K.tasks, task) or nil
+  return decode_def(raw)
 end
 
 -- Instance events: created (with the status it starts in), then its status, named by what
 -- happened (running is "claimed").
 local EVENT_OF_STATUS = {running = 'claimed'}
+-- The task is left out of the stored event (it is the name's part before "#"): the reader
+-- (service/engine/events.py) adds it back.
 local function log_instance(name, rec, old_status)
   if not old_status then
-    log_event('created', {instance = name, task = rec.task})
+    log_event('created', {instance = name})
     if rec.status == 'unstarted' then return end
   end
-  log_event(EVENT_OF_STATUS[rec.status] or rec.status,
-    {instance = name, task = rec.task, from = old_status})
+  log_event(EVENT_OF_STATUS[rec.status] or rec.status, {instance = name, from = old_status})
 end
 
 -- Writes the record and keeps every index (idx, outbox, leases) in step with its status.
@@ -281,7 +406,7 @@ local function save_instance(name, rec, old_status)
     end
     log_instance(name, rec, old_status)
   end
-  redis.call('HSET', K.inst, name, cjson.encode(rec))
+  redis.call('HSET', K.inst, name, encode_record(rec))
 end
 
 -- Status change with its timestamps (`created` is set when the record is created).
@@ -447,7 +572,7 @@ local function relevant_tasks(trigger)
   local defs = hmget_all(K.defs, names)
   local tasks = {}
   for i, name in ipairs(names) do
-    if defs[i] then tasks[#tasks + 1] = {name = name, def = cjson.decode(defs[i])} end
+    if defs[i] then tasks[#tasks + 1] = {name = name, def = decode_def(defs[i])} end
   end
   table.sort(tasks, function(a, b) return a.def.pos < b.def.pos end)
   return tasks
@@ -549,7 +674,7 @@ local function finalize_if_ready(outcome)
   local defs = redis.call('HGETALL', K.defs)
   if #defs == 0 then return end
   for i = 1, #defs, 2 do
-    local task, def = defs[i], cjson.decode(defs[i + 1])
+    local task, def = defs[i], decode_def(defs[i + 1])
     local unresolved = redis.call('HEXISTS', K.counts, task) == 0 or has_unresolved(task)
     if unresolved and not contains(def.after, FINAL_TRIGGER) then return end
   end
@@ -614,17 +739,45 @@ local function tasks_in_order()
   local defs = redis.call('HGETALL', K.defs)
   local order = {}
   for i = 1, #defs, 2 do
-    order[#order + 1] = {name = defs[i], def = cjson.decode(defs[i + 1])}
+    order[#order + 1] = {name = defs[i], def = decode_def(defs[i + 1])}
   end
   table.sort(order, function(a, b) return a.def.pos < b.def.pos end)
   return order
+end
+
+-- A JSON list of names, [] when empty (cjson would write {}).
+local function json_list(list)
+  local parts = {}
+  for i, item in ipairs(list) do parts[i] = cjson.encode(item) end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+-- A task's configuration as JSON text, from its def and its stored remainder `rest` (the
+-- `tasks` hash: what the client gave beyond the def's fields, raw JSON that Lua never
+-- decodes: withParams, run, custom directives). The def's fields come first, so a remainder
+-- of the earlier layout (the whole configuration) repeats them and its values win (JSON
+-- readers keep the last of duplicate keys): both layouts read the same.
+local function config_text(def, rest)
+  local every = def.every and (',"andEvery":' .. cjson.encode(def.every)) or ''
+  local inner = rest and string.sub(rest, 2, -2) or ''
+  if inner ~= '' then inner = ',' .. inner end
+  return '{"after":' .. json_list(def.after) .. ',"unless":' .. json_list(def.unless) .. every
+    .. ',"using":' .. cjson.encode(def.using or 'dramatiq') .. ',"maxRetries":'
+    .. string.format('%d', def.maxRetries or 3) .. inner .. '}'
+end
+
+-- The configuration text of one task, or false when it has none.
+local function task_config(task)
+  local def = load_def(task)
+  if not def then return false end
+  return config_text(def, redis.call('HGET', K.tasks, task))
 end
 
 -- cjson {tasks = [[name, raw config], ...] in order, webhooks = raw JSON or nil}.
 local function config_reply()
   local tasks = {}
   for i, item in ipairs(tasks_in_order()) do
-    tasks[i] = {item.name, redis.call('HGET', K.tasks, item.name)}
+    tasks[i] = {item.name, config_text(item.def, redis.call('HGET', K.tasks, item.name))}
   end
   return cjson.encode({tasks = tasks, webhooks = redis.call('HGET', K.meta, 'webhooks')})
 end

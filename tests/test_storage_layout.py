@@ -1,0 +1,184 @@
+"""The compact storage of configurations and instance records (issue 11 item 4), against a real
+Redis: answers are the same as before, user JSON keeps every digit, and sessions stored in the
+earlier layout (full JSON objects: a deployed Redis may hold them) read and change the same.
+
+The earlier layout is made here by rewriting a session's stored values into it (instance
+records as the whole record object, defs with full field names, ``tasks`` holding the whole
+task configuration), which is exactly what the earlier scripts wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.engine import Engine
+from service.engine.keys import KEY_NAMES, session_keys
+from service.engine.records import load_def, load_record
+from tests.conftest import engine_on, unique_prefix
+
+BIG = 9007199254740993  # 2**53 + 1: a double (Lua's number, cjson) would round it
+CONFIG: dict[str, Any] = {
+    "tasks": {
+        "t_a": {
+            "after": ["go"],
+            "run": "P",
+            "withParams": {"go": {"n": BIG, "f": 0.1, "deep": {"list": [], "obj": {}}}},
+            "custom": {"z": 1, "a": [1.5e300, -0.0]},
+            "maxRetries": 2,
+        },
+        "t_b": {"after": ["t_a", "side/one"], "run": "Q", "unless": ["stop"]},
+        "t_every": {"after": ["go"], "andEvery": "page", "run": "R", "using": "external"},
+        "t_wait": {"after": ["never"], "run": "S"},
+    }
+}
+
+
+def keys_of(engine: Engine, uid: str) -> dict[str, str]:
+    return dict(zip(KEY_NAMES, session_keys(uid, engine.prefix), strict=True))
+
+
+async def build(engine: Engine, uid: str) -> None:
+    """A session with instances in many states: finished (with a result), failed, running
+    (with a lease), scheduled, unstarted with kwargs, abandon state, user metadata."""
+    await engine.configure(uid, CONFIG)
+    await engine.fire(uid, "go", {"who": {"id": BIG, "text": 'quote " and / slash'}})
+    await engine.fire(uid, "page", {"p": 1})
+    await engine.fire(uid, "page", {"p": 2})
+    await engine.fire(uid, "page", {"p": 3})
+    claim = await engine.claim(uid, "t_a#0")
+    assert claim.state == "claimed" and claim.token
+    await engine.complete(uid, "t_a#0", claim.token, {"r": [1, 2, {"x": BIG}]})
+    await engine.fire(uid, "stop", {})
+    claim = await engine.claim(uid, "t_every#0")
+    assert claim.token
+    await engine.fail(uid, "t_every#0", claim.token, "ValueError", "bad", {"ctx": 1})
+    claim = await engine.claim(uid, "t_every#1")
+    assert claim.state == "claimed"
+    await engine.set_metadata(uid, "t_every#2", {"note": {"deep": [BIG]}, "ключ": "значение"})
+
+
+async def to_earlier_layout(engine: Engine, uid: str) -> None:
+    """Rewrites the stored records, defs and task configurations in the earlier layout."""
+    keys = keys_of(engine, uid)
+    client = engine.client
+    for name, raw in (await client.hgetall(keys["inst"])).items():
+        record = load_record(raw)
+        record["task"] = name.rsplit("#", 1)[0]
+        await client.hset(keys["inst"], name, orjson.dumps(record).decode())
+    config = await engine.get_config(uid)
+    for name, raw in (await client.hgetall(keys["defs"])).items():
+        definition = load_def(raw)
+        definition.setdefault("using", "dramatiq")
+        await client.hset(keys["defs"], name, orjson.dumps(definition).decode())
+        full = config.tasks[name].model_dump(mode="json")
+        await client.hset(keys["tasks"], name, orjson.dumps(full).decode())
+
+
+def without_times(snapshot: Any) -> dict[str, Any]:
+    """A snapshot as data, without what differs between two sessions built one after the other."""
+    data = snapshot.model_dump(mode="json")
+    for key in ("uid", "created", "updated", "sessionId", "finalizedAt"):
+        data.pop(key, None)
+    for instance in data["instances"].values():
+        instance["metadata"].pop("timestamps")
+    return data
+
+
+async def unresolved(engine: Engine, uid: str) -> Any:
+    """The unresolved view as data, without the instances' times."""
+    tasks, instances = await engine.unresolved(uid)
+    listed = [instance.model_dump(mode="json") for instance in instances]
+    for instance in listed:
+        instance["metadata"].pop("timestamps")
+    return [task.model_dump(mode="json") for task in tasks], listed
+
+
+async def test_answers_keep_user_json_exactly(redis_url: str) -> None:
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        uid = "layout:exact"
+        config = await engine.configure(uid, CONFIG)
+        assert config.tasks["t_a"].withParams["go"]["n"] == BIG
+        assert (await engine.get_config(uid)) == config
+        await build(engine, uid)
+        snapshot = await engine.snapshot(uid)
+        assert snapshot.tasks == config.tasks
+        assert snapshot.tasks["t_a"].model_extra == {"custom": {"z": 1, "a": [1.5e300, -0.0]}}
+        finished = snapshot.instances["t_a#0"]
+        assert finished.kwargs == {"go": {"who": {"id": BIG, "text": 'quote " and / slash'}}}
+        assert finished.metadata["result"] == {"r": [1, 2, {"x": BIG}]}
+        assert finished.metadata["actualKwargs"]["go"]["n"] == BIG
+        assert finished.metadata["actualKwargs"]["go"]["who"]["id"] == BIG
+        stamps = finished.metadata["timestamps"]
+        assert set(stamps) == {"created", "unstarted", "scheduled", "running", "finished",
+                               "lastModified"}  # fmt: skip
+        assert stamps["lastModified"] == stamps["finished"]
+        assert snapshot.instances["t_every#0"].status == "failed"
+        assert snapshot.instances["t_every#0"].metadata["exceptionContext"] == {"ctx": 1}
+        assert snapshot.instances["t_every#1"].status == "running"
+        assert snapshot.instances["t_every#2"].metadata["note"] == {"deep": [BIG]}
+        assert snapshot.instances["t_b#0"].abandonState == ["stop"]
+
+
+async def test_actual_kwargs_kept_when_they_differ_from_the_kwargs(redis_url: str) -> None:
+    """withParams merged into the kwargs: actualKwargs is stored whole, and read back whole."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        uid = "layout:actual"
+        await engine.configure(uid, CONFIG)
+        await engine.fire(uid, "go", {"mine": 1})
+        claim = await engine.claim(uid, "t_a#0")
+        assert claim.kwargs == {"go": {"mine": 1, "n": BIG, "f": 0.1,
+                                       "deep": {"list": [], "obj": {}}}}  # fmt: skip
+        instance = (await engine.snapshot(uid)).instances["t_a#0"]
+        assert instance.metadata["actualKwargs"] == claim.kwargs
+
+
+async def test_small_session_hashes_stay_compact(redis_url: str) -> None:
+    """A small configuration and session keep listpack (ziplist) hashes: defs and tasks hold
+    short values (Redis turns a hash into a hash table past hash-max-listpack-value)."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        uid = "layout:small"
+        await engine.configure(uid, {"tasks": {"t": {"after": ["a"], "andEvery": "b", "run": "P"}}})
+        await engine.fire(uid, "a", {})
+        keys = keys_of(engine, uid)
+        for name in ("defs", "tasks", "meta", "trig", "counts", "latest"):
+            encoding = await engine.client.object("encoding", keys[name])
+            assert encoding in ("listpack", "ziplist"), (name, encoding)
+
+
+async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url: str) -> None:
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        await build(engine, "layout:new")
+        await build(engine, "layout:old")
+        await to_earlier_layout(engine, "layout:old")
+        raw = await engine.client.hget(keys_of(engine, "layout:old")["inst"], "t_a#0")
+        assert raw.startswith("{")
+        old, new = await engine.snapshot("layout:old"), await engine.snapshot("layout:new")
+        assert old.tasks == new.tasks
+        assert without_times(old) == without_times(new)
+        assert await engine.get_config("layout:old") == await engine.get_config("layout:new")
+        assert await unresolved(engine, "layout:old") == await unresolved(engine, "layout:new")
+        for uid in ("layout:old", "layout:new"):
+            claim = await engine.claim(uid, "t_every#2")
+            assert claim.state == "claimed" and claim.token
+            await engine.complete(uid, "t_every#2", claim.token, {"done": BIG})
+            await engine.fire(uid, "page", {"p": 4})
+            await engine.configure(uid, {"tasks": {"t_new": {"after": ["t_every"], "run": "N"}}})
+            await engine.replay(uid, "t_every#0")
+        old, new = await engine.snapshot("layout:old"), await engine.snapshot("layout:new")
+        assert without_times(old) == without_times(new)
+        assert await engine.get_config("layout:old") == await engine.get_config("layout:new")
+
+
+async def test_bench_memory_json_interface(redis_url: str) -> None:
+    """bench/memory.py --json rows, as the one-table harness reads them (small sizes here)."""
+    from bench.memory import rows, run
+
+    found = await run(redis_url, 30)
+    table = rows(found)
+    assert table[0]["name"].startswith("memory: one-task session")
+    for row in table:
+        assert set(row) == {"name", "value", "unit", "goal"}
+        assert isinstance(row["value"], float) and row["unit"] == "B"
+    assert orjson.loads(orjson.dumps({"rows": table}))["rows"] == table
