@@ -235,11 +235,14 @@ class FireRecord(BaseModel):
 
 
 class Dispatch(NamedTuple):
-    """One instance to hand to its runner: name, runner key (`using`), due time (ms)."""
+    """One instance to hand to its runner: name, runner key (`using`), due time (ms), and
+    when the instance became scheduled (ms; 0: not told). ``scheduled`` names one dispatch of
+    an instance: the same for the sweeper's re-sends of it, new for a later one (a retry)."""
 
     name: str
     runner: str
     due: int
+    scheduled: int = 0
 
 
 class SweepResult(BaseModel):
@@ -253,7 +256,6 @@ class SweepResult(BaseModel):
         default_factory=list
     )
     next: int | None = None
-    stamped: int = 0
     outbox: int = 0
     leases: int = 0
 

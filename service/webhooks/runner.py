@@ -67,7 +67,7 @@ class WebhookRunner:
             return []
         return [*(config.webhooks or []), *self.global_subscriptions]
 
-    async def dispatch(self, uid: str, member: str, delay_ms: int, due_ms: int) -> None:
+    async def dispatch(self, uid: str, member: str, delay_ms: int, scheduled_ms: int) -> None:
         assert self.engine is not None
         kind, _, _ = parse_member(member)
         matching = [s for s in await self.subscriptions(uid) if kind in s.events or "*" in s.events]

@@ -41,10 +41,10 @@ class Runner(Protocol):
     """True when the hand-over is final (drop the outbox entry now); False when the instance
     stays in the outbox until a worker claims it."""
 
-    async def dispatch(self, uid: str, name: str, delay_ms: int, due_ms: int) -> None:
-        """Hand ``name`` over, to run ``delay_ms`` from now (its due time, ``due_ms`` since the
-        epoch: the same for a re-send of the same outbox entry, different for a later
-        dispatch of the same instance)."""
+    async def dispatch(self, uid: str, name: str, delay_ms: int, scheduled_ms: int) -> None:
+        """Hand ``name`` over, to run ``delay_ms`` from now. ``scheduled_ms``: when the instance
+        became scheduled (ms since the epoch; 0: not known), which names this dispatch: the
+        same for the sweeper's re-sends of it, new for a later dispatch (a retry)."""
 
 
 def settled_at_commit(runner: Runner) -> bool:
@@ -60,7 +60,7 @@ class ExternalRunner:
     acknowledges = True
     settled_at_commit = True  # nothing to hand over: the script acknowledges (see above)
 
-    async def dispatch(self, uid: str, name: str, delay_ms: int, due_ms: int) -> None:
+    async def dispatch(self, uid: str, name: str, delay_ms: int, scheduled_ms: int) -> None:
         log.debug("instance %s of %s waits for an external worker", name, uid)
 
 
@@ -127,7 +127,7 @@ class Dispatcher:
                 await self._unknown_runner(uid, entry)
                 continue
             try:
-                await runner.dispatch(uid, entry.name, max(0, entry.due - now), entry.due)
+                await runner.dispatch(uid, entry.name, max(0, entry.due - now), entry.scheduled)
             except Exception:  # the change is committed: the sweeper re-sends, no error
                 log.exception("%s %s: hand-over to %s failed; the sweeper will retry",
                               uid, entry.name, entry.runner)  # fmt: skip

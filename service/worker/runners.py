@@ -187,22 +187,24 @@ class DramatiqRunner:
     def __init__(self) -> None:
         self.sender = ActorSender()
 
-    async def dispatch(self, uid: str, name: str, delay_ms: int, due_ms: int) -> None:
+    async def dispatch(self, uid: str, name: str, delay_ms: int, scheduled_ms: int) -> None:
+        """``scheduled_ms`` 0 (a lease's re-send: the instance is still running): a fresh id,
+        apart from the message the lease's dead worker still holds."""
         from service.worker.actors import run_instance
 
-        message_id = instance_message_id(uid, name, due_ms)
+        message_id = instance_message_id(uid, name, scheduled_ms) if scheduled_ms else None
         await self.sender.send(run_instance, (uid, name), delay_ms, message_id)
 
 
-def instance_message_id(uid: str, name: str, due_ms: int) -> str:
+def instance_message_id(uid: str, name: str, scheduled_ms: int) -> str:
     """The Redis broker's message id of the run_instance message of one dispatch of an
-    instance: derived from the session, the instance and its due time, so the sweeper can ask
-    the broker whether that message is still queued (service/worker/sweeper.py,
-    ``QueuedMessages``) before re-sending it. The due time keeps a later dispatch of the same
-    instance (a retry with no cooldown, sent while the worker running it has not acknowledged
-    its message yet) apart: Dramatiq's ack deletes the message data under the acked id, which
-    would otherwise be the new message's."""
-    digest = hashlib.sha256(f"{uid}\x00{name}\x00{due_ms}".encode()).hexdigest()[:32]
+    instance: derived from the session, the instance and when it became scheduled, so the
+    sweeper can ask the broker whether that message is still queued (service/worker/sweeper.py,
+    ``QueuedMessages``) before re-sending it under the same id. The time keeps a later dispatch
+    of the same instance (a retry with no cooldown, sent while the worker running it has not
+    acknowledged its message yet) apart: Dramatiq's ack deletes the message data under the
+    acked id, which would otherwise be the new message's."""
+    digest = hashlib.sha256(f"{uid}\x00{name}\x00{scheduled_ms}".encode()).hexdigest()[:32]
     return f"trg-{digest}"
 
 

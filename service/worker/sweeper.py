@@ -23,7 +23,7 @@ dead-worker maintenance, which can take many minutes on an idle queue (DESIGN.md
 An outbox entry due for longer than the grace period is usually not stranded but queued behind
 a backlog: re-sending it doubled the messages (42-45 % duplicates). On a Redis broker every
 run_instance message of one dispatch has one id (runners.instance_message_id: the instance
-and its due time), so before
+and when it became scheduled), so before
 re-sending the sweeper asks the broker whether it still holds it (``QueuedMessages``): in the
 queue or its delay queue, or fetched by a live worker; one held by a dead worker (heartbeat
 older than the broker's timeout) is re-sent, under the same id (should Dramatiq's maintenance
@@ -118,10 +118,7 @@ class Sweeper:
         """Sweep one session, hand over what it re-sends, re-score it; returns how many."""
         engine, dispatcher = self.runtime.engine, self.runtime.dispatcher
         found = await engine.sweep(uid, self.grace_ms)
-        stranded = [  # re-sent as due when re-stamped: the next pass looks their message up so
-            Dispatch(entry.name, entry.runner, found.stamped or entry.due)
-            for entry in await self.not_queued(uid, found.stranded)
-        ]
+        stranded = await self.not_queued(uid, found.stranded)
         entries = [*stranded, *found.expired]
         if entries:
             log.warning("sweeper: re-dispatching %s of session %s",
@@ -144,7 +141,7 @@ class Sweeper:
     async def not_queued(self, uid: str, entries: list[Dispatch]) -> list[Dispatch]:
         """The stranded entries to re-send: those of the Dramatiq runner whose message the
         broker still holds are only late (a backlog), not lost."""
-        sent = [entry for entry in entries if entry.runner == "dramatiq"]
+        sent = [entry for entry in entries if entry.runner == "dramatiq" and entry.scheduled]
         if not sent:
             return entries
         try:
@@ -194,7 +191,8 @@ class QueuedMessages:
 
     async def held(self, uid: str, entries: list[Dispatch]) -> set[str]:
         """The names of the entries whose message is queued, delayed or fetched by a live
-        worker (the message of a dispatch is known by its instance and due time)."""
+        worker (the message of a dispatch is known by its instance and the time it became
+        scheduled)."""
         from service.worker.actors import run_instance
 
         broker = run_instance.broker
@@ -203,7 +201,7 @@ class QueuedMessages:
         client, space = self._client_for(broker), broker.namespace
         queues = (run_instance.queue_name, dq_name(run_instance.queue_name))
         names = [entry.name for entry in entries]
-        ids = {entry.name: instance_message_id(uid, entry.name, entry.due) for entry in entries}
+        ids = {e.name: instance_message_id(uid, e.name, e.scheduled) for e in entries}
         pipe = client.pipeline(transaction=False)
         for queue in queues:
             for name in names:

@@ -11,7 +11,7 @@ ARGV[5] grace in ms: an outbox entry or a webhook delivery is stranded when it h
         longer than this (its caller died between the script and the enqueue, or the message
         was lost, e.g. a Dramatiq delayed message across a Redis restart).
 Returns cjson {
-  stranded = [[name, runner, due]]: outbox entries due for longer than grace (re-stamped to
+  stranded = [[name, runner, due, scheduled]]: outbox entries due for longer than grace (re-stamped to
              now: claim still finds them due, the next re-send waits another grace period);
   expired = [[name, runner, lease expiry]]: running instances whose lease ran out (their worker
             died): a new message lets claim take them again, attempt + 1 (their score in
@@ -20,8 +20,6 @@ Returns cjson {
                longer than grace (re-stamped to now);
   next = ms: when the session next needs the sweeper (earliest outbox due + grace, earliest
          lease expiry, earliest delivery due + grace); absent when nothing is outstanding;
-  stamped = ms: the time the stranded entries were re-stamped to (the due time of their
-            re-sends: the sweeper's next look-up of a re-sent message goes by it);
   outbox, leases = number of entries }.
 At most LIMIT entries of each kind per call: the rest stay due and `next` says so.
 ]=]
@@ -39,7 +37,9 @@ local function stranded()
       out[#out + 1] = {name, 'webhooks', due}
     else
       rec = load_instance(name)
-      if rec then out[#out + 1] = {name, runner_of(load_def(rec.task)), due} end
+      if rec then
+        out[#out + 1] = {name, runner_of(load_def(rec.task)), due, rec.ts.scheduled or 0}
+      end
     end
     if rec or string.sub(name, 1, 1) == '@' then
       redis.call('ZADD', K.outbox, 'XX', NOW, name)
@@ -97,7 +97,6 @@ consider(earliest(K.leases))
 local first_delivery = earliest(K.delivery_due)
 consider(first_delivery and first_delivery + grace)
 result.next = next_at
-if #result.stranded > 0 then result.stamped = NOW end -- the re-sends' due time
 -- Outstanding work keeps the session alive between visits (TTL setting on; see apply_ttl).
 if next_at then apply_ttl(math.max(OUTSTANDING_HOLD, math.ceil(2 * grace / 1000))) end
 result.outbox = redis.call('ZCARD', K.outbox)

@@ -497,7 +497,7 @@ local function schedule(name, rec, old_status, due, def)
   else
     redis.call('ZADD', K.outbox, due, name)
   end
-  DISPATCH[#DISPATCH + 1] = {name, runner, due}
+  DISPATCH[#DISPATCH + 1] = {name, runner, due, NOW} -- NOW: when it became scheduled
 end
 
 -- I3: can_abandon and can_run, against the task's current definition (B11).
