@@ -103,7 +103,7 @@ async def get_config(request: Request, uid: Uid) -> ConfigBody:
     responses=mutating_problems(),
     summary="Fire a trigger (creates the session if it does not exist)",
 )
-async def fire(uid: Uid, body: FireBody, request: Request) -> FireAnswer:
+async def fire(uid: Uid, body: FireBody, request: Request) -> Response:
     ctx = context(request)
     async with ctx.idempotency.request(uid, request) as idem:
         bind_contextvars(trigger=body.trigger)
