@@ -198,6 +198,7 @@ def serve(args: argparse.Namespace) -> int:
                     http=header_deadline_protocol(settings.header_timeout),
                     timeout_keep_alive=settings.keep_alive_timeout,
                     log_level=args.log_level, lifespan="on", log_config=None,
+                    access_log=settings.access_log,
                     forwarded_allow_ips=args.forwarded_allow_ips,
                 )  # fmt: skip
                 log.info("serving on http://%s:%d", args.host, args.port)
