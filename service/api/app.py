@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ui.install(app)
     app.include_router(health.router)
     app.include_router(operations.router)
+    sessions.match_fire_first(app)  # the hot route, tried first
     # one layer: request ID, metrics (401s and 413s too), the gate before any body is read,
     # the body's size limit and deadline
     app.add_middleware(
