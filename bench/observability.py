@@ -1,12 +1,15 @@
 """What metrics and logs cost: fire requests per second with them on and off, side by side.
 
-Two uvicorn processes (uvloop, httptools) serve the real app on the same Redis:
+Several uvicorn processes (uvloop, httptools) serve the real app on the same Redis, one per
+mode (``--modes``):
 
-* **on**: as deployed: Prometheus metrics recorded (fires, Lua script timings, HTTP requests
-  by route), ``X-Request-ID`` and context binding, structured JSON logs at INFO through
-  structlog with uvicorn's access log (one JSON line per request, written to /dev/null);
-* **off**: the same app with the two middlewares removed, metric recording replaced by no-ops
-  and logging at WARNING with no access log.
+* **on**: as deployed by default: Prometheus metrics recorded (fires, Lua script timings, HTTP
+  requests by route), ``X-Request-ID`` and context binding, structured JSON logs at INFO
+  through structlog (written to /dev/null), no access log (``TRIGGERS_ACCESS_LOG`` is off);
+* **metrics**: metrics recorded and request context bound, logs at WARNING;
+* **access**: as **on** with ``TRIGGERS_ACCESS_LOG=true`` (one JSON line per request);
+* **off**: the same app with the front layer's request ID, context and request metrics left
+  out (``Unobserved``), metric recording replaced by no-ops and logging at WARNING.
 
 The same load generator (bench/loadgen.py) drives each in alternating rounds for the same
 time, so drifts of the machine hit both alike; the script prints requests per second, p50 and
@@ -51,18 +54,42 @@ def switch_off() -> None:
     scripts.observe_script = lambda script, seconds: None
 
 
+def unobserved_front() -> type:
+    """The front layer without its observability: no request ID, no log context, no request
+    metrics; the gate and the body's limits as deployed (bench only)."""
+    from starlette.types import Receive, Scope, Send
+
+    from service.api.front import Exchange, Front
+
+    class Unobserved(Front):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+            headers = dict(scope["headers"])
+            exchange = Exchange(self, receive, send, b"-")
+            await self.serve(
+                scope, exchange, headers.get(b"authorization"), headers.get(b"content-length")
+            )
+
+    return Unobserved
+
+
 def serve(redis_url: str, port: int, mode: str) -> None:
-    """Child process: the real app, instrumented (``on``) or not (``off``)."""
+    """Child process: the real app, instrumented (``on``, ``access``), metrics only, or not
+    (``off``)."""
     import uvicorn
+    from starlette.middleware import Middleware
 
     from service.api.app import create_app
-    from service.api.operations import RequestMetrics
-    from service.api.request_id import RequestId
+    from service.api.front import Front
     from service.logs import configure
     from service.settings import Settings
 
-    settings = Settings(redis_url=redis_url, auth="off", key_prefix="bench-obs")
-    if mode == "on":
+    settings = Settings(redis_url=redis_url, auth="off", key_prefix="bench-obs",
+                        access_log=mode == "access")  # fmt: skip
+    logs_on = mode in ("on", "access")
+    if logs_on:
         configure(logging.INFO, "json")
     else:
         logging.basicConfig(level=logging.WARNING)
@@ -70,10 +97,12 @@ def serve(redis_url: str, port: int, mode: str) -> None:
         switch_off()
     app = create_app(settings)
     if mode == "off":
-        app.user_middleware = [m for m in app.user_middleware
-                               if m.cls not in (RequestMetrics, RequestId)]  # fmt: skip
+        app.user_middleware = [
+            Middleware(unobserved_front(), *m.args, **m.kwargs) if m.cls is Front else m
+            for m in app.user_middleware
+        ]
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="info" if mode == "on" else "warning", access_log=mode == "on",
+                log_level="info" if logs_on else "warning", access_log=settings.access_log,
                 log_config=None)  # fmt: skip
 
 
@@ -95,7 +124,7 @@ def isolated_costs(rounds: int = 50_000) -> dict[str, float]:
     import timeit
 
     from service import metrics
-    from service.logs import bound_contextvars, clear_contextvars, configure
+    from service.logs import bound_contextvars, configure, request_context, reset_context
 
     configure(logging.INFO, "json")
     handler = logging.getLogger().handlers[0]
@@ -109,9 +138,8 @@ def isolated_costs(rounds: int = 50_000) -> dict[str, float]:
         metrics.observe_script("fire", 0.001)
 
     def bind_context() -> None:
-        clear_contextvars()
-        with bound_contextvars(request_id="caf839519c284784af7b891f5bc9a70e", uid=UID):
-            pass
+        reset_context(request_context({"request_id": "caf839519c284784af7b891f5bc9a70e",
+                                       "uid": UID}))  # fmt: skip
 
     def access_line() -> None:
         with bound_contextvars(request_id="caf839519c284784af7b891f5bc9a70e", uid=UID):
@@ -155,21 +183,36 @@ async def measure(
     print()
     for mode in ports:
         print(f"{mode:<8} server CPU per fire: {statistics.median(cpu[mode]):.3f} ms "
-              f"(median of rounds: {', '.join(f'{c:.3f}' for c in cpu[mode])})")  # fmt: skip
+              f"(rounds: {', '.join(f'{c:.3f}' for c in cpu[mode])})")  # fmt: skip
     off = statistics.median(cpu["off"])
-    if "metrics" in cpu:
-        print(f"\nmetrics alone: {statistics.median(cpu['metrics']) / off - 1:+.1%} CPU per fire")
+    print("\nCPU per fire against off, median of the per-round ratios (paired rounds: a drift of "
+          "the machine hits both sides of a ratio alike):")  # fmt: skip
+    for mode in ports:
+        if mode != "off":
+            print(f"  {mode:<8} {paired_overhead(cpu[mode], cpu['off']):+.1%}  "
+                  f"({MEANINGS.get(mode, mode)})")  # fmt: skip
     costs = isolated_costs()
     print("\neach piece alone, per request: " + ", ".join(
         f"{name} {us:.1f} us ({us / 1000 / off:.1%} of a fire's CPU)" for name, us in costs.items()
-    ) + f"; together {sum(costs.values()) / 1000 / off:.1%}")  # fmt: skip
-    overhead = statistics.median(cpu["on"]) / off - 1
+    ))  # fmt: skip
     rates = [on.rate / o.rate for on, o in zip(runs["on"], runs["off"], strict=True)]
     print(
-        f"metrics + JSON logs (access log included): {overhead:+.1%} CPU per fire (goal < 5 %);"
-        f" throughput on/off per round: {', '.join(f'{r:.2f}' for r in rates)}; "
-        f"{connections} connections, {seconds:.0f} s per mode, one uvicorn worker each"
+        f"\nobservability as deployed (on): {paired_overhead(cpu['on'], cpu['off']):+.1%} CPU per "
+        f"fire (goal < 5 %); throughput on/off per round: {', '.join(f'{r:.2f}' for r in rates)};"
+        f" {connections} connections, {seconds:.0f} s per mode, one uvicorn worker each"
     )
+
+
+MEANINGS = {
+    "on": "as deployed: metrics, request ID and context, JSON logs at INFO, no access log",
+    "metrics": "metrics and request context, logs at WARNING",
+    "access": "as deployed plus TRIGGERS_ACCESS_LOG=true: one JSON line per request",
+}
+
+
+def paired_overhead(mode: list[float], off: list[float]) -> float:
+    """The median over rounds of CPU per fire in ``mode`` against ``off`` in the same round."""
+    return statistics.median(m / o for m, o in zip(mode, off, strict=True)) - 1
 
 
 def main() -> None:
@@ -183,7 +226,8 @@ def main() -> None:
     parser.add_argument(
         "--modes",
         default="on,off",
-        help="on,off and optionally metrics (metrics on, logs at WARNING) to split the cost",
+        help="on,off and optionally metrics (metrics, logs at WARNING) and access (on with the "
+        "access log) to split the cost",
     )
     args = parser.parse_args()
     if args.serve:

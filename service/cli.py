@@ -189,6 +189,7 @@ def run_api(
         http=header_deadline_protocol(settings.header_timeout),
         timeout_keep_alive=settings.keep_alive_timeout,
         log_level=args.log_level, lifespan="on", log_config=None,
+        access_log=settings.access_log,
         forwarded_allow_ips=args.forwarded_allow_ips,
     )  # fmt: skip
     closing_server(config, settings.drain_seconds, on_started).run(sockets=[sock])

@@ -9,7 +9,12 @@ same formatter, so there is one format per process.
 Context fields come from context variables bound where the work is known, and ride along with
 every line logged meanwhile (asyncio tasks copy them, so concurrent requests never mix):
 ``request_id`` (the API, from ``X-Request-ID``), ``uid``, ``trigger``, ``task``, ``instance``,
-``attempt`` (the worker, per run), and ``trace_id`` when a trace is being recorded.
+``attempt`` (the worker, per run), and ``trace_id`` when a trace is being recorded. They live
+in ONE context variable holding a small dict, replaced (never changed in place) on every bind:
+binding a request's fields is one ``ContextVar.set``, and nothing is formatted unless a line is
+actually logged. structlog's own contextvars helpers keep one variable per key and copy the
+whole context to clear or read them: a tenth of the per-request cost of observability
+(bench/observability.py).
 
 Never logged: secrets, request bodies, kwargs or results (their sizes are, where useful).
 """
@@ -19,24 +24,70 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import structlog
-from structlog.contextvars import (
-    bind_contextvars,
-    bound_contextvars,
-    clear_contextvars,
-    get_contextvars,
-)
 from structlog.typing import EventDict, WrappedLogger
 
 from service import tracing
 
-__all__ = ["bind_contextvars", "bound_contextvars", "clear_contextvars", "configure"]
+__all__ = [
+    "bind_contextvars", "bound_contextvars", "clear_contextvars", "configure", "get_contextvars",
+    "request_context", "reset_context",
+]  # fmt: skip
 
 FORMATS = ("json", "console")
+
+_FIELDS: ContextVar[dict[str, Any]] = ContextVar("triggers_log_fields", default={})  # noqa: B039
+"""The context fields of the current task or thread. The dict is never changed in place (every
+bind sets a new one), so the shared empty default and a copied context are safe."""
+
+
+def get_contextvars() -> dict[str, Any]:
+    """The context fields bound now (a copy)."""
+    return dict(_FIELDS.get())
+
+
+def bind_contextvars(**fields: Any) -> None:
+    """Add fields to every line logged from now on in this task or thread."""
+    _FIELDS.set({**_FIELDS.get(), **fields})
+
+
+def clear_contextvars() -> None:
+    """Forget every bound field (in this task or thread)."""
+    _FIELDS.set({})
+
+
+@contextmanager
+def bound_contextvars(**fields: Any) -> Iterator[None]:
+    """Fields added for the duration of the block; on exit the fields are as before it."""
+    token = _FIELDS.set({**_FIELDS.get(), **fields})
+    try:
+        yield
+    finally:
+        _FIELDS.reset(token)
+
+
+def request_context(fields: dict[str, Any]) -> Token[dict[str, Any]]:
+    """Bind exactly ``fields`` (what an earlier request of a kept-alive connection bound is
+    dropped): one ``ContextVar.set``. Hand the token to ``reset_context`` when it ends."""
+    return _FIELDS.set(fields)
+
+
+def reset_context(token: Token[dict[str, Any]]) -> None:
+    _FIELDS.reset(token)
+
+
+def merge_context(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """structlog processor: the bound fields, under the event's own (the event wins)."""
+    for key, value in _FIELDS.get().items():
+        event.setdefault(key, value)
+    return event
 
 
 def add_trace_id(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
@@ -53,7 +104,7 @@ def configure(level: int = logging.INFO, log_format: str | None = None) -> None:
     """Route every ``logging`` record of this process through structlog's formatter."""
     chosen = (log_format or os.environ.get("TRIGGERS_LOG_FORMAT") or "console").lower()
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+        merge_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -111,7 +162,7 @@ class JsonLines(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        event.update(get_contextvars())
+        event.update(_FIELDS.get())
         for key, value in vars(record).items():
             if key not in STANDARD_ATTRIBUTES:
                 event[key] = value
@@ -133,7 +184,7 @@ class ConsoleLines(logging.Formatter):
         if isinstance(record.msg, dict):  # from a structlog logger
             return self.structured.format(record)
         line = super().format(record)
-        fields = dict(get_contextvars())
+        fields = dict(_FIELDS.get())
         fields.update((k, v) for k, v in vars(record).items() if k not in STANDARD_ATTRIBUTES)
         add_trace_id(None, "", fields)
         if not fields:

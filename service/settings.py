@@ -219,6 +219,13 @@ class Settings(BaseSettings):
         description="`triggers serve` and `triggers worker` logs: json (one object per line, "
         "for production) or console (text for a terminal).",
     )
+    access_log: bool = Field(
+        default=False,
+        description="`triggers serve`: log one line per HTTP request (uvicorn's access log, "
+        "with the request's context fields). Off by default: formatting a line per request "
+        "costs more CPU than every metric of the request together (bench/observability.py); "
+        "the request metrics count every request anyway.",
+    )
     failpoint: str | None = Field(
         default=None,
         description="Testing only: after-commit-before-enqueue makes the API process exit "

@@ -19,7 +19,12 @@ from service.api.schemas import (
     StatusBody,
     UnresolvedInstancesAnswer,
 )
-from service.api.views import json_bytes, json_response, unresolved_instances_json
+from service.api.views import (
+    instance_response,
+    json_bytes,
+    json_response,
+    unresolved_instances_json,
+)
 from service.engine import Engine, Instance, InvalidError
 from service.engine.models import Name, Status
 
@@ -151,7 +156,8 @@ async def set_status(
     name: InstanceName,
     body: StatusBody,
     request: Request,
-) -> Instance:
+) -> Response:
+    # what external workers call once per task: the answer is serialized once
     ctx = context(request)
     async with ctx.idempotency.request(uid, request) as idem:
         outcome = await ctx.engine.set_status(
@@ -161,7 +167,7 @@ async def set_status(
     await ctx.after(uid, outcome)
     assert outcome.record is not None
     await count_external_end(ctx.engine, uid, outcome.record)
-    return outcome.record
+    return instance_response(outcome.record)
 
 
 ENDS: dict[str, metrics.InstanceOutcome] = {

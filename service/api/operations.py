@@ -1,5 +1,5 @@
-"""What operators read: ``/metrics`` (Prometheus), ``/livez``, ``/healthz/workers`` and the HTTP
-request metrics.
+"""What operators read: ``/metrics`` (Prometheus), ``/livez`` and ``/healthz/workers`` (the HTTP
+request metrics are recorded by the front layer, service/api/front.py).
 
 The deployment-wide gauges (broker queue depths, the pending index, live workers) are read
 when Prometheus scrapes, one cheap read each, in the API only: every API replica reports the
@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.api.context import context
@@ -80,30 +79,3 @@ async def workers(request: Request) -> Health:
     ctx = context(request)
     alive = await count_alive(ctx.engine.client, ctx.settings.key_prefix)
     return Health(status="ok" if alive else "no worker alive", checks={"alive": str(alive)})
-
-
-class RequestMetrics:
-    """Counts API requests and their latency by route template (``/sessions/{uid}/fire``),
-    never by the raw path: a UID never becomes a label."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.observe_request(scope["method"], route, status, time.perf_counter() - started)

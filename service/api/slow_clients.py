@@ -11,9 +11,10 @@ byte received. Two guards, one per phase, each answering ``408`` with a problem 
   middleware can help: the app is called only once the headers are complete. The timer starts
   when the connection opens (a client that never sends anything is closed too) and when the
   first byte of each following request arrives, and stops when the headers are complete.
-* body (``TRIGGERS_BODY_TIMEOUT``): ``BodyDeadline``, an ASGI middleware. The whole body must
-  arrive within the deadline after the headers (a total, not a per-chunk idle time, which a
-  trickle would reset forever). Once the body is in, the app may take as long as it needs.
+* body (``TRIGGERS_BODY_TIMEOUT``): the front layer's ``receive`` (service/api/front.py). The
+  whole body must arrive within the deadline after the headers (a total, not a per-chunk idle
+  time, which a trickle would reset forever). Once the body is in, the app may take as long as
+  it needs.
 
 Behind a reverse proxy that buffers whole requests (nginx's default, Envoy with a buffer
 filter), the proxy absorbs slow clients and these deadlines never fire for it (README).
@@ -25,7 +26,7 @@ import asyncio
 
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.api.problems import FieldError, problem_body, problem_response
@@ -105,48 +106,10 @@ class BodyTooSlow(HTTPException):
         )
 
 
-class BodyDeadline:
-    """The whole body within ``seconds`` after the headers, else 408 and the connection closed."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        body_done = False
-        started = False
-
-        async def timed_receive() -> Message:
-            nonlocal body_done
-            if body_done:  # later receives wait for a disconnect: no deadline for those
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTooSlow(self.seconds) from None
-            body_done = message["type"] != "http.request" or not message.get("more_body")
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, timed_receive, tracking_send)
-        except BodyTooSlow as error:  # raised where no exception handler caught it
-            if not started:
-                await self._refuse(scope, receive, send, error)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: BodyTooSlow) -> None:
-        response = problem_response(
-            "request-timeout", str(error.detail),
-            errors=[FieldError(field="body", message=str(error.detail))],
-            path=scope.get("path", ""), headers=dict(error.headers or {}),
-        )  # fmt: skip
-        await response(scope, receive, send)
+def too_slow_response(error: BodyTooSlow, path: str) -> Response:
+    """The 408 for a body that did not arrive in time, when the refusal escaped the app."""
+    return problem_response(
+        "request-timeout", str(error.detail),
+        errors=[FieldError(field="body", message=str(error.detail))],
+        path=path, headers=dict(error.headers or {}),
+    )  # fmt: skip

@@ -1,5 +1,6 @@
 """Structured logs of real processes: JSON lines with the request's and the run's context,
-X-Request-ID echoed or generated, and no kwargs (only their size) in any line."""
+X-Request-ID echoed or generated, no kwargs (only their size) in any line, and no line per
+request unless the access log is asked for (TRIGGERS_ACCESS_LOG)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def wait_until(check: Any, timeout: float = 60) -> Any:
 def test_json_logs_carry_context_and_never_kwargs(redis_url: str, tmp_path: Path) -> None:
     env = stack_env(redis_url, f"logs-{uuid.uuid4().hex[:8]}", str(tmp_path))
     env["TRIGGERS_LOG_FORMAT"] = "json"
+    env["TRIGGERS_ACCESS_LOG"] = "true"  # the request's lines: its access line
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
     port = free_port()
     with api_log.open("wb") as api_err, worker_log.open("wb") as worker_err:
@@ -83,3 +85,36 @@ def test_json_logs_carry_context_and_never_kwargs(redis_url: str, tmp_path: Path
     for path in (api_log, worker_log):
         json_lines(path)  # still JSON, shutdown included
         assert SECRET_VALUE not in path.read_text()
+
+
+def test_no_line_per_request_by_default(redis_url: str, tmp_path: Path) -> None:
+    """At the default level and settings, requests (fires included) log nothing: a formatted
+    line per request cost more CPU than all of the request's metrics (bench/observability.py).
+    The request metrics still count them."""
+    env = stack_env(redis_url, f"quiet-{uuid.uuid4().hex[:8]}", str(tmp_path))
+    env["TRIGGERS_LOG_FORMAT"] = "json"
+    api_log = tmp_path / "api.log"
+    port = free_port()
+    with api_log.open("wb") as api_err:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+            env=env, stdout=api_err, stderr=api_err,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/readyz", api)
+        uid = new_uid()
+        with httpx.Client(base_url=url, timeout=10) as http:
+            config = {"tasks": {"t_a": {"after": ["go"], "andEvery": "go", "run": "echo"}}}
+            assert http.put(f"/sessions/{uid}/config", json=config).status_code == 200
+            for _ in range(5):
+                fired = http.post(f"/sessions/{uid}/fire", json={"trigger": "go"},
+                                  headers={"X-Request-ID": "quiet-fire"})  # fmt: skip
+                assert fired.status_code == 200, fired.text
+            counted = http.get("/metrics").text
+        assert 'route="/sessions/{uid}/fire",status="200"} 5.0' in counted
+    finally:
+        stop(api)
+    lines = json_lines(api_log)
+    assert lines  # the server did log (start-up, shutdown)
+    assert not [e for e in lines if e.get("request_id") or e.get("logger") == "uvicorn.access"]
