@@ -72,6 +72,9 @@ async def one_pass(url: str, idle: int, due: int) -> tuple[float, int, int]:
             sweep_interval=60, sweep_grace=0, manager="default",
         )  # fmt: skip
         runtime = WorkerRuntime(settings)
+        # `external` entries model hand-overs that never happened: keep them in the outbox
+        # (the dispatcher would have the scripts drop them at commit, see Engine.settle_at_commit)
+        runtime.engine.settle_at_commit(())
         await runtime.engine.load_scripts()
         await fill_index(runtime, idle)
         await stranded_sessions(runtime, due)
