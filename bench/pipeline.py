@@ -169,6 +169,10 @@ def drain(
     raises when a child died: a failure, not a wait until the deadline)."""
     cpu0, calls0 = redis_cpu(client), evalsha_calls(client)
     tasks = produce()
+    landed = time.perf_counter() + 30  # the API enqueues in batches after its answers: wait
+    while client.hlen(msgs_key) < tasks and time.perf_counter() < landed:  # for them, or an
+        alive()  # empty hash would end the drain at once (instances left "scheduled")
+        time.sleep(0.005)
     worker0 = cpu_seconds(worker)
     start = time.perf_counter()
     resume(worker)

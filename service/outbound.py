@@ -255,13 +255,7 @@ class OutboundPolicy:
         except ValueError as error:
             raise OutboundRefused(f"{url!r} {error}") from None
         host = parsed.host
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, parsed.port, type=socket.SOCK_STREAM
-            )
-        except (socket.gaierror, UnicodeError) as error:
-            raise OutboundRefused(f"{host}: cannot be resolved ({error})") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+        addresses = await _addresses(host, parsed.port)
         for address in addresses:
             if not is_public(address) and not self._allowed_by_list(parsed, address):
                 raise OutboundRefused(
@@ -274,6 +268,22 @@ class OutboundPolicy:
         netloc = f"{literal}:{port}" if port else literal
         return Target(urlunsplit(parsed.parts._replace(netloc=netloc)), host, chosen,
                       parsed.parts.netloc)  # fmt: skip
+
+
+async def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``host`` stands for. An IP address in its plain form is taken as it is:
+    getaddrinfo would answer it unchanged, but from a thread of the loop's executor (a thread
+    hop on every HTTP task to such a URL). Other forms (``127.1``, scoped IPv6) are resolved."""
+    if "%" not in host:
+        try:
+            return [ipaddress.ip_address(host)]
+        except ValueError:
+            pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        raise OutboundRefused(f"{host}: cannot be resolved ({error})") from None
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
 def check_allow_list(value: str) -> str:

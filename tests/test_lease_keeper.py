@@ -88,3 +88,35 @@ async def test_no_successful_renewal_before_the_expiry_means_the_lease_is_lost(
         assert time.monotonic() <= sent_at + 2.0  # never later than the lease Redis keeps
     finally:
         await engine.aclose()
+
+
+async def test_watch_renews_from_a_timer_and_reports_a_loss(engine: Engine) -> None:
+    """``watch`` (what a worker's run uses): the lease outlives its length through renewals
+    started by the timer; once another worker holds the instance, ``on_lost`` is called."""
+    engine.lease_ms = 800
+    uid, token, sent_at = await claimed(engine)
+    keeper = LeaseKeeper(engine, uid, "t#0", token, sent_at)
+    lost = asyncio.Event()
+    keeper.watch(lost.set)
+    try:
+        await asyncio.sleep(2.0)  # two and a half leases: only renewals kept it
+        assert not keeper.lost.is_set(), keeper.reason
+        instance = await engine.instance(uid, "t#0")
+        assert instance.status == "running" and instance.metadata["attempt"] == 1
+        await engine.set_status(uid, "t#0", "scheduled")  # taken away: the next renewal fails
+        await asyncio.wait_for(lost.wait(), 10)
+        assert keeper.lost.is_set() and keeper.reason.startswith("renewal refused")
+    finally:
+        keeper.stop()
+
+
+async def test_stop_before_the_first_renewal_leaves_nothing_running(engine: Engine) -> None:
+    engine.lease_ms = 400
+    uid, token, sent_at = await claimed(engine)
+    keeper = LeaseKeeper(engine, uid, "t#0", token, sent_at)
+    lost = asyncio.Event()
+    keeper.watch(lost.set)
+    keeper.stop()  # the run ended at once: no renewal, no loss reported
+    await asyncio.sleep(0.8)  # past the lease: nobody renewed it, nobody reported anything
+    assert not lost.is_set() and not keeper.lost.is_set()
+    assert (await engine.claim(uid, "t#0")).attempt == 2  # expired, unrenewed

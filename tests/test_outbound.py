@@ -280,3 +280,13 @@ async def test_dot_segments_cannot_leave_an_allowed_prefix(
     assert instance.status == "failed"
     instance = await _run_http_task(engine, policy, f"http://127.0.0.1:{port}/tasks/a/../b")
     assert allowed.paths == ["/tasks/b"]
+
+
+async def test_a_plain_ip_address_is_taken_as_it_is_and_other_forms_are_resolved() -> None:
+    """No lookup for an IP address written plainly (a thread hop per HTTP task otherwise);
+    the checks are the same: a loopback literal still needs the allow-list."""
+    with pytest.raises(OutboundRefused):
+        await OutboundPolicy().resolve("http://127.0.0.1:8080/task")
+    allowed = OutboundPolicy("127.0.0.1")
+    assert (await allowed.resolve("http://127.0.0.1:8080/task")).url == "http://127.0.0.1:8080/task"
+    assert (await allowed.resolve("http://127.1:8080/task")).url == "http://127.0.0.1:8080/task"

@@ -285,8 +285,11 @@ class Engine:
         uid: str,
         *args: str | int | float,
         idempotency: Idempotency | None = None,
+        want_record: bool = True,
     ) -> Outcome:
-        """Runs a changing script and decodes its outcome: one round trip.
+        """Runs a changing script and decodes its outcome: one round trip. ``want_record``
+        False: ``outcome.record`` stays None (a worker's complete, which never reads it, saves
+        decoding the instance).
 
         The post-mark (what the change put in the outbox is watched from its due time + grace)
         is queued, not awaited: it goes out with the post-marks of other requests in one
@@ -305,7 +308,7 @@ class Engine:
         outcome = Outcome.model_validate(answer)
         if outcome.dispatch and script in MARKING_SCRIPTS:
             self._post_mark(uid, outcome, started)
-        if record is not None and outcome.instance is not None:
+        if want_record and record is not None and outcome.instance is not None:
             outcome.record = decode_instance(outcome.instance, record)
         return outcome
 
@@ -525,13 +528,17 @@ class Engine:
         result: Mapping[str, Any] | None = None,
         *,
         log_level: int = 0,
+        want_record: bool = True,
     ) -> Outcome:
-        """running -> finished with ``result`` and its cascade, atomically (F2, F4)."""
+        """running -> finished with ``result`` and its cascade, atomically (F2, F4).
+        ``want_record`` False: no ``outcome.record`` (see ``_transition``)."""
         self._check_instance(name)
         payload = self._payload(result, "result")
         level = self._check_level(log_level)
         token = self._check_token(token)
-        return await self._transition("complete", uid, name, token, payload, level)
+        return await self._transition(
+            "complete", uid, name, token, payload, level, want_record=want_record
+        )
 
     async def fail(
         self,

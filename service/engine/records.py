@@ -10,7 +10,7 @@ earlier one (full JSON objects). ``load_record`` and ``load_def`` turn both into
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import orjson
@@ -154,5 +154,6 @@ def task_config(definition: dict[str, Any], rest: str | bytes | None) -> TaskCon
 
 def iso_time(ms: int) -> str:
     """ISO-8601 UTC with milliseconds and a Z: unambiguous, unlike the original's naive times."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ms) % 1000:03d}Z"
+    ms = int(ms)  # formatted by hand: strftime cost twice as much, on every record decoded
+    t = time.gmtime(ms // 1000)
+    return f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:{t[4]:02d}:{t[5]:02d}.{ms % 1000:03d}Z"

@@ -106,17 +106,22 @@ class WorkerRuntime:
         keeper = LeaseKeeper(self.engine, uid, name, claim.token, sent_at)
         cancelled = threading.Event()
         run = asyncio.create_task(self._run_guarded(uid, name, claim, cancelled))
-        renewal = asyncio.create_task(keeper.keep())
+
+        def stop_run() -> None:  # the lease is lost: the run must stop
+            cancelled.set()
+            run.cancel()
+
+        keeper.watch(stop_run)
         try:
-            await asyncio.wait({run, renewal}, return_when=asyncio.FIRST_COMPLETED)
-            if run.done() and not keeper.lost.is_set():
-                return run.result()
+            result = await run  # a cancellation of this task cancels the run too
+        except asyncio.CancelledError:
+            if not keeper.lost.is_set():  # cancelled from outside, not by the keeper
+                cancelled.set()  # a def task's thread goes on: its context turns cancelled
+                raise
         finally:
-            renewal.cancel()
-            if not run.done():
-                cancelled.set()
-                run.cancel()
-        await asyncio.gather(run, return_exceptions=True)  # let it unwind
+            keeper.stop()
+        if not keeper.lost.is_set():
+            return result
         log.warning("%s %s: lease lost (%s); the run was stopped and reports nothing",
                     uid, name, keeper.reason)  # fmt: skip
         return None
@@ -140,9 +145,9 @@ class WorkerRuntime:
     async def record(self, uid: str, name: str, token: str, result: TaskOutcome) -> Outcome:
         """The transition that ends the run (one script each, with its cascade)."""
         engine = self.engine
-        if result.kind == "finished":
+        if result.kind == "finished":  # its record is never read here: not decoded
             return await engine.complete(uid, name, token, result.result,
-                                         log_level=result.log_level)  # fmt: skip
+                                         log_level=result.log_level, want_record=False)  # fmt: skip
         if result.kind == "retry":
             return await engine.retry(
                 uid, name, token, cooldown=result.cooldown, kwargs=result.kwargs,
