@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from datetime import datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -36,6 +37,13 @@ from service.worker.python_tasks import PythonTaskRegistry, TaskContext
 log = logging.getLogger(__name__)
 
 
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing: the worker's one HTTP client calls every session's task
+    endpoints and webhooks, so a cookie one endpoint sets must never ride along on another
+    session's request (nor cost the parsing of keeping it)."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 class WorkerRuntime:
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url
@@ -44,7 +52,7 @@ class WorkerRuntime:
         self.engine: Engine = build_engine(settings, settings.redis_url, self.manager)
         self.dispatcher = Dispatcher(self.engine, load_runners(), settings)
         secret = deployment_secret(settings)
-        self.http = httpx.AsyncClient(follow_redirects=False)
+        self.http = httpx.AsyncClient(follow_redirects=False, cookies=no_cookies())
         tracing.instrument_httpx(self.http)  # sends traceparent on to HTTP tasks and webhooks
         self.http_tasks = HttpTaskRunner(
             self.http, OutboundPolicy(settings.outbound_allow), Signer(secret),
