@@ -27,5 +27,7 @@ def until_cancelled(context: TaskContext) -> dict[str, Any]:
         fired = type(error).__name__
     report = {"cancelled": cancelled, "fire": fired}
     folder = Path(context.kwargs["cfg"]["folder"])
-    (folder / f"{context.attempt}.json").write_text(json.dumps(report))
+    written = folder / f"{context.attempt}.json.part"
+    written.write_text(json.dumps(report))
+    written.rename(folder / f"{context.attempt}.json")  # whole: the test polls for the file
     return {"attempt": context.attempt}
