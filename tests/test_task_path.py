@@ -349,3 +349,52 @@ async def test_a_second_dispatch_survives_the_ack_of_the_first(runtime: WorkerRu
     assert broker.client.hexists(f"{queue}.msgs", second)
     broker.client.lrem(queue, 0, second)
     broker.client.hdel(f"{queue}.msgs", second)
+
+
+async def test_a_session_whose_messages_are_all_queued_is_watched_later(
+    runtime: WorkerRuntime,
+) -> None:
+    """Behind a backlog the sweeper backs off (twice the time since the entry's last stamp)
+    instead of visiting every grace period; a lease that expires sooner still wins."""
+    uid, engine = f"backlog-{uuid.uuid4().hex[:8]}", runtime.engine
+    await engine.configure(uid, {"tasks": {"t": {"after": ["go"], "run": "P"},
+                                           "u": {"after": ["go"], "run": "P"}}})  # fmt: skip
+    fired = await engine.fire(uid, "go")
+    await runtime.after(uid, fired)
+    await ActorSender.drain_all()  # both messages queued; no worker consumes them here
+    keys = session_keys(uid, engine.prefix)
+    stamped = int(time.time() * 1000) - 10_000  # as if last looked at 10 s ago
+    await engine.client.zadd(keys[8], {"t#0": stamped, "u#0": stamped})
+    sweeper = Sweeper(runtime)
+    found = await engine.sweep(uid, 0)
+    assert sorted(e.name for e in found.stranded) == ["t#0", "u#0"]
+    assert found.later is None  # nothing else outstanding
+    before = int(time.time() * 1000)
+    watch = sweeper.backed_off(found)
+    assert watch is not None and watch >= before + 19_000  # twice the 10 s since the stamp
+
+    claim = await engine.claim(uid, "u#0", lease_ms=5_000)  # its lease bounds the wait
+    assert claim.state == "claimed"
+    await engine.client.zadd(keys[8], {"t#0": stamped})
+    found = await engine.sweep(uid, 0)
+    assert [e.name for e in found.stranded] == ["t#0"] and found.later is not None
+    assert found.later <= claim.expires
+    assert sweeper.backed_off(found) == found.later  # sooner than twice the 10 s
+
+
+async def test_a_pass_over_queued_messages_rescores_the_session_later(
+    runtime: WorkerRuntime,
+) -> None:
+    uid, engine = f"backlog-{uuid.uuid4().hex[:8]}", runtime.engine
+    await engine.configure(uid, {"tasks": {"t": {"after": ["go"], "run": "P"}}})
+    await runtime.after(uid, await engine.fire(uid, "go"))
+    await ActorSender.drain_all()
+    keys = session_keys(uid, engine.prefix)
+    await engine.client.zadd(keys[8], {"t#0": int(time.time() * 1000) - 10_000})
+    await asyncio.sleep(1.5)  # the fire's marks older than the settle time (1 s)
+    sweeper = Sweeper(runtime)
+    ends = time.monotonic() + 20
+    while sweeper.visited == 0 and time.monotonic() < ends:  # the only session of its prefix
+        assert await sweeper.pass_once() == 0  # held: nothing re-sent
+    score = dict(await engine.pending_sessions())[uid]
+    assert score >= int(time.time() * 1000) + 15_000  # not in the next grace period (0 here)

@@ -256,6 +256,7 @@ class SweepResult(BaseModel):
         default_factory=list
     )
     next: int | None = None
+    later: int | None = None
     outbox: int = 0
     leases: int = 0
 

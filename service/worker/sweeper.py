@@ -36,7 +36,11 @@ workers' heartbeats are the zset ``<ns>:__heartbeats__``. Limits: a delayed mess
 cooldown, a not-due claim) moves to the queue under a new random id when its time comes, so
 such an entry may still be re-sent once per grace period under a backlog; RabbitMQ keeps the
 time-based re-send (no cheap look-up of one queued message). Duplicates stay harmless either
-way: the claim decides.
+way: the claim decides. A session whose stranded entries were all still queued is looked at
+again after twice the time since their previous look (``Sweeper.backed_off``: at least the
+grace period, at most a minute, sooner if a lease or another entry needs it), so a long backlog
+costs a few visits per entry, not one per grace period (bench/pipeline.py counted up to 4
+EVALSHA per HTTP task for them).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from redis.asyncio import Redis
 
 from service import metrics
 from service.engine.engine import PREMARK_MS
-from service.engine.models import Dispatch
+from service.engine.models import Dispatch, SweepResult
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
 from service.worker.runners import _REDIS_OPTIONS, broker_pool, instance_message_id
@@ -65,6 +69,9 @@ BATCH = 200
 """Sessions read from the index at a time."""
 CONCURRENCY = 16
 """Sessions swept at once (each visit is a few round trips)."""
+MAX_QUEUED_WATCH_MS = 60_000
+"""Longest wait before the sweeper looks again at entries whose messages were all still queued
+(the pre-mark's horizon: no promise gets looser than a crash right after a commit)."""
 MIN_SETTLE_MS = 1_000
 """Least time allowed between a change's pre-mark and its script (see rescorePending.lua)."""
 
@@ -134,9 +141,24 @@ class Sweeper:
                 break
             log.warning("sweeper: re-sending webhook delivery %s of session %s", delivery_id, uid)
             await send(uid, delivery_id, chain=chain)
-        await engine.rescore_pending(uid, score, found.next, read_at, settle_ms=self.settle_ms,
+        next_ms = found.next
+        if found.stranded and not entries and not found.deliveries:
+            next_ms = self.backed_off(found)
+        await engine.rescore_pending(uid, score, next_ms, read_at, settle_ms=self.settle_ms,
                                      hold_ms=self.hold_ms)  # fmt: skip
         return len(entries) + len(found.deliveries)
+
+    def backed_off(self, found: SweepResult) -> int | None:
+        """When the next visit is due if every stranded entry's message is still queued (a
+        backlog, nothing lost): twice the time since their previous stamp, at least the grace
+        period, at most MAX_QUEUED_WATCH_MS, unless something else needs the session sooner.
+        A backlog of D seconds then costs about log2(D / grace) visits per entry instead of
+        D / grace; a message lost while queued is re-sent within one such interval."""
+        assert found.next is not None
+        now = int(time.time() * 1000)
+        since = now - max(entry.due for entry in found.stranded)
+        watch = now + min(MAX_QUEUED_WATCH_MS, max(self.grace_ms, 2 * since))
+        return watch if found.later is None else min(watch, found.later)
 
     async def not_queued(self, uid: str, entries: list[Dispatch]) -> list[Dispatch]:
         """The stranded entries to re-send: those of the Dramatiq runner whose message the

@@ -11,8 +11,9 @@ ARGV[5] grace in ms: an outbox entry or a webhook delivery is stranded when it h
         longer than this (its caller died between the script and the enqueue, or the message
         was lost, e.g. a Dramatiq delayed message across a Redis restart).
 Returns cjson {
-  stranded = [[name, runner, due, scheduled]]: outbox entries due for longer than grace (re-stamped to
-             now: claim still finds them due, the next re-send waits another grace period);
+  stranded = [[name, runner, due, scheduled]]: outbox entries due for longer than grace
+             (re-stamped to now: claim still finds them due, the next re-send waits another
+             grace period; due is the score before, the previous stamp after a first visit);
   expired = [[name, runner, lease expiry]]: running instances whose lease ran out (their worker
             died): a new message lets claim take them again, attempt + 1 (their score in
             leases moves to now + grace; claim reads the record's lease, not that score);
@@ -20,11 +21,16 @@ Returns cjson {
                longer than grace (re-stamped to now);
   next = ms: when the session next needs the sweeper (earliest outbox due + grace, earliest
          lease expiry, earliest delivery due + grace); absent when nothing is outstanding;
+  later = ms: the same without the stranded entries just re-stamped (absent: nothing else
+          outstanding): the sweeper may watch those later when their messages are all still
+          queued behind a backlog (service/worker/sweeper.py);
   outbox, leases = number of entries }.
 At most LIMIT entries of each kind per call: the rest stay due and `next` says so.
 ]=]
 local grace = tonumber(ARGV[5]) or 0
 local LIMIT = 500
+
+local restamped = {} -- names of the stranded outbox entries this call re-stamps
 
 local function stranded()
   local out = {}
@@ -43,6 +49,7 @@ local function stranded()
     end
     if rec or string.sub(name, 1, 1) == '@' then
       redis.call('ZADD', K.outbox, 'XX', NOW, name)
+      restamped[name] = true
     else
       redis.call('ZREM', K.outbox, name) -- its instance is gone: nothing to send, ever
     end
@@ -97,6 +104,26 @@ consider(earliest(K.leases))
 local first_delivery = earliest(K.delivery_due)
 consider(first_delivery and first_delivery + grace)
 result.next = next_at
+
+-- The earliest outbox entry other than the re-stamped ones: at most #re-stamped + 1 read.
+local function earliest_other_outbox()
+  local count = 0
+  for _ in pairs(restamped) do count = count + 1 end
+  local found = redis.call('ZRANGE', K.outbox, 0, count, 'WITHSCORES')
+  for i = 1, #found, 2 do
+    if not restamped[found[i]] then return tonumber(found[i + 1]) end
+  end
+  return nil
+end
+local later = nil
+local function consider_later(at)
+  if at and (later == nil or at < later) then later = at end
+end
+local other_out = earliest_other_outbox()
+consider_later(other_out and other_out + grace)
+consider_later(earliest(K.leases))
+consider_later(first_delivery and first_delivery + grace)
+result.later = later
 -- Outstanding work keeps the session alive between visits (TTL setting on; see apply_ttl).
 if next_at then apply_ttl(math.max(OUTSTANDING_HOLD, math.ceil(2 * grace / 1000))) end
 result.outbox = redis.call('ZCARD', K.outbox)
