@@ -261,15 +261,13 @@ local TS_CODE = {
   lastModified = 'm', unstarted = 'u', scheduled = 's', running = 'r', finished = 'f',
   failed = 'x', replayed = 'p', skipped = 'k', abandoned = 'a',
 }
-local META_NAME = {
-  k = 'actualKwargs', a = 'attempt', r = 'result', l = 'logLevel', t = 'exceptionType',
-  i = 'exceptionInfo', x = 'exceptionContext', c = 'cascade', d = 'depth', p = 'parent',
-  o = 'cooldown',
-}
-local TS_NAME = {
-  m = 'lastModified', u = 'unstarted', s = 'scheduled', r = 'running', f = 'finished',
-  x = 'failed', p = 'replayed', k = 'skipped', a = 'abandoned',
-}
+local function inverted(codes)
+  local names = {}
+  for name, code in pairs(codes) do names[code] = name end
+  return names
+end
+local META_NAME = inverted(META_CODE)
+local TS_NAME = inverted(TS_CODE)
 
 local function task_of(name)
   return string.match(name, '^(.*)#%d+$')
