@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.redis_server import free_port
+from service.redis_server import free_port, free_ports
 
 SESSIONS = 16
 LUA = """
@@ -156,23 +155,6 @@ def main() -> None:
                 runs[n].append(wrk(ports[n], script, args.seconds, args.connections, pids[n]))
         report(runs, args, load_before)
         print(f"fires per API process of --workers 2: {', '.join(fires_taken(metrics[2], 2))}")
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    while True:
-        first = free_port()
-        if all(port_is_free(first + i) for i in range(1, count)):
-            return first
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def fires_taken(metrics_port: int, processes: int) -> list[str]:

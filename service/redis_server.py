@@ -154,6 +154,16 @@ def free_port(*, with_cluster_bus: bool = False) -> int:
     raise RedisServerError("no free loopback port found")
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (a server and the metrics ports
+    that follow its own, as ``triggers serve --workers N`` uses them)."""
+    for _ in range(100):
+        first = free_port()
+        if all(_port_is_free(first + i) for i in range(1, count)):
+            return first
+    raise RedisServerError("no consecutive free loopback ports found")
+
+
 class RedisServer:
     """One redis-server child process on 127.0.0.1.
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ import pytest
 import redis
 
 from service.heartbeat import alive_ids
-from service.redis_server import RedisServer, free_port
+from service.redis_server import RedisServer, free_port, free_ports
 
 FIRE = "/sessions/{uid}/fire"
 
@@ -43,24 +42,6 @@ def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what or check}")
         time.sleep(0.1)
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    for _ in range(100):
-        first = free_port()
-        if all(port_is_free(first + i) for i in range(1, count)):
-            return first
-    raise AssertionError("no consecutive free ports")
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
