@@ -79,15 +79,22 @@ def serve(redis_url: str, port: int, noop_last: bool = False) -> None:
                 log_level="warning", access_log=False)  # fmt: skip
 
 
-def wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 30
+def wait_ready(
+    port: int, *, seconds: float = 30, child: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until the bench server on ``port`` answers /readyz (every bench that serves the app
+    waits with this); ``child``: its process, whose exit ends the wait at once."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            raise RuntimeError("the bench server exited")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("bench server did not start")
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the bench server did not start")
 
 
 def report(name: str, result: LoadResult) -> None:

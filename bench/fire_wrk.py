@@ -16,12 +16,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from bench.api import wait_ready
 from bench.procstat import cpu_seconds
 from bench.table import Row
 from service.redis_server import RedisServer, free_port
@@ -93,19 +93,6 @@ def script_for(folder: Path, name: str, paths: list[str], body: str) -> Path:
     return path
 
 
-def wait_ready(port: int, child: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError("the bench API server exited")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError("the bench API server did not start")
-
-
 def measure(rounds: int, seconds: float, connections: int) -> list[Row]:
     """Alternating rounds of wrk on /bench/noop and on fire; rows of the table."""
     wrk = require_wrk()
@@ -117,7 +104,7 @@ def measure(rounds: int, seconds: float, connections: int) -> list[Row]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            wait_ready(port, child)
+            wait_ready(port, child=child, seconds=60)
             with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
                 for uid in SESSIONS:
                     http.put(f"/sessions/{uid}/config", json=CONFIG).raise_for_status()

@@ -28,7 +28,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api import merge, report
+from bench.api import merge, report, wait_ready
 from bench.loadgen import LoadResult, encode_request, run_load
 from service.redis_server import RedisServer, free_port
 
@@ -104,17 +103,6 @@ def serve(redis_url: str, port: int, mode: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
                 log_level="info" if logs_on else "warning", access_log=settings.access_log,
                 log_config=None)  # fmt: skip
-
-
-def wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("bench server did not start")
 
 
 def isolated_costs(rounds: int = 50_000) -> dict[str, float]:

@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -33,23 +32,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.api import wait_ready
 from service.redis_server import RedisServer, free_port
 
 OBSERVABILITY = Path(__file__).resolve().parent / "observability.py"
 _TOTAL = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.M)
-
-
-def wait_ready(port: int, seconds: float = 300) -> None:
-    """Under callgrind the app starts some 50 times slower: wait generously."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("bench server did not start under valgrind")
 
 
 def fire(client: httpx.Client, port: int, count: int) -> None:
@@ -82,7 +69,7 @@ def instructions_per_fire(url: str, mode: str, fires: int, warmup: int) -> float
         )  # fmt: skip
         stack.callback(child.wait)
         stack.callback(child.terminate)
-        wait_ready(port)
+        wait_ready(port, seconds=300, child=child)  # callgrind: some 50 times slower
         with httpx.Client(timeout=60) as client:
             fire(client, port, warmup)
             subprocess.run(["callgrind_control", "-z", str(child.pid)], check=True,
