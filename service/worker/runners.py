@@ -90,11 +90,7 @@ class ActorSender:
         """The asyncio client on the broker's Redis, made on first use. Nothing is awaited
         here, so concurrent first sends all see the one client, ready to use."""
         if self._client is None:
-            options = broker.client.connection_pool.connection_kwargs
-            pool = broker_pool(
-                {key: value for key, value in options.items() if key in _REDIS_OPTIONS}
-            )
-            self._client = Redis(connection_pool=pool)
+            self._client = broker_client(broker)
         return self._client
 
     async def send(
@@ -206,6 +202,15 @@ def instance_message_id(uid: str, name: str, scheduled_ms: int) -> str:
     acked id, which would otherwise be the new message's."""
     digest = hashlib.sha256(f"{uid}\x00{name}\x00{scheduled_ms}".encode()).hexdigest()[:32]
     return f"trg-{digest}"
+
+
+def broker_client(broker: RedisBroker) -> Redis:
+    """An asyncio client on the Redis broker's server (its connection options, our bounded
+    pool): for sending messages and for asking the broker what it still holds."""
+    options = broker.client.connection_pool.connection_kwargs
+    return Redis(connection_pool=broker_pool(
+        {key: value for key, value in options.items() if key in _REDIS_OPTIONS}
+    ))  # fmt: skip
 
 
 def broker_pool(options: dict[str, Any]) -> HealingConnectionPool:

@@ -60,7 +60,7 @@ from service.engine.engine import PREMARK_MS
 from service.engine.models import Dispatch, SweepResult
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
-from service.worker.runners import _REDIS_OPTIONS, broker_pool, instance_message_id
+from service.worker.runners import broker_client, instance_message_id
 from service.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -205,10 +205,7 @@ class QueuedMessages:
 
     def _client_for(self, broker: RedisBroker) -> Redis:
         if self._client is None:
-            options = broker.client.connection_pool.connection_kwargs
-            self._client = Redis(connection_pool=broker_pool(
-                {key: value for key, value in options.items() if key in _REDIS_OPTIONS}
-            ))  # fmt: skip
+            self._client = broker_client(broker)
         return self._client
 
     async def held(self, uid: str, entries: list[Dispatch]) -> set[str]:
