@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
-import threading
-from typing import Any
+from multiprocessing import resource_tracker
 
 from dramatiq import Worker
 
@@ -48,22 +47,37 @@ def serve_metrics(settings: Settings, index: int) -> None:
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
 
 
+# Stop signals are taken with sigwait, never by a Python handler. A worker under dumb-init gets
+# SIGTERM twice (dumb-init signals the process group, and the parent forwards it): a handler
+# calling threading.Event.set could run again inside the first call's lock and deadlock the
+# process, which then ignored every later signal until SIGKILL (seen in CI's container test).
+# Blocked first, before any thread starts: every thread inherits the mask, so the signal waits
+# for sigwait instead of landing in a thread with Python's default action.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
 def _worker_process(threads: int, index: int = 0) -> None:
     from service.logs import configure
 
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     configure(logging.INFO)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     settings = Settings()
     serve_metrics(settings, index)
     worker = start_worker(settings, threads)
-    stop.wait()
+    signal.sigwait(STOP_SIGNALS)
     worker.stop(timeout=30_000)
 
 
 def run_workers(processes: int, threads: int) -> int:
-    """Start ``processes`` worker processes and wait; SIGTERM/SIGINT stop them gracefully."""
+    """Start ``processes`` worker processes and wait; SIGTERM/SIGINT stop them gracefully.
+
+    The children inherit the blocked stop signals (spawn keeps the mask across exec): one that
+    arrives while a child still imports waits for its sigwait instead of killing it (exit 143).
+    """
+    # multiprocessing's resource tracker, started with the first child, unblocks SIGINT and
+    # SIGTERM in this process once it runs: start it before blocking them.
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(target=_worker_process, args=(threads, i), name=f"triggers-worker-{i}")
@@ -71,14 +85,12 @@ def run_workers(processes: int, threads: int) -> int:
     ]
     for child in children:
         child.start()
-
-    def forward(signum: int, frame: Any) -> None:
+    while any(child.is_alive() for child in children):
+        if signal.sigtimedwait(STOP_SIGNALS, 0.5) is None:
+            continue
         for child in children:
-            if child.pid and child.is_alive():
+            if child.is_alive():
                 child.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
     for child in children:
         child.join()
     return max((child.exitcode or 0) for child in children)

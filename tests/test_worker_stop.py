@@ -1,0 +1,58 @@
+"""`triggers worker --processes 2` stops on SIGTERM however many copies arrive.
+
+Under dumb-init (the image's entrypoint) every worker process gets SIGTERM twice: dumb-init
+signals the whole process group and the parent forwards it to its children. The children once
+set a threading.Event from a Python signal handler; a second signal landing inside the first
+handler's lock deadlocked the child, which then ignored SIGTERM until podman's SIGKILL (CI's
+container test caught it). A burst of signals to the group gives that window many chances:
+the old code hung in about one trial of five here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from service.redis_server import RedisServer
+
+PROCESSES = 2
+
+
+def wait_logged(log: Path, text: str, count: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 90
+    while log.read_text().count(text) < count:
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"{count} x {text!r} not logged:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+def test_a_burst_of_sigterms_stops_every_worker_process_with_exit_0(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERS_")}
+    with RedisServer() as server:
+        env.update(TRIGGERS_REDIS_URL=server.url, TRIGGERS_KEY_PREFIX=uuid.uuid4().hex[:8],
+                   TRIGGERS_DATA_DIR=str(tmp_path))  # fmt: skip
+        for trial in range(4):
+            log = tmp_path / f"worker-{trial}.log"
+            with log.open("wb") as stderr:
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "service.cli", "worker",
+                     "--processes", str(PROCESSES), "--threads", "2"],
+                    env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                )  # fmt: skip
+            try:
+                wait_logged(log, "worker started", PROCESSES, worker)
+                for _ in range(200):  # the group (children too), as dumb-init signals it
+                    os.killpg(worker.pid, signal.SIGTERM)
+                code = worker.wait(60)
+            finally:
+                if worker.poll() is None:
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    worker.wait()
+            output = log.read_text()
+            assert code == 0, f"trial {trial}: exit {code}\n{output}"
+            assert output.count("Worker has been shut down") == PROCESSES, output
