@@ -48,12 +48,13 @@ def delivery_keys(uid: str, prefix: str = "trg") -> list[str]:
 
 
 EVENTS_KEY_NAME = "events"
-"""The session's event log, a Redis Stream (key 14 of every script, after the delivery keys):
-in the session's slot, written by the script that makes the change it records."""
+"""The session's event log, a list of entries with stream-shaped ids (key 14 of every script,
+after the delivery keys; service/engine/events.py says why not a stream): in the session's slot,
+written by the script that makes the change it records."""
 
 
 def events_key(uid: str, prefix: str = "trg") -> str:
-    """The event log stream of session ``uid`` (see lua/includes/lib.lua)."""
+    """The event log of session ``uid`` (see lua/includes/lib.lua)."""
     return f"{prefix}:{{{uid}}}:{EVENTS_KEY_NAME}"
 
 

@@ -29,9 +29,10 @@ unchanged on Redis Cluster):
                          created, state, attempts, chain, take; service/webhooks/store.py)
   KEYS[13] delivery_due  zset  webhook delivery id -> when its next attempt is due (ms), or when
                          the attempt in progress is overdue; absent once delivered or failed
-  KEYS[14] events  stream  the session's event log: one entry per change that recorded events
-                         (fields at = ms, e = cjson list of events, a = the API key's name
-                         when an operator made the change); capped with MAXLEN ~ (log_event)
+  KEYS[14] events  list  the session's event log, oldest first: one entry per change that
+                         recorded events, "<id> <events>" (log_line), capped at the newest
+                         LOG_CAP entries. The earlier layout's log was a stream: it becomes a
+                         list at the session's next logged change (adopt_stream_log)
 
 Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the finalization
 check after the change (the `finalizing` manager), ARGV[3] the request fingerprint for the
@@ -148,8 +149,8 @@ local function touch()
   end
 end
 
--- The events of this change, written as ONE stream entry by flush_events() (called by
--- apply_ttl, which every changing script runs): one XADD per change, so a fire costs one more
+-- The events of this change, written as ONE log entry by flush_events() (called by
+-- apply_ttl, which every changing script runs): one RPUSH per change, so a fire costs one more
 -- command inside its script, and the log is ordered exactly as the changes were.
 local EVENTS = {}
 
@@ -160,14 +161,52 @@ local function log_event(kind, fields)
   EVENTS[#EVENTS + 1] = event
 end
 
+-- One log entry as stored (KEYS[14]): "<id> <events>" when the change's time is the id's ms
+-- and no API key made it (the usual case), else "<id> {"at":ms,"a":key,"e":<events>}";
+-- <events> is the cjson list of the change's events. service/engine/events.py reads both.
+local function log_line(id, at, actor, events)
+  if actor == '' and string.match(id, '^%d+') == at then return id .. ' ' .. events end
+  local who = actor ~= '' and (',"a":' .. cjson.encode(actor)) or ''
+  return id .. ' {"at":' .. at .. who .. ',"e":' .. events .. '}'
+end
+
+-- A log of the earlier layout (a Redis Stream, fields at, e, a) becomes a list at its
+-- session's next logged change: its newest LOG_CAP entries, ids kept (they are the clients'
+-- cursors), in the same order. Once per session, O(LOG_CAP).
+local function adopt_stream_log()
+  local entries = redis.call('XREVRANGE', K.events, '+', '-', 'COUNT', LOG_CAP)
+  redis.call('DEL', K.events)
+  local lines = {}
+  for i = #entries, 1, -1 do
+    local id, fields, f = entries[i][1], entries[i][2], {}
+    for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
+    lines[#lines + 1] = log_line(id, f.at or string.match(id, '^%d+'), f.a or '', f.e or '[]')
+  end
+  for first = 1, #lines, CHUNK do
+    redis.call('RPUSH', K.events, unpack(lines, first, math.min(first + CHUNK - 1, #lines)))
+  end
+end
+
+-- Appends this change's entry, with an id shaped like a stream id, "<ms>-<n>": the change's
+-- time, or the last entry's when the clock stepped back, and n counting entries within one ms,
+-- so ids only grow (readers page and resume by them). The list is trimmed to LOG_CAP exactly.
 local function flush_events()
   if #EVENTS == 0 then return end
-  local entry = {'MAXLEN', '~', LOG_CAP, '*', 'at', NOW, 'e', cjson.encode(EVENTS)}
-  if ACTOR ~= '' then
-    entry[#entry + 1] = 'a'
-    entry[#entry + 1] = ACTOR
+  local last = redis.pcall('LINDEX', K.events, -1)
+  if type(last) == 'table' and last.err then -- WRONGTYPE: the earlier layout's stream
+    adopt_stream_log()
+    last = redis.call('LINDEX', K.events, -1)
   end
-  redis.call('XADD', K.events, unpack(entry))
+  local ms, n = NOW, 0
+  if last then
+    local last_ms, last_n = string.match(last, '^(%d+)%-(%d+)')
+    if tonumber(last_ms) >= NOW then ms, n = tonumber(last_ms), tonumber(last_n) + 1 end
+  end
+  local id = string.format('%.0f-%.0f', ms, n)
+  local line = log_line(id, string.format('%.0f', NOW), ACTOR, cjson.encode(EVENTS))
+  if redis.call('RPUSH', K.events, line) > LOG_CAP then
+    redis.call('LTRIM', K.events, -LOG_CAP, -1)
+  end
   EVENTS = {}
 end
 
