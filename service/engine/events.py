@@ -83,18 +83,48 @@ def decode_entry(entry_id: str, fields: dict[str, str]) -> list[dict[str, Any]]:
     return _events(entry_id, int(fields.get("at", "0")), fields.get("a"), raw)
 
 
+EVENT_KEY_NAMES = {
+    "t": "type", "g": "trigger", "b": "kwargsBytes", "m": "mode", "i": "instance", "f": "from",
+    "c": "action", "s": "status", "d": "delivery", "v": "event",
+}  # fmt: skip
+"""Event field names, stored as one-letter codes (lib.lua EVENT_KEY_CODE)."""
+EVENT_VALUE_NAMES = {
+    "C": "configured", "F": "fired", "N": "created", "Z": "finalized", "O": "operator",
+    "D": "webhookDelivered", "X": "webhookFailed", "Y": "webhookRetrying", "u": "unstarted",
+    "s": "scheduled", "c": "claimed", "r": "running", "f": "finished", "x": "failed",
+    "p": "replayed", "k": "skipped", "a": "abandoned",
+}  # fmt: skip
+"""Values of ``type`` and ``from`` (event kinds, statuses), stored as codes (lib.lua
+EVENT_VALUE_CODE)."""
+
+
+def _expanded(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored event with whole names (one stored with whole names, as an entry adopted from
+    the earlier layout's stream, stays as it is: no whole name is a code)."""
+    event: dict[str, Any] = {}
+    for key, value in item.items():
+        if key in ("t", "f") and isinstance(value, str):
+            value = EVENT_VALUE_NAMES.get(value, value)
+        event[EVENT_KEY_NAMES.get(key, key)] = value
+    return event
+
+
 def _entry_id(line: str) -> str:
-    return line.partition(" ")[0]
+    """The id of a stored entry, in the stream shape (lib.lua stores "<ms>-0" as "<ms>")."""
+    entry_id = line.partition(" ")[0]
+    return entry_id if "-" in entry_id else entry_id + "-0"
 
 
 def decode_line(line: str) -> tuple[str, list[dict[str, Any]]]:
     """One log entry (lib.lua log_line) as its id and the events it holds."""
-    entry_id, _, payload = line.partition(" ")
+    entry_id, payload = _entry_id(line), line.partition(" ")[2]
     decoded = orjson.loads(payload)
+    at, actor = _order(entry_id)[0], None
     if isinstance(decoded, dict):
-        at = int(decoded.get("at") or _order(entry_id)[0])
-        return entry_id, _events(entry_id, at, decoded.get("a"), decoded.get("e"))
-    return entry_id, _events(entry_id, _order(entry_id)[0], None, decoded)
+        at, actor = int(decoded.get("at") or at), decoded.get("a")
+        decoded = decoded.get("e")
+    items = [_expanded(item) for item in decoded if isinstance(item, dict)]
+    return entry_id, _events(entry_id, at, actor, items)
 
 
 @dataclass(frozen=True)

@@ -154,16 +154,36 @@ end
 -- command inside its script, and the log is ordered exactly as the changes were.
 local EVENTS = {}
 
+-- Events are stored compact: their field names as one-letter codes (EVENT_KEY_CODE), and the
+-- values of `type` and `from` (event kinds and statuses) as codes too (EVENT_VALUE_CODE); a
+-- name without a code is kept whole. service/engine/events.py holds the same tables (and
+-- reads events with whole names too: those of the earlier layout's stream).
+local EVENT_KEY_CODE = {
+  type = 't', trigger = 'g', kwargsBytes = 'b', mode = 'm', instance = 'i', from = 'f',
+  action = 'c', status = 's', delivery = 'd', event = 'v',
+}
+local EVENT_VALUE_CODE = {
+  configured = 'C', fired = 'F', created = 'N', finalized = 'Z', operator = 'O',
+  webhookDelivered = 'D', webhookFailed = 'X', webhookRetrying = 'Y', unstarted = 'u',
+  scheduled = 's', claimed = 'c', running = 'r', finished = 'f', failed = 'x', replayed = 'p',
+  skipped = 'k', abandoned = 'a',
+}
+
 local function log_event(kind, fields)
   if LOG_CAP <= 0 then return end
-  local event = fields or {}
-  event.type = kind
+  local event = {t = EVENT_VALUE_CODE[kind] or kind}
+  for key, value in pairs(fields or {}) do
+    local code = EVENT_KEY_CODE[key] or key
+    if code == 'f' then value = EVENT_VALUE_CODE[value] or value end
+    event[code] = value
+  end
   EVENTS[#EVENTS + 1] = event
 end
 
 -- One log entry as stored (KEYS[14]): "<id> <events>" when the change's time is the id's ms
 -- and no API key made it (the usual case), else "<id> {"at":ms,"a":key,"e":<events>}";
--- <events> is the cjson list of the change's events. service/engine/events.py reads both.
+-- <events> is the cjson list of the change's events (log_event). An id "<ms>-0" is stored as
+-- "<ms>". service/engine/events.py reads every form.
 local function log_line(id, at, actor, events)
   if actor == '' and string.match(id, '^%d+') == at then return id .. ' ' .. events end
   local who = actor ~= '' and (',"a":' .. cjson.encode(actor)) or ''
@@ -178,7 +198,7 @@ local function adopt_stream_log()
   redis.call('DEL', K.events)
   local lines = {}
   for i = #entries, 1, -1 do
-    local id, fields, f = entries[i][1], entries[i][2], {}
+    local id, fields, f = string.gsub(entries[i][1], '%-0$', ''), entries[i][2], {}
     for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
     lines[#lines + 1] = log_line(id, f.at or string.match(id, '^%d+'), f.a or '', f.e or '[]')
   end
@@ -199,10 +219,11 @@ local function flush_events()
   end
   local ms, n = NOW, 0
   if last then
-    local last_ms, last_n = string.match(last, '^(%d+)%-(%d+)')
-    if tonumber(last_ms) >= NOW then ms, n = tonumber(last_ms), tonumber(last_n) + 1 end
+    local last_ms, last_n = string.match(last, '^(%d+)%-?(%d*)')
+    if tonumber(last_ms) >= NOW then ms, n = tonumber(last_ms), (tonumber(last_n) or 0) + 1 end
   end
-  local id = string.format('%.0f-%.0f', ms, n)
+  local id = string.format('%.0f', ms)
+  if n > 0 then id = id .. string.format('-%.0f', n) end
   local line = log_line(id, string.format('%.0f', NOW), ACTOR, cjson.encode(EVENTS))
   if redis.call('RPUSH', K.events, line) > LOG_CAP then
     redis.call('LTRIM', K.events, -LOG_CAP, -1)
