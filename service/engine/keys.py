@@ -11,14 +11,27 @@ KEY_NAMES = (
     "meta",
     "tasks",
     "defs",
-    "trig",
+    "trig",  # the earlier layout only: now TRIGGER_MARK fields of defs
     "inst",
     "idx",
     "latest",
-    "counts",
+    "counts",  # the earlier layout only: now COUNT_MARK fields of defs
     "outbox",
     "leases",
 )
+
+COUNT_MARK = "#"
+"""A field ``#<task>`` of ``defs`` holds the task's instance count (lib.lua count_of)."""
+TRIGGER_MARK = "##"
+"""A field ``##<trigger>`` of ``defs`` holds the tasks that use the trigger (lib.lua
+tasks_of_trigger). Task names have no "#", so a def's field never starts with either mark, and
+a count's field never with this one. The earlier layout kept both in hashes of their own
+(``counts``, ``trig``); a session's first change that needs them moves them into ``defs``."""
+
+
+def is_def_field(field: str) -> bool:
+    """Whether a field of ``defs`` is a task's def (lib.lua is_def_field)."""
+    return not field.startswith(COUNT_MARK)
 
 
 def session_keys(uid: str, prefix: str = "trg") -> list[str]:

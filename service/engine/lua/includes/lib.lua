@@ -11,15 +11,22 @@ unchanged on Redis Cluster):
   KEYS[2]  tasks   hash  task name -> the rest of its configuration (raw JSON text: run,
                          withParams, custom directives; what defs does not hold). The earlier
                          layout kept the whole configuration here: config_text reads both
-  KEYS[3]  defs    hash  task name -> what the scripts need of it (cjson, encode_def): after
+  KEYS[3]  defs    hash  the session's small per-task and per-trigger values, one hash (each
+                         key costs ~90 bytes in Redis; issue 11 item 4), told apart by field:
+                         task name -> what the scripts need of it (cjson, encode_def): after
                          (effective, with the andEvery trigger), unless, every, maxRetries,
-                         using, pos, v; the configuration is stored once, across defs and tasks
-  KEYS[4]  trig    hash  trigger name -> cjson list of the tasks that use it (after/andEvery/unless)
+                         using, pos, v; the configuration is stored once, across defs and
+                         tasks. "#<task>" -> instances created so far (the next instance
+                         number). "##<trigger>" -> cjson list of the tasks that use it
+                         (after/andEvery/unless). Task names have no "#", so the three never
+                         meet; only count_of, next_number, tasks_of_trigger and is_def_field
+                         know these names
+  KEYS[4]  trig    hash  earlier layout only: the "##" fields of defs (adopt_config_layout)
   KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (encode_record, below)
   KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
                          instances of one status, or of one status and one task, without scanning
   KEYS[7]  latest  hash  trigger name -> kwargs of its most recent fire (raw JSON text)
-  KEYS[8]  counts  hash  task name -> instances created so far (the next instance number)
+  KEYS[8]  counts  hash  earlier layout only: the "#" fields of defs (adopt_config_layout)
   KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, until a worker claims it; and
                          events for webhooks ("@<event>") until their deliveries are queued
   KEYS[10] leases  zset  instance -> lease expiry (ms) of running instances
@@ -436,6 +443,53 @@ local function load_def(task)
   return decode_def(raw)
 end
 
+-- Whether a field of defs is a task's def (not a count "#<task>" or a trigger's "##<trigger>").
+local function is_def_field(field)
+  return string.byte(field, 1) ~= 35 -- "#"
+end
+
+-- A session of the earlier layout kept the instance counts and the trigger index in hashes of
+-- their own (counts, trig): the first script that needs either moves them into defs, once
+-- (O(tasks + triggers)), so every script after sees one layout. A pure change of
+-- representation: a script refused after it leaves the session's state as it was. defs gets
+-- the moved keys' time to live (it may not exist yet: a configuration emptied by a replace).
+local layout_checked = false
+local function adopt_config_layout()
+  if layout_checked then return end
+  layout_checked = true
+  if redis.call('EXISTS', K.counts, K.trig) == 0 then return end
+  local ttl = -1
+  for key, mark in pairs({[K.counts] = '#', [K.trig] = '##'}) do
+    local flat = redis.call('HGETALL', key)
+    for i = 1, #flat, 2 do flat[i] = mark .. flat[i] end
+    for first = 1, #flat, 2 * CHUNK do
+      redis.call('HSET', K.defs, unpack(flat, first, math.min(first + 2 * CHUNK - 1, #flat)))
+    end
+    ttl = math.max(ttl, redis.call('PTTL', key))
+  end
+  redis.call('DEL', K.counts, K.trig)
+  if ttl > 0 and redis.call('PTTL', K.defs) < 0 then redis.call('PEXPIRE', K.defs, ttl) end
+end
+
+-- Instances of `task` created so far.
+local function count_of(task)
+  adopt_config_layout()
+  return tonumber(redis.call('HGET', K.defs, '#' .. task) or '0')
+end
+
+-- The number of the next instance of `task`, counted.
+local function next_number(task)
+  adopt_config_layout()
+  return redis.call('HINCRBY', K.defs, '#' .. task, 1) - 1
+end
+
+-- The names of the tasks that use `trigger` (after/andEvery/unless), or nil.
+local function tasks_of_trigger(trigger)
+  adopt_config_layout()
+  local raw = redis.call('HGET', K.defs, '##' .. trigger)
+  return raw and cjson.decode(raw) or nil
+end
+
 -- Instance events: created (with the status it starts in), then its status, named by what
 -- happened (running is "claimed").
 local EVENT_OF_STATUS = {running = 'claimed'}
@@ -475,7 +529,7 @@ local function set_status(rec, status)
 end
 
 local function new_instance(task)
-  local n = redis.call('HINCRBY', K.counts, task, 1) - 1
+  local n = next_number(task)
   local name = task .. '#' .. n
   local rec = {
     task = task, status = 'unstarted', kwargs = {}, abandon = {}, meta = {},
@@ -624,9 +678,8 @@ end
 
 -- The tasks a trigger is relevant to (D3), in configuration order (D4).
 local function relevant_tasks(trigger)
-  local raw = redis.call('HGET', K.trig, trigger)
-  if not raw then return {} end
-  local names = cjson.decode(raw)
+  local names = tasks_of_trigger(trigger)
+  if not names then return {} end
   local defs = hmget_all(K.defs, names)
   local tasks = {}
   for i, name in ipairs(names) do
@@ -646,7 +699,7 @@ local function fire_into_task(task, def, trigger, kwargs, record)
     if absorb(rec, def, trigger, kwargs) then absorbed = true end
     candidates[#candidates + 1] = {name = name, rec = rec, old = 'unstarted'}
   end
-  local exists = tonumber(redis.call('HGET', K.counts, task) or '0') > 0
+  local exists = count_of(task) > 0
   if not exists or (trigger == def.every and not absorbed) then
     local name, rec = new_instance(task)
     prefill(rec, def, trigger)
@@ -716,7 +769,7 @@ end
 local function instances_a_fire_may_create(trigger, tasks)
   local count = 0
   for _, task in ipairs(tasks) do
-    if trigger == task.def.every or redis.call('HEXISTS', K.counts, task.name) == 0 then
+    if trigger == task.def.every or count_of(task.name) == 0 then
       count = count + 1
     end
   end
@@ -729,11 +782,20 @@ end
 local function finalize_if_ready(outcome)
   if not FINALIZE or blocked_by_this_change then return end
   if redis.call('HEXISTS', K.latest, FINAL_TRIGGER) == 1 then return end
-  local defs = redis.call('HGETALL', K.defs)
+  adopt_config_layout()
+  local fields = redis.call('HGETALL', K.defs)
+  local defs, started = {}, {}
+  for i = 1, #fields, 2 do
+    if is_def_field(fields[i]) then
+      defs[#defs + 1] = {fields[i], fields[i + 1]}
+    else
+      started[fields[i]] = true
+    end
+  end
   if #defs == 0 then return end
-  for i = 1, #defs, 2 do
-    local task, def = defs[i], decode_def(defs[i + 1])
-    local unresolved = redis.call('HEXISTS', K.counts, task) == 0 or has_unresolved(task)
+  for _, item in ipairs(defs) do
+    local task, def = item[1], decode_def(item[2])
+    local unresolved = not started['#' .. task] or has_unresolved(task)
     if unresolved and not contains(def.after, FINAL_TRIGGER) then return end
   end
   fire(FINAL_TRIGGER, '{}', outcome)
@@ -797,7 +859,9 @@ local function tasks_in_order()
   local defs = redis.call('HGETALL', K.defs)
   local order = {}
   for i = 1, #defs, 2 do
-    order[#order + 1] = {name = defs[i], def = decode_def(defs[i + 1])}
+    if is_def_field(defs[i]) then
+      order[#order + 1] = {name = defs[i], def = decode_def(defs[i + 1])}
+    end
   end
   table.sort(order, function(a, b) return a.def.pos < b.def.pos end)
   return order
