@@ -29,9 +29,22 @@ a count's field never with this one. The earlier layout kept both in hashes of t
 (``counts``, ``trig``); a session's first change that needs them moves them into ``defs``."""
 
 
+REST_MARK = "#@"
+"""A field ``#@<task>`` of ``defs`` holds the rest of the task's configuration when it is short
+(lib.lua rest_of; a longer one is in ``tasks``). Task names never start with "@", so this is
+never a count's field."""
+
+
 def is_def_field(field: str) -> bool:
     """Whether a field of ``defs`` is a task's def (lib.lua is_def_field)."""
     return not field.startswith(COUNT_MARK)
+
+
+def counted_task(field: str) -> str | None:
+    """The task whose instance count a field of ``defs`` holds, or None (another field)."""
+    if not field.startswith(COUNT_MARK) or field.startswith((TRIGGER_MARK, REST_MARK)):
+        return None
+    return field[len(COUNT_MARK) :]
 
 
 def session_keys(uid: str, prefix: str = "trg") -> list[str]:

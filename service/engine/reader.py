@@ -25,7 +25,14 @@ from typing import Any, TypeVar
 import orjson
 
 from service.engine.errors import InvalidError, NotFoundError
-from service.engine.keys import COUNT_MARK, KEY_NAMES, TRIGGER_MARK, is_def_field, session_keys
+from service.engine.keys import (
+    COUNT_MARK,
+    KEY_NAMES,
+    REST_MARK,
+    counted_task,
+    is_def_field,
+    session_keys,
+)
 from service.engine.models import TaskConfig, UnresolvedInstance, UnresolvedTask
 from service.engine.records import instance_fields, load_def, load_record, task_config
 
@@ -191,8 +198,9 @@ class SessionReader:
         else:
             counts = {name: int(n) for name, n in (await self.scan_hash(keys["counts"])).items()}
             for field, n in (await self.scan_hash(keys["defs"], COUNT_MARK + "*")).items():
-                if not field.startswith(TRIGGER_MARK):
-                    counts[field[len(COUNT_MARK) :]] = int(n)
+                counted = counted_task(field)
+                if counted is not None:
+                    counts[counted] = int(n)
         at_task, at_number = decode_cursor(cursor, "n") if cursor else ("", 0)
         names: list[str] = []
         following: str | None = None
@@ -252,11 +260,11 @@ class SessionReader:
         if not exists:
             raise NotFoundError("session does not exist")
         defs = {name: load_def(raw) for name, raw in stored_defs.items() if is_def_field(name)}
-        counted = {
-            field[len(COUNT_MARK) :]
-            for field in stored_defs
-            if field.startswith(COUNT_MARK) and not field.startswith(TRIGGER_MARK)
-        }
+        counted = {counted_task(field) for field in stored_defs} - {None}
+        for name in defs:  # a short rest is kept beside the def (lib.lua rest_of)
+            rest = stored_defs.get(REST_MARK + name)
+            if rest is not None:
+                tasks[name] = rest
         names = await self.unresolved_names(keys)
         raws = await self.hmget(keys["inst"], names)
         ordered = tasks_in_order(tasks, defs)

@@ -1,11 +1,11 @@
 --[=[
 configure: merge (PATCH) or replace (PUT) the session's task configuration (B1, B9).
 
-Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs (the defs and the
-trigger index, its "##" fields; counts and trig only when it moves a session of the earlier
+Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs (the defs, short
+remainders and the trigger index; counts and trig only when it moves a session of the earlier
 layout, adopt_config_layout). The configuration is stored once: the def (what the scripts need,
-encode_def) in `defs`, the remainder of each task's configuration in `tasks`; answers rebuild it
-(config_text).
+encode_def) in `defs`, the remainder of each task's configuration beside it when short, in
+`tasks` when long (rest_of); answers rebuild it (config_text).
 ARGV[5] mode: "merge" (tasks named replace those of the same name, others stay) or "replace"
         (the configuration becomes exactly the tasks given)
 ARGV[6] cjson array of [name, def {after, unless, every?, maxRetries, using}], one per task
@@ -218,10 +218,14 @@ local function in_chunks(command, key, args)
   end
 end
 
+local removed_rests = {}
+for i, name in ipairs(removed) do removed_rests[i] = '#@' .. name end
 in_chunks('HDEL', K.defs, removed)
+in_chunks('HDEL', K.defs, removed_rests)
 in_chunks('HDEL', K.tasks, removed)
 
-local def_fields, task_fields = {}, {}
+-- Each given task's rest goes to defs when short, else to tasks; its other place is cleared.
+local def_fields, task_fields, short_rests, long_rests = {}, {}, {}, {}
 for i, entry in ipairs(given) do
   local name, def, old = entry[1], new_defs[i], current[entry[1]]
   if old then
@@ -233,11 +237,21 @@ for i, entry in ipairs(given) do
   def.v = cfgv
   def_fields[#def_fields + 1] = name
   def_fields[#def_fields + 1] = encode_def(def)
-  task_fields[#task_fields + 1] = name
-  task_fields[#task_fields + 1] = ARGV[9 + i]
+  local rest = ARGV[9 + i]
+  if #rest <= SHORT_REST then
+    def_fields[#def_fields + 1] = '#@' .. name
+    def_fields[#def_fields + 1] = rest
+    short_rests[#short_rests + 1] = name
+  else
+    task_fields[#task_fields + 1] = name
+    task_fields[#task_fields + 1] = rest
+    long_rests[#long_rests + 1] = '#@' .. name
+  end
 end
 in_chunks('HSET', K.defs, def_fields)
 in_chunks('HSET', K.tasks, task_fields)
+in_chunks('HDEL', K.tasks, short_rests)
+in_chunks('HDEL', K.defs, long_rests)
 if npos ~= first_npos then redis.call('HSET', K.meta, 'npos', npos) end
 
 if mode == 'replace' then in_chunks('HDEL', K.defs, indexed) end
@@ -275,7 +289,7 @@ if mode == 'merge' then
   if #others > 0 then
     local names = {}
     for i, item in ipairs(others) do names[i] = item.name end
-    local raws = hmget_all(K.tasks, names)
+    local raws = rests_of(names)
     for i, item in ipairs(others) do
       local raw = config_text(item.def, raws[i])
       order[#order + 1] = {name = item.name, pos = item.def.pos, raw = raw}

@@ -9,8 +9,10 @@ unchanged on Redis Cluster):
                          position), finalized ("1"), finalizedAt (ms), webhooks (raw JSON),
                          sid (the sessionId of this incarnation, see new_session_id)
   KEYS[2]  tasks   hash  task name -> the rest of its configuration (raw JSON text: run,
-                         withParams, custom directives; what defs does not hold). The earlier
-                         layout kept the whole configuration here: config_text reads both
+                         withParams, custom directives; what defs does not hold) when it is
+                         longer than SHORT_REST bytes; a shorter one is in defs (rest_of).
+                         The earlier layout kept the whole configuration here: config_text
+                         reads both
   KEYS[3]  defs    hash  the session's small per-task and per-trigger values, one hash (each
                          key costs ~90 bytes in Redis; issue 11 item 4), told apart by field:
                          task name -> what the scripts need of it (cjson, encode_def): after
@@ -18,9 +20,10 @@ unchanged on Redis Cluster):
                          using, pos, v; the configuration is stored once, across defs and
                          tasks. "#<task>" -> instances created so far (the next instance
                          number). "##<trigger>" -> cjson list of the tasks that use it
-                         (after/andEvery/unless). Task names have no "#", so the three never
-                         meet; only count_of, next_number, tasks_of_trigger and is_def_field
-                         know these names
+                         (after/andEvery/unless). "#@<task>" -> the rest of the task's
+                         configuration when it is short (see KEYS[2]). Task names have no
+                         "#" and never start with "@", so these never meet; only count_of,
+                         next_number, tasks_of_trigger, rest_of and is_def_field know them
   KEYS[4]  trig    hash  earlier layout only: the "##" fields of defs (adopt_config_layout)
   KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (encode_record, below)
   KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
@@ -471,6 +474,34 @@ local function adopt_config_layout()
   if ttl > 0 and redis.call('PTTL', K.defs) < 0 then redis.call('PEXPIRE', K.defs, ttl) end
 end
 
+-- The rest of a task's configuration (raw JSON text; what its def does not hold), or false:
+-- in defs when it is at most SHORT_REST bytes, so that a small configuration needs no `tasks`
+-- key (~90 bytes per key); a longer one in `tasks`, which keeps defs within Redis'
+-- hash-max-listpack-value (64 bytes by default; one longer value turns the whole hash into a
+-- hash table). A session of an earlier layout has it in `tasks` only.
+local SHORT_REST = 64
+local function rest_of(task)
+  return redis.call('HGET', K.defs, '#@' .. task) or redis.call('HGET', K.tasks, task)
+end
+
+-- rest_of for many tasks, in chunked HMGETs (a long configuration's merge answer).
+local function rests_of(names)
+  local marked = {}
+  for i, name in ipairs(names) do marked[i] = '#@' .. name end
+  local rests = hmget_all(K.defs, marked)
+  local missing, at = {}, {}
+  for i, name in ipairs(names) do
+    if not rests[i] then
+      missing[#missing + 1] = name
+      at[#missing] = i
+    end
+  end
+  if #missing > 0 then
+    for j, raw in ipairs(hmget_all(K.tasks, missing)) do rests[at[j]] = raw end
+  end
+  return rests
+end
+
 -- Instances of `task` created so far.
 local function count_of(task)
   adopt_config_layout()
@@ -892,14 +923,14 @@ end
 local function task_config(task)
   local def = load_def(task)
   if not def then return false end
-  return config_text(def, redis.call('HGET', K.tasks, task))
+  return config_text(def, rest_of(task))
 end
 
 -- cjson {tasks = [[name, raw config], ...] in order, webhooks = raw JSON or nil}.
 local function config_reply()
   local tasks = {}
   for i, item in ipairs(tasks_in_order()) do
-    tasks[i] = {item.name, config_text(item.def, redis.call('HGET', K.tasks, item.name))}
+    tasks[i] = {item.name, config_text(item.def, rest_of(item.name))}
   end
   return cjson.encode({tasks = tasks, webhooks = redis.call('HGET', K.meta, 'webhooks')})
 end
