@@ -120,6 +120,45 @@ async def test_pages_by_id_and_ids_only_grow(redis_url: str) -> None:
         assert (await log.page(uid, ids[-1], 3)).events == []
 
 
+async def test_a_reader_following_concurrent_changes_sees_each_entry_once(
+    any_engine: Engine,
+) -> None:
+    """Pages read while scripts append to a full log (each append trims the oldest entry, so
+    positions shift under the reader) resume exactly after their cursor: every change is seen
+    once, in order. The reader starts at the newest entry and 60 changes follow, fewer than
+    the cap (100), so none can be trimmed before it is read."""
+    engine, uid = any_engine, new_uid()
+    for n in range(100):
+        await engine.fire(uid, f"old{n}")
+    log = EventLog(engine.client, engine.prefix)
+    assert await engine.client.llen(log.key(uid)) == 100
+    since = (await log.page(uid, "0-0", 1000)).last
+    triggers = [f"t{n}" for n in range(60)]
+
+    async def writer(names: list[str]) -> None:
+        for name in names:
+            await engine.fire(uid, name)
+
+    async def reader(since: str | None) -> tuple[list[str], list[str]]:
+        seen: list[str] = []
+        ids: list[str] = []
+        while len(seen) < len(triggers):
+            page = await log.page(uid, since, 7)
+            seen += [event["trigger"] for event in page.events if event["type"] == "fired"]
+            ids += [event["id"] for event in page.events]
+            since = page.last
+            if not page.events:
+                await asyncio.sleep(0.001)
+        return seen, ids
+
+    writing = asyncio.gather(*(writer(triggers[k::4]) for k in range(4)))
+    seen, ids = await asyncio.wait_for(reader(since), 120)
+    await writing
+    assert sorted(seen) == sorted(triggers)
+    order = [tuple(map(int, i.split("-"))) for i in ids]
+    assert order == sorted(order) and len(set(order)) == len(order)
+
+
 async def test_a_stream_log_of_the_earlier_layout_reads_then_becomes_a_list(
     redis_url: str,
 ) -> None:
