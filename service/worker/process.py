@@ -54,12 +54,19 @@ def serve_metrics(settings: Settings, index: int) -> None:
 # Blocked first, before any thread starts: every thread inherits the mask, so the signal waits
 # for sigwait instead of landing in a thread with Python's default action.
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+# The parent also wakes for SIGCHLD (a child ended), waiting with sigwait and no timeout:
+# CPython's sigtimedwait, interrupted (EINTR) past its deadline, returns an uninitialised
+# siginfo instead of None, and Linux interrupts it so whenever the process is stopped and
+# continued (SIGSTOP/SIGCONT: bench/pipeline.py holds the worker that way), which the parent took
+# for a stop signal and ended its children. glibc's sigwait resumes after EINTR.
+PARENT_SIGNALS = STOP_SIGNALS | {signal.SIGCHLD}
 
 
 def _worker_process(threads: int, index: int = 0) -> None:
     from service.logs import configure
 
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # the parent's, inherited
     configure(logging.INFO)
     settings = Settings()
     serve_metrics(settings, index)
@@ -77,7 +84,7 @@ def run_workers(processes: int, threads: int) -> int:
     # multiprocessing's resource tracker, started with the first child, unblocks SIGINT and
     # SIGTERM in this process once it runs: start it before blocking them.
     resource_tracker.ensure_running()
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)  # before a child can end
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(target=_worker_process, args=(threads, i), name=f"triggers-worker-{i}")
@@ -86,8 +93,8 @@ def run_workers(processes: int, threads: int) -> int:
     for child in children:
         child.start()
     while any(child.is_alive() for child in children):
-        if signal.sigtimedwait(STOP_SIGNALS, 0.5) is None:
-            continue
+        if signal.sigwait(PARENT_SIGNALS) == signal.SIGCHLD:
+            continue  # a child ended (or the resource tracker): look again
         for child in children:
             if child.is_alive():
                 child.terminate()
