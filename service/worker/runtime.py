@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import orjson
+from redis.asyncio import Redis
 
 from service import metrics, tracing
 from service.engine import Claim, ConflictError, Engine, InvalidError, Outcome
@@ -28,6 +29,7 @@ from service.settings import Settings
 from service.signing import Signer, deployment_secret
 from service.webhooks.delivery import Deliverer, parse_schedule
 from service.webhooks.store import DeliveryStore
+from service.worker.coalesce import CoalescingScriptRunner
 from service.worker.dispatch import Dispatcher, load_runners
 from service.worker.http_task import HttpTaskRunner
 from service.worker.lease import LeaseKeeper
@@ -50,6 +52,8 @@ class WorkerRuntime:
         self.settings = settings
         self.manager: Manager = build_manager(settings)
         self.engine: Engine = build_engine(settings, settings.redis_url, self.manager)
+        if isinstance(self.engine.client, Redis):  # concurrent actors share round trips
+            self.engine.scripts = CoalescingScriptRunner(self.engine.client)
         self.dispatcher = Dispatcher(self.engine, load_runners(), settings)
         secret = deployment_secret(settings)
         self.http = httpx.AsyncClient(follow_redirects=False, cookies=no_cookies())
