@@ -46,9 +46,19 @@ def no_cookies() -> CookieJar:
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
+def quiet_http_client_log() -> None:
+    """httpx logs every request at INFO ("HTTP Request: POST ..."): a second line per HTTP task
+    beside the worker's own "instance finished", and a tenth of an HTTP task's worker CPU in
+    bench/pipeline.py. Raised to WARNING unless someone set the httpx logger's level."""
+    client_log = logging.getLogger("httpx")
+    if client_log.level == logging.NOTSET:
+        client_log.setLevel(logging.WARNING)
+
+
 class WorkerRuntime:
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url
+        quiet_http_client_log()
         self.settings = settings
         self.manager: Manager = build_manager(settings)
         self.engine: Engine = build_engine(settings, settings.redis_url, self.manager)
