@@ -57,6 +57,7 @@ from redis.asyncio import Redis
 
 from service import metrics
 from service.engine.engine import PREMARK_MS
+from service.engine.keys import DELIVERY_KEY_NAMES, KEY_NAMES, delivery_keys, session_keys
 from service.engine.models import Dispatch, SweepResult
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
@@ -124,7 +125,8 @@ class Sweeper:
     async def visit(self, uid: str, score: int, read_at: int) -> int:
         """Sweep one session, hand over what it re-sends, re-score it; returns how many."""
         engine, dispatcher = self.runtime.engine, self.runtime.dispatcher
-        found = await engine.sweep(uid, self.grace_ms)
+        idle = await self.idle(uid)
+        found = SweepResult() if idle else await engine.sweep(uid, self.grace_ms)
         stranded = await self.not_queued(uid, found.stranded)
         entries = [*stranded, *found.expired]
         if entries:
@@ -147,6 +149,19 @@ class Sweeper:
         await engine.rescore_pending(uid, score, next_ms, read_at, settle_ms=self.settle_ms,
                                      hold_ms=self.hold_ms)  # fmt: skip
         return len(entries) + len(found.deliveries)
+
+    async def idle(self, uid: str) -> bool:
+        """Whether the session has nothing outstanding: no outbox entry, no lease, no webhook
+        attempt due (none of the three sorted sets exists; one EXISTS, atomic, in the session's
+        slot). sweepSession would find nothing then, write nothing, and answer no ``next``, so
+        the visit goes straight to the rescore. Most visits are of such sessions: a fire marks
+        its session for due + grace, and the task has usually finished by then (bench/
+        pipeline.py: a sweepSession per task, an EVALSHA with the library's preamble, where one
+        EXISTS tells). Read like a sweep: a change after it is kept watched by its marks."""
+        keys = session_keys(uid, self.runtime.engine.prefix)
+        due = delivery_keys(uid, self.runtime.engine.prefix)[DELIVERY_KEY_NAMES.index("wh:due")]
+        watched = (keys[KEY_NAMES.index("outbox")], keys[KEY_NAMES.index("leases")], due)
+        return not await self.runtime.engine.client.exists(*watched)
 
     def backed_off(self, found: SweepResult) -> int | None:
         """When the next visit is due if every stranded entry's message is still queued (a
