@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 from multiprocessing import resource_tracker
 
@@ -19,6 +20,15 @@ from dramatiq import Worker
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+PREFETCH_PER_THREAD = 4
+"""Messages a worker process holds per thread (Dramatiq's default: 2). A Redis consumer whose
+window is full sleeps its idle backoff (growing to the poll, 20 ms) before it looks again; with
+two per thread, the queued half of the window ran out meanwhile and the threads waited for
+messages a third of the time under a backlog (py-spy of bench/pipeline.py's worker: in
+``Queue.get``), since each of our runs lasts longer than a bare actor's. Four per thread keep
+work queued across the sleep. Dramatiq's ``dramatiq_queue_prefetch`` variable, if set, wins."""
 
 
 def start_worker(settings: Settings, threads: int | None = None) -> Worker:
@@ -30,6 +40,8 @@ def start_worker(settings: Settings, threads: int | None = None) -> Worker:
         worker_threads=threads or settings.worker_threads,
         worker_timeout=settings.worker_poll_ms,
     )
+    if not os.environ.get("dramatiq_queue_prefetch"):  # noqa: SIM112 (Dramatiq spells it so)
+        worker.queue_prefetch = PREFETCH_PER_THREAD * worker.worker_threads
     worker.start()
     log.info("worker started: %d threads, %d ms idle poll", worker.worker_threads,
              settings.worker_poll_ms)  # fmt: skip
