@@ -249,6 +249,7 @@ async def test_a_session_with_nothing_outstanding_is_dropped_without_a_sweep_scr
     assert [await sweeper.idle(uid) for uid in ("cooling", "running", "done")] == [
         False, False, True,
     ]  # fmt: skip
+    assert await sweeper.idle_among(["cooling", "running", "done", "never"]) == {"done", "never"}
     swept: list[str] = []
     original = engine.sweep
 

@@ -49,6 +49,7 @@ import asyncio
 import logging
 import threading
 import time
+from contextlib import nullcontext
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
@@ -104,11 +105,22 @@ class Sweeper:
         while True:
             read_at = int(time.time() * 1000)
             due = await engine.due_sessions(pass_start, BATCH)
+            try:
+                idle: set[str] | None = await self.idle_among([uid for uid, _ in due])
+            except Exception as error:  # each visit looks for itself
+                log.warning("sweeper: looking at %d sessions at once failed (%s)", len(due),
+                            one_line(error))  # fmt: skip
+                idle = None
 
-            async def visit(uid: str, score: int, read_at: int = read_at) -> int:
-                async with limit:
+            async def visit(
+                uid: str, score: int, read_at: int = read_at, idle: set[str] | None = idle
+            ) -> int:
+                quiet = None if idle is None else uid in idle
+                # an idle session's visit is one small script (the rescore): not limited, so
+                # a batch's rescores share a few round trips (coalesce.py)
+                async with nullcontext() if quiet else limit:
                     try:
-                        return await self.visit(uid, score, read_at)
+                        return await self.visit(uid, score, read_at, idle=quiet)
                     except Exception as error:  # one broken session must not stall the rest
                         log.error("sweeper: session %s failed (%s: %s); next try in %d ms",
                                   uid, type(error).__name__, error, self.retry_ms)  # fmt: skip
@@ -122,10 +134,12 @@ class Sweeper:
         self.swept += sent
         return sent
 
-    async def visit(self, uid: str, score: int, read_at: int) -> int:
-        """Sweep one session, hand over what it re-sends, re-score it; returns how many."""
+    async def visit(self, uid: str, score: int, read_at: int, *, idle: bool | None = None) -> int:
+        """Sweep one session, hand over what it re-sends, re-score it; returns how many.
+        ``idle``: whether it has nothing outstanding, if already looked (``idle_among``)."""
         engine, dispatcher = self.runtime.engine, self.runtime.dispatcher
-        idle = await self.idle(uid)
+        if idle is None:
+            idle = await self.idle(uid)
         found = SweepResult() if idle else await engine.sweep(uid, self.grace_ms)
         stranded = await self.not_queued(uid, found.stranded)
         entries = [*stranded, *found.expired]
@@ -158,10 +172,25 @@ class Sweeper:
         its session for due + grace, and the task has usually finished by then (bench/
         pipeline.py: a sweepSession per task, an EVALSHA with the library's preamble, where one
         EXISTS tells). Read like a sweep: a change after it is kept watched by its marks."""
+        return not await self.runtime.engine.client.exists(*self._watched(uid))
+
+    async def idle_among(self, uids: list[str]) -> set[str]:
+        """``idle`` for many sessions: one pipeline of EXISTS on a standalone Redis."""
+        client = self.runtime.engine.client
+        if not isinstance(client, Redis):  # a cluster: each looks on its own node
+            looks = await asyncio.gather(*(self.idle(uid) for uid in uids))
+            return {uid for uid, quiet in zip(uids, looks, strict=True) if quiet}
+        pipe = client.pipeline(transaction=False)
+        for uid in uids:
+            pipe.exists(*self._watched(uid))
+        found = await pipe.execute()
+        return {uid for uid, count in zip(uids, found, strict=True) if not count}
+
+    def _watched(self, uid: str) -> tuple[str, str, str]:
+        """The outbox, the leases and the due webhook attempts of ``uid``."""
         keys = session_keys(uid, self.runtime.engine.prefix)
         due = delivery_keys(uid, self.runtime.engine.prefix)[DELIVERY_KEY_NAMES.index("wh:due")]
-        watched = (keys[KEY_NAMES.index("outbox")], keys[KEY_NAMES.index("leases")], due)
-        return not await self.runtime.engine.client.exists(*watched)
+        return keys[KEY_NAMES.index("outbox")], keys[KEY_NAMES.index("leases")], due
 
     def backed_off(self, found: SweepResult) -> int | None:
         """When the next visit is due if every stranded entry's message is still queued (a
