@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -101,7 +102,7 @@ class CoalescingScriptRunner(ScriptRunner):
             raise_if_fatal(error)
             return
         try:
-            await connection.send_packed_command(connection.pack_commands(commands))
+            await connection.send_packed_command(_packed(connection, commands))
             for _ in commands:
                 try:
                     replies.append(await connection.read_response())
@@ -119,6 +120,15 @@ class CoalescingScriptRunner(ScriptRunner):
             if not future.done():
                 future.set_result(replies[at : at + len(group)])
             at += len(group)
+
+
+def _packed(connection: Any, commands: Commands) -> list[bytes]:
+    """The commands as one buffer, packed by hiredis (redis-py's ``pack_commands`` packs each
+    and then re-chunks the pieces in Python); redis-py's packer for a type hiredis refuses."""
+    try:
+        return [b"".join([hiredis.pack_command(command) for command in commands])]
+    except TypeError:
+        return list(connection.pack_commands(commands))
 
 
 def _fail(batch: list[tuple[Commands, asyncio.Future[list[Any]]]], error: BaseException) -> None:
