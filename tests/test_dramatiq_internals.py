@@ -14,10 +14,11 @@ from typing import Any
 
 import dramatiq
 import pytest
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.message import Message
 from redis import Redis
 
+from service.worker.broker import FetchInBatchesBroker
 from service.worker.runners import ActorSender, Enqueue
 
 
@@ -103,3 +104,56 @@ def test_enqueue_args_name_the_message_id_and_the_encoded_message(broker: RedisB
     assert args[0] == "enqueue" and args[2] == "args"
     assert args[-2] == message.options["redis_message_id"]
     assert Message.decode(args[-1]).args == (1,)
+
+
+@pytest.fixture
+def batching_broker(redis_url: str) -> Iterator[FetchInBatchesBroker]:
+    made = FetchInBatchesBroker(url=redis_url, namespace=f"dq-{uuid.uuid4().hex[:8]}")
+    yield made
+    made.close()
+
+
+def test_the_consumer_fetches_through_do_fetch_with_the_room_left() -> None:
+    """FetchInBatchesBroker overrides do_fetch: the Redis consumer must still call it so."""
+    source = inspect.getsource(_RedisConsumer.__next__)
+    assert "self.broker.do_fetch(" in source
+    assert "self.prefetch - self.outstanding_message_count" in source
+
+
+def test_a_fetch_for_less_than_a_quarter_of_the_window_waits(
+    batching_broker: FetchInBatchesBroker,
+) -> None:
+    def probe(value: int) -> None:
+        pass
+
+    actor = dramatiq.actor(probe, broker=batching_broker, queue_name="few")
+    for n in range(6):
+        actor.send(n)
+    batching_broker.consume("few", prefetch=8, timeout=100)  # its window: 8; least fetch: 2
+    assert batching_broker.do_fetch("few", 1) == []  # not asked: the six stay queued
+    assert batching_broker.client.llen(f"{batching_broker.namespace}:few") == 6
+    assert len(batching_broker.do_fetch("few", 2)) == 2
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_worker_on_the_batching_broker_runs_every_message(
+    batching_broker: FetchInBatchesBroker, threads: int
+) -> None:
+    """One thread: a window of two, every free slot fetched; four: fetches of two or more."""
+    received: list[int] = []
+
+    def collect(value: int) -> None:
+        received.append(value)
+
+    actor = dramatiq.actor(collect, broker=batching_broker, queue_name="all")
+    for n in range(50):
+        actor.send(n)
+    worker = dramatiq.Worker(batching_broker, worker_threads=threads, worker_timeout=50)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(received) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert sorted(received) == list(range(50))

@@ -29,6 +29,7 @@ from tests.conftest import unique_prefix
 INTERVAL = 0.5
 GRACE = 1.0
 LEASE_MS = 1500
+GRACE_MS = int(GRACE * 1000)
 EXTERNAL = {"tasks": {"t": {"after": ["go"], "run": "x", "using": "external",
                             "maxRetries": 5}}}  # fmt: skip
 
@@ -226,3 +227,40 @@ async def test_a_session_whose_sweep_fails_does_not_stall_the_others(
     sweeper = Sweeper(runtime)
     assert await sweeper.pass_once() == 1  # fine's entry was re-sent all the same
     assert dict(await engine.pending_sessions())["broken"] > now_ms()  # tried again later
+
+
+async def test_a_session_with_nothing_outstanding_is_dropped_without_a_sweep_script(
+    runtime: WorkerRuntime,
+) -> None:
+    """The sweeper looks (one EXISTS of the outbox, the leases and the due webhook attempts)
+    before it sweeps: a finished session leaves the index with no sweepSession; one with an
+    outbox entry or a lease is swept as before."""
+    engine = runtime.engine
+    await cooling_session(runtime, "cooling")  # its clone waits in the outbox
+    await engine.configure("running", EXTERNAL)
+    await engine.fire("running", "go")
+    assert (await engine.claim("running", "t#0", lease_ms=60_000)).state == "claimed"
+    await engine.configure("done", EXTERNAL)
+    await engine.fire("done", "go")
+    claim = await engine.claim("done", "t#0")
+    assert claim.token is not None
+    await engine.complete("done", "t#0", claim.token)
+    sweeper = Sweeper(runtime)
+    assert [await sweeper.idle(uid) for uid in ("cooling", "running", "done")] == [
+        False, False, True,
+    ]  # fmt: skip
+    assert await sweeper.idle_among(["cooling", "running", "done", "never"]) == {"done", "never"}
+    swept: list[str] = []
+    original = engine.sweep
+
+    async def sweep(uid: str, grace_ms: int) -> SweepResult:
+        swept.append(uid)
+        return await original(uid, grace_ms)
+
+    engine.sweep = sweep  # type: ignore[method-assign]
+    read = dict(await engine.pending_sessions())
+    for uid in ("cooling", "running", "done"):  # read well after every mark: none is recent
+        await sweeper.visit(uid, read[uid], now_ms() + 10 * GRACE_MS)
+    assert swept == ["cooling", "running"]
+    scores = dict(await engine.pending_sessions())
+    assert "done" not in scores and "cooling" in scores and "running" in scores

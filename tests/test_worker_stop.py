@@ -56,3 +56,36 @@ def test_a_burst_of_sigterms_stops_every_worker_process_with_exit_0(tmp_path: Pa
             output = log.read_text()
             assert code == 0, f"trial {trial}: exit {code}\n{output}"
             assert output.count("Worker has been shut down") == PROCESSES, output
+
+
+def test_a_worker_stopped_and_continued_keeps_running(tmp_path: Path) -> None:
+    """SIGSTOP then SIGCONT (a debugger, a container pause, bench/pipeline.py holding the
+    worker) is not a stop request: CPython's sigtimedwait, interrupted past its deadline by the
+    continue, returned a garbage siginfo and the parent ended its children."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERS_")}
+    with RedisServer() as server:
+        env.update(TRIGGERS_REDIS_URL=server.url, TRIGGERS_KEY_PREFIX=uuid.uuid4().hex[:8],
+                   TRIGGERS_DATA_DIR=str(tmp_path))  # fmt: skip
+        log = tmp_path / "worker.log"
+        with log.open("wb") as stderr:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker", "--processes", "1",
+                 "--threads", "2"],
+                env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+            )  # fmt: skip
+        try:
+            wait_logged(log, "worker started", 1, worker)
+            os.killpg(worker.pid, signal.SIGSTOP)
+            time.sleep(1.5)  # past the parent's old 0.5 s wait
+            os.killpg(worker.pid, signal.SIGCONT)
+            time.sleep(2)  # the old parent ended its child at once
+            assert worker.poll() is None, log.read_text()
+            assert "Worker has been shut down" not in log.read_text()
+            os.killpg(worker.pid, signal.SIGTERM)
+            code = worker.wait(60)
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        assert code == 0, log.read_text()
+        assert log.read_text().count("Worker has been shut down") == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 from multiprocessing import resource_tracker
 
@@ -19,6 +20,15 @@ from dramatiq import Worker
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+PREFETCH_PER_THREAD = 4
+"""Messages a worker process holds per thread (Dramatiq's default: 2). A Redis consumer whose
+window is full sleeps its idle backoff (growing to the poll, 20 ms) before it looks again; with
+two per thread, the queued half of the window ran out meanwhile and the threads waited for
+messages a third of the time under a backlog (py-spy of bench/pipeline.py's worker: in
+``Queue.get``), since each of our runs lasts longer than a bare actor's. Four per thread keep
+work queued across the sleep. Dramatiq's ``dramatiq_queue_prefetch`` variable, if set, wins."""
 
 
 def start_worker(settings: Settings, threads: int | None = None) -> Worker:
@@ -30,6 +40,8 @@ def start_worker(settings: Settings, threads: int | None = None) -> Worker:
         worker_threads=threads or settings.worker_threads,
         worker_timeout=settings.worker_poll_ms,
     )
+    if not os.environ.get("dramatiq_queue_prefetch"):  # noqa: SIM112 (Dramatiq spells it so)
+        worker.queue_prefetch = PREFETCH_PER_THREAD * worker.worker_threads
     worker.start()
     log.info("worker started: %d threads, %d ms idle poll", worker.worker_threads,
              settings.worker_poll_ms)  # fmt: skip
@@ -54,12 +66,19 @@ def serve_metrics(settings: Settings, index: int) -> None:
 # Blocked first, before any thread starts: every thread inherits the mask, so the signal waits
 # for sigwait instead of landing in a thread with Python's default action.
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+# The parent also wakes for SIGCHLD (a child ended), waiting with sigwait and no timeout:
+# CPython's sigtimedwait, interrupted (EINTR) past its deadline, returns an uninitialised
+# siginfo instead of None, and Linux interrupts it so whenever the process is stopped and
+# continued (SIGSTOP/SIGCONT: bench/pipeline.py holds the worker that way), which the parent took
+# for a stop signal and ended its children. glibc's sigwait resumes after EINTR.
+PARENT_SIGNALS = STOP_SIGNALS | {signal.SIGCHLD}
 
 
 def _worker_process(threads: int, index: int = 0) -> None:
     from service.logs import configure
 
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # the parent's, inherited
     configure(logging.INFO)
     settings = Settings()
     serve_metrics(settings, index)
@@ -77,7 +96,7 @@ def run_workers(processes: int, threads: int) -> int:
     # multiprocessing's resource tracker, started with the first child, unblocks SIGINT and
     # SIGTERM in this process once it runs: start it before blocking them.
     resource_tracker.ensure_running()
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)  # before a child can end
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(target=_worker_process, args=(threads, i), name=f"triggers-worker-{i}")
@@ -86,8 +105,8 @@ def run_workers(processes: int, threads: int) -> int:
     for child in children:
         child.start()
     while any(child.is_alive() for child in children):
-        if signal.sigtimedwait(STOP_SIGNALS, 0.5) is None:
-            continue
+        if signal.sigwait(PARENT_SIGNALS) == signal.SIGCHLD:
+            continue  # a child ended (or the resource tracker): look again
         for child in children:
             if child.is_alive():
                 child.terminate()

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import orjson
+from redis.asyncio import Redis
 
 from service import metrics, tracing
 from service.engine import Claim, ConflictError, Engine, InvalidError, Outcome
@@ -28,6 +29,7 @@ from service.settings import Settings
 from service.signing import Signer, deployment_secret
 from service.webhooks.delivery import Deliverer, parse_schedule
 from service.webhooks.store import DeliveryStore
+from service.worker.coalesce import CoalescingScriptRunner
 from service.worker.dispatch import Dispatcher, load_runners
 from service.worker.http_task import HttpTaskRunner
 from service.worker.lease import LeaseKeeper
@@ -44,12 +46,24 @@ def no_cookies() -> CookieJar:
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
+def quiet_http_client_log() -> None:
+    """httpx logs every request at INFO ("HTTP Request: POST ..."): a second line per HTTP task
+    beside the worker's own "instance finished", and a tenth of an HTTP task's worker CPU in
+    bench/pipeline.py. Raised to WARNING unless someone set the httpx logger's level."""
+    client_log = logging.getLogger("httpx")
+    if client_log.level == logging.NOTSET:
+        client_log.setLevel(logging.WARNING)
+
+
 class WorkerRuntime:
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url
+        quiet_http_client_log()
         self.settings = settings
         self.manager: Manager = build_manager(settings)
         self.engine: Engine = build_engine(settings, settings.redis_url, self.manager)
+        if isinstance(self.engine.client, Redis):  # concurrent actors share round trips
+            self.engine.scripts = CoalescingScriptRunner(self.engine.client)
         self.dispatcher = Dispatcher(self.engine, load_runners(), settings)
         secret = deployment_secret(settings)
         self.http = httpx.AsyncClient(follow_redirects=False, cookies=no_cookies())

@@ -49,6 +49,7 @@ import asyncio
 import logging
 import threading
 import time
+from contextlib import nullcontext
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
@@ -57,6 +58,7 @@ from redis.asyncio import Redis
 
 from service import metrics
 from service.engine.engine import PREMARK_MS
+from service.engine.keys import DELIVERY_KEY_NAMES, KEY_NAMES, delivery_keys, session_keys
 from service.engine.models import Dispatch, SweepResult
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
@@ -103,11 +105,22 @@ class Sweeper:
         while True:
             read_at = int(time.time() * 1000)
             due = await engine.due_sessions(pass_start, BATCH)
+            try:
+                idle: set[str] | None = await self.idle_among([uid for uid, _ in due])
+            except Exception as error:  # each visit looks for itself
+                log.warning("sweeper: looking at %d sessions at once failed (%s)", len(due),
+                            one_line(error))  # fmt: skip
+                idle = None
 
-            async def visit(uid: str, score: int, read_at: int = read_at) -> int:
-                async with limit:
+            async def visit(
+                uid: str, score: int, read_at: int = read_at, idle: set[str] | None = idle
+            ) -> int:
+                quiet = None if idle is None else uid in idle
+                # an idle session's visit is one small script (the rescore): not limited, so
+                # a batch's rescores share a few round trips (coalesce.py)
+                async with nullcontext() if quiet else limit:
                     try:
-                        return await self.visit(uid, score, read_at)
+                        return await self.visit(uid, score, read_at, idle=quiet)
                     except Exception as error:  # one broken session must not stall the rest
                         log.error("sweeper: session %s failed (%s: %s); next try in %d ms",
                                   uid, type(error).__name__, error, self.retry_ms)  # fmt: skip
@@ -121,10 +134,13 @@ class Sweeper:
         self.swept += sent
         return sent
 
-    async def visit(self, uid: str, score: int, read_at: int) -> int:
-        """Sweep one session, hand over what it re-sends, re-score it; returns how many."""
+    async def visit(self, uid: str, score: int, read_at: int, *, idle: bool | None = None) -> int:
+        """Sweep one session, hand over what it re-sends, re-score it; returns how many.
+        ``idle``: whether it has nothing outstanding, if already looked (``idle_among``)."""
         engine, dispatcher = self.runtime.engine, self.runtime.dispatcher
-        found = await engine.sweep(uid, self.grace_ms)
+        if idle is None:
+            idle = await self.idle(uid)
+        found = SweepResult() if idle else await engine.sweep(uid, self.grace_ms)
         stranded = await self.not_queued(uid, found.stranded)
         entries = [*stranded, *found.expired]
         if entries:
@@ -147,6 +163,34 @@ class Sweeper:
         await engine.rescore_pending(uid, score, next_ms, read_at, settle_ms=self.settle_ms,
                                      hold_ms=self.hold_ms)  # fmt: skip
         return len(entries) + len(found.deliveries)
+
+    async def idle(self, uid: str) -> bool:
+        """Whether the session has nothing outstanding: no outbox entry, no lease, no webhook
+        attempt due (none of the three sorted sets exists; one EXISTS, atomic, in the session's
+        slot). sweepSession would find nothing then, write nothing, and answer no ``next``, so
+        the visit goes straight to the rescore. Most visits are of such sessions: a fire marks
+        its session for due + grace, and the task has usually finished by then (bench/
+        pipeline.py: a sweepSession per task, an EVALSHA with the library's preamble, where one
+        EXISTS tells). Read like a sweep: a change after it is kept watched by its marks."""
+        return not await self.runtime.engine.client.exists(*self._watched(uid))
+
+    async def idle_among(self, uids: list[str]) -> set[str]:
+        """``idle`` for many sessions: one pipeline of EXISTS on a standalone Redis."""
+        client = self.runtime.engine.client
+        if not isinstance(client, Redis):  # a cluster: each looks on its own node
+            looks = await asyncio.gather(*(self.idle(uid) for uid in uids))
+            return {uid for uid, quiet in zip(uids, looks, strict=True) if quiet}
+        pipe = client.pipeline(transaction=False)
+        for uid in uids:
+            pipe.exists(*self._watched(uid))
+        found = await pipe.execute()
+        return {uid for uid, count in zip(uids, found, strict=True) if not count}
+
+    def _watched(self, uid: str) -> tuple[str, str, str]:
+        """The outbox, the leases and the due webhook attempts of ``uid``."""
+        keys = session_keys(uid, self.runtime.engine.prefix)
+        due = delivery_keys(uid, self.runtime.engine.prefix)[DELIVERY_KEY_NAMES.index("wh:due")]
+        return keys[KEY_NAMES.index("outbox")], keys[KEY_NAMES.index("leases")], due
 
     def backed_off(self, found: SweepResult) -> int | None:
         """When the next visit is due if every stranded entry's message is still queued (a

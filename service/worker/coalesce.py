@@ -1,0 +1,147 @@
+"""The worker's scripts, coalesced: the script calls of one event-loop iteration share one
+round trip.
+
+A worker process runs its actors on one event loop (Dramatiq's AsyncIO middleware): under a
+backlog its eight threads' claims and completes arrive together, and the sweeper's loop visits
+sixteen sessions at once. Each call used to take a pooled connection, write its pipeline (the
+pre-mark, the session index touch, the EVALSHA) and wait for its replies on its own; the
+calls made during one loop iteration now go out as one write on one connection, their replies
+read back in order (the same exchange as ``ScriptRunner._send``, for many callers). The pool's
+checkout, the write and read system calls, and Redis's own per-read work are paid once per
+iteration instead of once per call (bench/pipeline.py).
+
+Nothing about a call's atomicity changes: each script is still one EVALSHA, its pre-mark and
+touch precede it on the same connection, and calls only share a connection, never a
+transaction. What is shared is the fate of the exchange: a connection error fails every call
+in it, each with its outcome unknown, as a lone call's would be (never re-sent; the sweeper
+repairs what was committed). Error replies belong to the call whose command drew them
+(NOSCRIPT makes ``ScriptRunner.run`` load the script and repeat that call only). A caller
+that is cancelled while its batch is in flight gets no answer, and its commands may have run,
+as before; the batch itself is never cut, so the connection stays in step for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import hiredis
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from service.engine.scripts import IndexTouch, Mark, Script, ScriptRunner
+
+MAX_BATCH = 256
+"""Most calls in one exchange (a longer iteration's calls go in several)."""
+
+Commands = list[tuple[Any, ...]]
+
+
+class CoalescingScriptRunner(ScriptRunner):
+    """A ScriptRunner whose script calls made during one event-loop iteration go to Redis as
+    one write on one pooled connection (standalone Redis; a cluster client calls as before)."""
+
+    def __init__(self, client: Redis) -> None:
+        super().__init__(client)
+        self._waiting: list[tuple[Commands, asyncio.Future[list[Any]]]] = []
+        self._scheduled = False
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def _call(
+        self,
+        script: Script,
+        keys: list[str],
+        args: list[str | int | float],
+        mark: Mark | None,
+        touch: IndexTouch | None,
+    ) -> Any:
+        if not isinstance(self.client, Redis):
+            return await super()._call(script, keys, args, mark, touch)
+        commands: Commands = [
+            command for item in (mark, touch) if item is not None for command in item.commands()
+        ]
+        commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+        replies = await self._queue(commands)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies[-1]
+
+    def _queue(self, commands: Commands) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._waiting.append((commands, future))
+        if not self._scheduled:  # after the callbacks of this iteration: they join the batch
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        waiting, self._waiting = self._waiting, []
+        for start in range(0, len(waiting), MAX_BATCH):
+            task = asyncio.get_running_loop().create_task(
+                self._exchange(waiting[start : start + MAX_BATCH])
+            )
+            self._in_flight.add(task)  # held until done: a pending task may not be collected
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _exchange(self, batch: list[tuple[Commands, asyncio.Future[list[Any]]]]) -> None:
+        """One write of every command of ``batch``, every reply read back (error replies kept
+        in place, see ``ScriptRunner._send``); each caller gets its own replies."""
+        batch = [(commands, future) for commands, future in batch if not future.done()]
+        if not batch:
+            return
+        commands = [command for group, _ in batch for command in group]
+        pool: Any = self.client.connection_pool  # type: ignore[union-attr]
+        replies: list[Any] = []
+        try:
+            connection: Any = await pool.get_connection()
+        except BaseException as error:  # nothing was sent
+            _fail(batch, error)
+            raise_if_fatal(error)
+            return
+        try:
+            await connection.send_packed_command(_packed(connection, commands))
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+        except BaseException as error:  # the exchange was cut: the connection is out of step
+            await connection.disconnect(nowait=True)
+            _fail(batch, error)
+            raise_if_fatal(error)
+            return
+        finally:
+            await pool.release(connection)
+        at = 0
+        for group, future in batch:
+            if not future.done():
+                future.set_result(replies[at : at + len(group)])
+            at += len(group)
+
+
+def _packed(connection: Any, commands: Commands) -> list[bytes]:
+    """The commands as one buffer, packed by hiredis (redis-py's ``pack_commands`` packs each
+    and then re-chunks the pieces in Python); redis-py's packer for a type hiredis refuses."""
+    try:
+        return [b"".join([hiredis.pack_command(command) for command in commands])]
+    except TypeError:
+        return list(connection.pack_commands(commands))
+
+
+def _fail(batch: list[tuple[Commands, asyncio.Future[list[Any]]]], error: BaseException) -> None:
+    for _, future in batch:
+        if future.done():
+            continue
+        if isinstance(error, asyncio.CancelledError):  # the loop is closing: so are the callers
+            future.cancel()
+        else:
+            future.set_exception(error)
+
+
+def raise_if_fatal(error: BaseException) -> None:
+    """Let a cancellation or an exit through once the callers know."""
+    if not isinstance(error, Exception):
+        raise error
