@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+from service.engine.connection import exchange
 from service.engine.errors import from_response_error
 from service.metrics import observe_script
 
@@ -259,10 +260,11 @@ class ScriptRunner:
         Standalone: written at once on one pooled connection and the replies read back, without
         redis-py's pipeline object (its per-command bookkeeping, response callbacks and
         observability hooks were a third of a fire's client CPU, bench/engine.py; none of our
-        replies needs a callback). Every reply is read before an error is raised, so the
-        connection stays in step; a connection interrupted mid-exchange (an error, a cancelled
-        request) is closed, never reused. Nothing is ever re-sent. Cluster: a cluster pipeline
-        (it routes each command to its node).
+        replies needs a callback), within one socket timeout (connection.exchange). Every reply
+        is read before an error is raised, so the connection stays in step; a connection
+        interrupted mid-exchange (an error, a cancelled request) is closed, never reused.
+        Nothing is ever re-sent. Cluster: a cluster pipeline (it routes each command to its
+        node).
         """
         if isinstance(self.client, RedisCluster):
             pipe: Any = self.client.pipeline()
@@ -272,16 +274,7 @@ class ScriptRunner:
         pool: Any = self.client.connection_pool
         connection: Any = await pool.get_connection()
         try:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-        except BaseException:
-            await connection.disconnect(nowait=True)
-            raise
+            replies = await exchange(connection, commands)  # closes it when interrupted
         finally:
             await pool.release(connection)
         for reply in replies:
