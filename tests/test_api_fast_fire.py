@@ -183,6 +183,7 @@ def test_which_fires_the_fast_path_takes(method: str, path: str, taken: bool) ->
 def test_which_bodies_the_fast_path_reads() -> None:
     parse = FastFire._parse
     assert parse(b'{"trigger":"go","kwargs":{"a":1}}') is not None
-    for body in (b'{"trigger":"go","kwargs":{"a":1e400}}', b'{"trigger":"go","x":1}', b"[]",
-                 b"{", b'{"trigger":"a#b"}', b'{"trigger":"go","kwargs":{"n":Infinity}}'):  # fmt: skip
+    refused = [b'{"trigger":"go","kwargs":{"a":1e400}}', b'{"trigger":"go","x":1}', b"[]", b"{",
+               b'{"trigger":"a#b"}', b'{"trigger":"go","kwargs":{"n":Infinity}}']  # fmt: skip
+    for body in refused:
         assert parse(body) is None, body
