@@ -80,6 +80,17 @@ class HiredisPackingConnection(Connection):
         if reader is not None and reader.at_eof():
             await self.disconnect(nowait=True)
 
+    def pack_all(self, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
+        """Several commands packed by hiredis into one buffer (redis-py's ``pack_commands``
+        re-chunks each command's output in Python); what hiredis does not pack goes through
+        ``pack_commands``."""
+        if not any(isinstance(c[0], str) and " " in c[0] for c in commands):  # "CONFIG GET"
+            try:
+                return [b"".join([hiredis.pack_command(command) for command in commands])]
+            except TypeError:
+                pass
+        return self.pack_commands(commands)
+
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
         if isinstance(first, str) and " " in first:  # "CONFIG GET": split like redis-py does
@@ -109,9 +120,11 @@ async def exchange(
     is re-sent. Relies on redis-py's ``_writer`` (an asyncio StreamWriter) and
     ``_read_response_from_parser`` (tests/test_redis_pool.py runs it against the installed
     redis-py)."""
-    packed = connection.pack_commands(commands)
     if isinstance(connection, HiredisPackingConnection):
+        packed = connection.pack_all(commands)
         await connection.drop_if_closed_by_server()
+    else:
+        packed = connection.pack_commands(commands)
     if not connection.is_connected:
         await connection.connect_check_health(check_health=False)
     await connection.check_health()  # type: ignore[no-untyped-call]
