@@ -24,6 +24,7 @@ layer, as from the route. The route stays in the OpenAPI document, which does no
 from __future__ import annotations
 
 import re
+from collections import deque
 from typing import Any
 
 import orjson
@@ -67,13 +68,13 @@ class Replay:
     def __init__(
         self, messages: list[Message], error: BaseException | None, receive: Receive
     ) -> None:
-        self._messages = messages
+        self._messages = deque(messages)
         self._error = error
         self._receive = receive
 
     async def __call__(self) -> Message:
         if self._messages:
-            return self._messages.pop(0)
+            return self._messages.popleft()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -92,19 +93,20 @@ class FastFire:
     ) -> None:
         """Serve the fire; ``app``: what serves any request this path does not take."""
         messages: list[Message] = []
-        body = b""
+        chunks: list[bytes] = []
         try:
             while True:
                 message = await receive()
                 messages.append(message)
                 if message["type"] != "http.request":
                     break
-                body += message.get("body", b"")
+                chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     break
         except Exception as error:  # too large, too slow: the route's answer to it
             await app(scope, Replay(messages, error, receive), send)
             return
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         parsed = self._parse(body) if message["type"] == "http.request" else None
         if parsed is None:
             await app(scope, Replay(messages, None, receive), send)

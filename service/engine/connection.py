@@ -130,7 +130,7 @@ async def exchange(
     await connection.check_health()  # type: ignore[no-untyped-call]
     writing = True
     try:
-        async with asyncio.timeout(connection.socket_timeout):
+        async with asyncio.timeout(connection.socket_timeout or None):  # 0, None: no limit
             writer: Any = connection._writer
             writer.writelines(packed)
             await writer.drain()
