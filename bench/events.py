@@ -2,7 +2,7 @@
 
 Fires into one session (a task that absorbs every fire, as bench/engine.py does) with the event
 log on (TRIGGERS_EVENT_LOG_MAX=1000) and off (0), and prints the median and p99 fire latency of
-each and the Redis commands per fire (INFO commandstats: XADD inside the script, ZADD for the
+each and the Redis commands per fire (INFO commandstats: RPUSH inside the script, ZADD for the
 session index and the pending mark in the same pipeline).
 
 Run: ``.venv/bin/python bench/events.py`` (starts its own redis-server; ``TRIGGERS_REDIS_URL``
@@ -39,7 +39,7 @@ async def measure(url: str, cap: int, samples: int) -> tuple[float, float, dict[
     uid = "bench:events"
     await engine.configure(uid, CONFIG)
     await engine.fire(uid, "go")
-    for _ in range(200):  # warm up (and fill the log past a stream node)
+    for _ in range(200):  # warm up (and fill the log past its cap)
         await engine.fire(uid, "page")
     before = await counts(client)
     latencies = []
@@ -50,7 +50,7 @@ async def measure(url: str, cap: int, samples: int) -> tuple[float, float, dict[
     after = await counts(client)
     per_fire = {
         name: (after[name] - before.get(name, 0)) / samples
-        for name in ("xadd", "zadd", "hset", "evalsha")
+        for name in ("rpush", "ltrim", "zadd", "hset", "evalsha")
         if name in after
     }
     await engine.aclose()

@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from service.engine import Engine
 from service.engine.keys import (
@@ -46,7 +45,6 @@ from service.redis_server import RedisServer
 
 SESSION_GOAL = 1000
 INSTANCE_GOAL = 300
-REDIS_DEFAULT_NODE_BYTES = 4096
 SMALL_CONFIG = {"tasks": {"t_report": {"after": ["applicant", "documents"], "run": "P"}}}
 SMALL_FIRES = (("applicant", {"id": 123}), ("documents", {"count": 2}))
 PAGE_TASK = {"after": ["applicant"], "andEvery": "pageReceived", "run": "P"}
@@ -129,45 +127,15 @@ async def finished_instances(
     return per_instance, per_instance - kwargs_bytes, per_key
 
 
-async def node_bytes(client: Redis) -> int | None:
-    """The server's stream-node-max-bytes (a stream node preallocates that much), or None
-    when CONFIG is not allowed."""
-    try:
-        found = await client.config_get("stream-node-max-bytes")
-    except ResponseError:
-        return None
-    return int(found["stream-node-max-bytes"])
-
-
-async def at_redis_default(client: Redis, prefix: str, configured: int | None) -> int | None:
-    """The small session's bytes with Redis' default stream-node-max-bytes (4096), when this
-    server runs another value and lets the setting change for the measurement."""
-    if configured is None or configured == REDIS_DEFAULT_NODE_BYTES:
-        return None
-    try:
-        await client.config_set("stream-node-max-bytes", REDIS_DEFAULT_NODE_BYTES)
-    except ResponseError:
-        return None
-    try:
-        per_key, _ = await small_session(client, prefix)
-    finally:
-        await client.config_set("stream-node-max-bytes", configured)
-    return sum(per_key.values())
-
-
 async def run(url: str, large: int) -> dict[str, Any]:
     client = Redis.from_url(url, decode_responses=True)
     try:
         tag = uuid.uuid4().hex[:8]
-        configured = await node_bytes(client)
         per_key, grown = await small_session(client, f"bm-{tag}")
-        default_total = await at_redis_default(client, f"bm-{tag}-d", configured)
         per_instance, beyond, instance_keys = await finished_instances(client, f"bm-{tag}", large)
     finally:
         await client.aclose()
     return {
-        "node_bytes": configured,
-        "at_default": default_total,
         "session": per_key,
         "global": grown,
         "instance": per_instance,
@@ -188,12 +156,6 @@ def rows(found: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": "memory: per finished instance, kwargs included", "value":
          round(found["instance"], 1), "unit": "B", "goal": ""},
     ]  # fmt: skip
-    if found["node_bytes"] is not None:
-        out.append({"name": "memory: (this Redis' stream-node-max-bytes)",
-                    "value": float(found["node_bytes"]), "unit": "B", "goal": ""})  # fmt: skip
-    if found["at_default"] is not None:
-        out.append({"name": "memory: one-task session at Redis' default stream-node-max-bytes",
-                    "value": float(found["at_default"]), "unit": "B", "goal": ""})  # fmt: skip
     for name, value in found["session"].items():
         if value:
             out.append({"name": f"memory: session key {name}", "value": float(value), "unit": "B",

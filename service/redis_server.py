@@ -210,10 +210,6 @@ class RedisServer:
             "maxmemory-policy": "noeviction",
             "logfile": '"redis.log"',
             "protected-mode": "yes",
-            # A stream node preallocates this many bytes (Redis' default 4096): each session's
-            # event log is a stream, mostly short, so 1 KB nodes keep a small session small
-            # (bench/memory.py; README "Memory").
-            "stream-node-max-bytes": "1024",
         }
         if self.cluster:
             config.update(

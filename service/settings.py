@@ -269,8 +269,8 @@ class Settings(BaseSettings):
         default=100,
         ge=0,
         le=1_000_000,
-        description="Entries kept in each session's event log (about: trimmed with MAXLEN ~; "
-        "one entry per change); 0 turns the log off. An entry takes 100-250 bytes, so the "
+        description="Entries kept in each session's event log (the newest, exactly; one entry "
+        "per change); 0 turns the log off. An entry takes 40-200 bytes, so the "
         "default keeps a session's log near the size of a few dozen instances (bench/memory.py).",
     )
     events_heartbeat: float = Field(

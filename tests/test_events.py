@@ -85,8 +85,9 @@ async def test_log_is_capped_expires_and_is_deleted(redis_url: str) -> None:
         for _ in range(400):
             await eng.fire(uid, "nothing-listens")
         key = events_key(uid, eng.prefix)
-        # MAXLEN ~ trims whole stream nodes (100 entries each by default)
-        assert await eng.client.xlen(key) <= 10 + 100
+        assert await eng.client.llen(key) == 10  # the newest ten, exactly
+        page = await EventLog(eng.client, eng.prefix).page(uid, None, 100)
+        assert len(page.events) == 10 and page.next is None
         assert 0 < await eng.client.ttl(key) <= 300
         await eng.delete(uid)
         assert await eng.client.exists(key) == 0
@@ -97,6 +98,93 @@ async def test_zero_cap_turns_the_log_off(redis_url: str) -> None:
         uid = new_uid()
         await eng.fire(uid, "go")
         assert await eng.client.exists(events_key(uid, eng.prefix)) == 0
+
+
+async def test_pages_by_id_and_ids_only_grow(redis_url: str) -> None:
+    """Every cursor resumes exactly after its entry (the binary search on ids), ids keep the
+    stream shape and grow, also within one ms, and an operator's change keeps its actor."""
+    async with engine_on(redis_url, unique_prefix(), event_log_cap=50) as eng:
+        uid = new_uid()
+        for n in range(80):
+            await eng.fire(uid, f"t{n}")
+        log = EventLog(eng.client, eng.prefix)
+        everything = (await log.page(uid, None, 1000)).events
+        ids = [event["id"] for event in everything]
+        assert len(ids) == 50 and [e["trigger"] for e in everything][-1] == "t79"
+        order = [tuple(map(int, i.split("-"))) for i in ids]
+        assert order == sorted(order) and len(set(order)) == 50
+        for position, cursor in enumerate(ids):
+            page = await log.page(uid, cursor, 7)
+            assert [e["id"] for e in page.events] == ids[position + 1 : position + 8]
+        assert (await log.page(uid, "1-0", 3)).events == everything[:3]  # trimmed: from the head
+        assert (await log.page(uid, ids[-1], 3)).events == []
+
+
+async def test_a_reader_following_concurrent_changes_sees_each_entry_once(
+    any_engine: Engine,
+) -> None:
+    """Pages read while scripts append to a full log (each append trims the oldest entry, so
+    positions shift under the reader) resume exactly after their cursor: every change is seen
+    once, in order. The reader starts at the newest entry and 60 changes follow, fewer than
+    the cap (100), so none can be trimmed before it is read."""
+    engine, uid = any_engine, new_uid()
+    for n in range(100):
+        await engine.fire(uid, f"old{n}")
+    log = EventLog(engine.client, engine.prefix)
+    assert await engine.client.llen(log.key(uid)) == 100
+    since = (await log.page(uid, "0-0", 1000)).last
+    triggers = [f"t{n}" for n in range(60)]
+
+    async def writer(names: list[str]) -> None:
+        for name in names:
+            await engine.fire(uid, name)
+
+    async def reader(since: str | None) -> tuple[list[str], list[str]]:
+        seen: list[str] = []
+        ids: list[str] = []
+        while len(seen) < len(triggers):
+            page = await log.page(uid, since, 7)
+            seen += [event["trigger"] for event in page.events if event["type"] == "fired"]
+            ids += [event["id"] for event in page.events]
+            since = page.last
+            if not page.events:
+                await asyncio.sleep(0.001)
+        return seen, ids
+
+    writing = asyncio.gather(*(writer(triggers[k::4]) for k in range(4)))
+    seen, ids = await asyncio.wait_for(reader(since), 120)
+    await writing
+    assert sorted(seen) == sorted(triggers)
+    order = [tuple(map(int, i.split("-"))) for i in ids]
+    assert order == sorted(order) and len(set(order)) == len(order)
+
+
+async def test_a_stream_log_of_the_earlier_layout_reads_then_becomes_a_list(
+    redis_url: str,
+) -> None:
+    """A log written by an earlier version (a Redis Stream) is read as it is, and turned into
+    a list at the session's next logged change, ids kept: cursors stay valid."""
+    async with engine_on(redis_url, unique_prefix()) as eng:
+        uid = new_uid()
+        await eng.fire(uid, "go")
+        key = events_key(uid, eng.prefix)
+        await eng.client.delete(key)
+        e1 = json.dumps([{"trigger": "go", "type": "fired", "kwargsBytes": 2}])
+        e2 = json.dumps([{"instance": "t#0", "type": "skipped", "from": "unstarted"}])
+        await eng.client.xadd(key, {"at": "1700000000000", "e": e1}, id="1700000000000-0")
+        await eng.client.xadd(key, {"at": "1700000000001", "e": e2, "a": "ops"},
+                              id="1700000000000-1")  # fmt: skip
+        log = EventLog(eng.client, eng.prefix)
+        before = await log.page(uid, None, 100)
+        assert [e["id"] for e in before.events] == ["1700000000000-0", "1700000000000-1"]
+        assert before.events[1]["task"] == "t" and before.events[1]["actor"] == "ops"
+        assert (await log.page(uid, "1700000000000-0", 100)).events == before.events[1:]
+        await eng.fire(uid, "again")
+        assert await eng.client.type(key) == "list"
+        after = await log.page(uid, None, 100)
+        assert after.events[:2] == before.events
+        assert after.events[2]["trigger"] == "again" and after.events[2]["id"] > before.last
+        assert (await log.page(uid, before.last, 100)).events == after.events[2:]
 
 
 async def test_index_newest_first_with_status_and_prefix(any_engine: Engine) -> None:
@@ -247,7 +335,7 @@ async def test_namespaces_and_scopes_apply(
 
 
 async def test_follower_wakes_on_a_new_entry(any_engine: Engine) -> None:
-    """The live part: XREAD BLOCK on a dedicated connection (on a cluster: the slot's node)."""
+    """The live part: short polls until a newer entry arrives (on a cluster too)."""
     engine, uid = any_engine, new_uid()
     await engine.fire(uid, "first")
     log = EventLog(engine.client, engine.prefix)
@@ -258,10 +346,11 @@ async def test_follower_wakes_on_a_new_entry(any_engine: Engine) -> None:
         waiting = asyncio.create_task(follower.wait(last, 20_000))
         await asyncio.sleep(0.2)
         await engine.fire(uid, "second")
-        entries = await asyncio.wait_for(waiting, 30)
+        found = await asyncio.wait_for(waiting, 30)
     finally:
         await follower.aclose()
-    assert [json.loads(fields["e"])[0]["trigger"] for _, fields in entries] == ["second"]
+    assert [event["trigger"] for event in found.events if event["type"] == "fired"] == ["second"]
+    assert found.last is not None and found.last > last
 
 
 README_FOLLOW = next(

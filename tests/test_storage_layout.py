@@ -4,7 +4,8 @@ earlier layout (full JSON objects: a deployed Redis may hold them) read and chan
 
 The earlier layout is made here by rewriting a session's stored values into it (instance
 records as the whole record object, defs with full field names, ``tasks`` holding the whole
-task configuration), which is exactly what the earlier scripts wrote.
+task configuration, instance counts and the trigger index in hashes of their own, the event log
+a stream), which is exactly what the earlier scripts wrote.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 import orjson
 
 from service.engine import Engine
-from service.engine.keys import KEY_NAMES, session_keys
+from service.engine.events import EventLog
+from service.engine.keys import KEY_NAMES, events_key, is_def_field, session_keys
 from service.engine.records import load_def, load_record
 from tests.conftest import engine_on, unique_prefix
 
@@ -59,6 +61,26 @@ async def build(engine: Engine, uid: str) -> None:
     await engine.set_metadata(uid, "t_every#2", {"note": {"deep": [BIG]}, "ключ": "значение"})
 
 
+async def to_stream_log(engine: Engine, uid: str) -> None:
+    """Rewrites the session's event log as the earlier scripts wrote it: a stream, one entry
+    per change (fields at, e: its events with whole names and no task, a: the actor)."""
+    log = events_key(uid, engine.prefix)
+    changes: dict[str, dict[str, Any]] = {}
+    for event in (await EventLog(engine.client, engine.prefix).page(uid, None, 1000)).events:
+        change = changes.setdefault(event["id"], {"at": event["at"], "e": []})
+        if "actor" in event:
+            change["a"] = event["actor"]
+        stored = {key: value for key, value in event.items()
+                  if key not in ("id", "at", "actor", "task")}  # fmt: skip
+        change["e"].append(stored)
+    await engine.client.delete(log)
+    for entry_id, change in changes.items():
+        fields = {"at": entry_id.split("-")[0], "e": orjson.dumps(change["e"]).decode()}
+        if "a" in change:
+            fields["a"] = change["a"]
+        await engine.client.xadd(log, fields, id=entry_id)
+
+
 async def to_earlier_layout(engine: Engine, uid: str) -> None:
     """Rewrites the stored records, defs and task configurations in the earlier layout."""
     keys = keys_of(engine, uid)
@@ -68,6 +90,21 @@ async def to_earlier_layout(engine: Engine, uid: str) -> None:
         record["task"] = name.rsplit("#", 1)[0]
         await client.hset(keys["inst"], name, orjson.dumps(record).decode())
     config = await engine.get_config(uid)
+    ttl = await client.pttl(keys["defs"])
+    for field, raw in (await client.hgetall(keys["defs"])).items():
+        if is_def_field(field):
+            continue
+        await client.hdel(keys["defs"], field)
+        if field.startswith("#@"):
+            continue  # a short rest: the earlier layout has the whole configuration in tasks
+        if field.startswith("##"):
+            await client.hset(keys["trig"], field[2:], raw)
+        else:
+            await client.hset(keys["counts"], field[1:], raw)
+    for name in ("trig", "counts"):
+        if ttl > 0:
+            await client.pexpire(keys[name], ttl)
+    await to_stream_log(engine, uid)
     for name, raw in (await client.hgetall(keys["defs"])).items():
         definition = load_def(raw)
         definition.setdefault("using", "dramatiq")
@@ -134,6 +171,19 @@ async def test_actual_kwargs_kept_when_they_differ_from_the_kwargs(redis_url: st
         assert instance.metadata["actualKwargs"] == claim.kwargs
 
 
+async def listing(engine: Engine, uid: str) -> list[Any]:
+    """Instance names of the numbered listing (every task's, and one task's: the counts)."""
+    every = await engine.reader.page_of(uid, status=None, task=None, cursor=None, limit=100)
+    one = await engine.reader.page_of(uid, status=None, task="t_every", cursor=None, limit=100)
+    return [[name for name, _ in every.records], [name for name, _ in one.records]]
+
+
+async def logged(engine: Engine, uid: str) -> list[dict[str, Any]]:
+    """The session's events without what differs between two sessions (ids, times)."""
+    events = (await EventLog(engine.client, engine.prefix).page(uid, None, 1000)).events
+    return [{k: v for k, v in event.items() if k not in ("id", "at")} for event in events]
+
+
 async def test_small_session_hashes_stay_compact(redis_url: str) -> None:
     """A small configuration and session keep listpack (ziplist) hashes: defs and tasks hold
     short values (Redis turns a hash into a hash table past hash-max-listpack-value)."""
@@ -142,9 +192,36 @@ async def test_small_session_hashes_stay_compact(redis_url: str) -> None:
         await engine.configure(uid, {"tasks": {"t": {"after": ["a"], "andEvery": "b", "run": "P"}}})
         await engine.fire(uid, "a", {})
         keys = keys_of(engine, uid)
-        for name in ("defs", "tasks", "meta", "trig", "counts", "latest"):
+        for name in ("defs", "meta", "latest"):
             encoding = await engine.client.object("encoding", keys[name])
             assert encoding in ("listpack", "ziplist"), (name, encoding)
+        # instance counts, the trigger index and short remainders live in defs
+        assert await engine.client.exists(keys["trig"], keys["counts"], keys["tasks"]) == 0
+
+
+async def test_a_long_remainder_stays_out_of_defs(redis_url: str) -> None:
+    """A task configuration's remainder longer than 64 bytes goes to tasks (defs keeps its
+    compact encoding), and moves between the two when a configuration changes its length."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        uid = "layout:long"
+        keys = keys_of(engine, uid)
+        long = {"after": ["a"], "run": "P", "withParams": {"a": {"text": "x" * 80}}}
+        short = {"after": ["a"], "run": "P"}
+        config = await engine.configure(uid, {"tasks": {"t": long, "u": short}})
+        assert set(await engine.client.hkeys(keys["tasks"])) == {"t"}
+        assert await engine.client.object("encoding", keys["defs"]) in ("listpack", "ziplist")
+        assert await engine.get_config(uid) == config
+        again = await engine.configure(uid, {"tasks": {"t": short, "u": long}})
+        assert set(await engine.client.hkeys(keys["tasks"])) == {"u"}
+        assert "#@t" in await engine.client.hkeys(keys["defs"])
+        assert "#@u" not in await engine.client.hkeys(keys["defs"])
+        assert await engine.get_config(uid) == again
+        assert again.tasks["u"].withParams == {"a": {"text": "x" * 80}}
+        tasks, _ = await engine.unresolved(uid)
+        assert {task.name for task in tasks} == {"t", "u"}
+        await engine.configure(uid, {"tasks": {"v": short}}, replace=True)
+        assert await engine.client.exists(keys["tasks"]) == 0
+        assert sorted(await engine.client.hkeys(keys["defs"])) == ["##a", "#@v", "v"]
 
 
 async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url: str) -> None:
@@ -154,11 +231,14 @@ async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url
         await to_earlier_layout(engine, "layout:old")
         raw = await engine.client.hget(keys_of(engine, "layout:old")["inst"], "t_a#0")
         assert raw.startswith("{")
+        assert await engine.client.exists(keys_of(engine, "layout:old")["counts"]) == 1
         old, new = await engine.snapshot("layout:old"), await engine.snapshot("layout:new")
         assert old.tasks == new.tasks
         assert without_times(old) == without_times(new)
         assert await engine.get_config("layout:old") == await engine.get_config("layout:new")
         assert await unresolved(engine, "layout:old") == await unresolved(engine, "layout:new")
+        assert await listing(engine, "layout:old") == await listing(engine, "layout:new")
+        assert await logged(engine, "layout:old") == await logged(engine, "layout:new")
         for uid in ("layout:old", "layout:new"):
             claim = await engine.claim(uid, "t_every#2")
             assert claim.state == "claimed" and claim.token
@@ -169,6 +249,19 @@ async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url
         old, new = await engine.snapshot("layout:old"), await engine.snapshot("layout:new")
         assert without_times(old) == without_times(new)
         assert await engine.get_config("layout:old") == await engine.get_config("layout:new")
+        assert await unresolved(engine, "layout:old") == await unresolved(engine, "layout:new")
+        assert await listing(engine, "layout:old") == await listing(engine, "layout:new")
+        assert await logged(engine, "layout:old") == await logged(engine, "layout:new")
+        old_keys = keys_of(engine, "layout:old")
+        assert await engine.client.exists(old_keys["counts"], old_keys["trig"]) == 0
+        assert await engine.client.type(events_key("layout:old", engine.prefix)) == "list"
+        defs = await engine.client.hgetall(old_keys["defs"])
+        new_defs = await engine.client.hgetall(keys_of(engine, "layout:new")["defs"])
+
+        def moved(fields: dict[str, str]) -> dict[str, str]:  # counts and the trigger index
+            return {f: v for f, v in fields.items() if f.startswith("#") and f[:2] != "#@"}
+
+        assert moved(defs) == moved(new_defs)
 
 
 async def test_bench_memory_json_interface(redis_url: str) -> None:

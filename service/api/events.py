@@ -1,10 +1,11 @@
 """A session's event log over HTTP: Server-Sent Events, or JSON pages for clients that cannot
 stream; and the session index (``GET /sessions``) and the caller's key (``GET /auth/key``).
 
-The stream sends the backlog after ``Last-Event-ID`` (or ``since``), then waits for new entries
-with XREAD BLOCK on a connection of its own, in slices of at most a second so that it notices a
-shutdown (``close_streams``) and a heartbeat is due. Each SSE message is one event; its ``id``
-is its change's stream id, so a reconnecting client resumes after the last change it saw.
+The stream sends the backlog after ``Last-Event-ID`` (or ``since``), then follows the log
+(short polls on the shared pool, service/engine/events.py), in slices of at most a second so
+that it notices a shutdown (``close_streams``) and a heartbeat is due. Each SSE message is one
+event; its ``id`` is its change's id, so a reconnecting client resumes after the last change it
+saw.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from pydantic import BaseModel
 from service.api.auth import SCOPES, ApiKey
 from service.api.context import context
 from service.api.params import Uid, problems
-from service.engine.events import EventLog, decode_entry
+from service.engine.events import EventLog
 from service.engine.index import SessionIndex
 
 router = APIRouter(tags=["events"])
 
 CURSOR = r"^\d{1,20}-\d{1,20}$"
 SLICE_MS = 1000
-"""Longest single XREAD BLOCK: a stream notices shutdown within this long."""
+"""Longest single wait for new entries: a stream notices shutdown within this long."""
 
 
 class EventsPage(BaseModel):
@@ -132,12 +133,11 @@ async def _stream(
     try:
         quiet_since = time.monotonic()
         while not closing.is_set():
-            entries = await follower.wait(last or "0-0", SLICE_MS)
-            for entry_id, fields in entries:
-                for event in decode_entry(entry_id, fields):
-                    yield _message(event)
-                last = entry_id
-            if entries:
+            found = await follower.wait(last, SLICE_MS)
+            for event in found.events:
+                yield _message(event)
+            last = found.last
+            if found.events:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= heartbeat:
                 yield b": heartbeat\n\n"

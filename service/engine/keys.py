@@ -11,14 +11,40 @@ KEY_NAMES = (
     "meta",
     "tasks",
     "defs",
-    "trig",
+    "trig",  # the earlier layout only: now TRIGGER_MARK fields of defs
     "inst",
     "idx",
     "latest",
-    "counts",
+    "counts",  # the earlier layout only: now COUNT_MARK fields of defs
     "outbox",
     "leases",
 )
+
+COUNT_MARK = "#"
+"""A field ``#<task>`` of ``defs`` holds the task's instance count (lib.lua count_of)."""
+TRIGGER_MARK = "##"
+"""A field ``##<trigger>`` of ``defs`` holds the tasks that use the trigger (lib.lua
+tasks_of_trigger). Task names have no "#", so a def's field never starts with either mark, and
+a count's field never with this one. The earlier layout kept both in hashes of their own
+(``counts``, ``trig``); a session's first change that needs them moves them into ``defs``."""
+
+
+REST_MARK = "#@"
+"""A field ``#@<task>`` of ``defs`` holds the rest of the task's configuration when it is short
+(lib.lua rest_of; a longer one is in ``tasks``). Task names never start with "@", so this is
+never a count's field."""
+
+
+def is_def_field(field: str) -> bool:
+    """Whether a field of ``defs`` is a task's def (lib.lua is_def_field)."""
+    return not field.startswith(COUNT_MARK)
+
+
+def counted_task(field: str) -> str | None:
+    """The task whose instance count a field of ``defs`` holds, or None (another field)."""
+    if not field.startswith(COUNT_MARK) or field.startswith((TRIGGER_MARK, REST_MARK)):
+        return None
+    return field[len(COUNT_MARK) :]
 
 
 def session_keys(uid: str, prefix: str = "trg") -> list[str]:
@@ -48,12 +74,13 @@ def delivery_keys(uid: str, prefix: str = "trg") -> list[str]:
 
 
 EVENTS_KEY_NAME = "events"
-"""The session's event log, a Redis Stream (key 14 of every script, after the delivery keys):
-in the session's slot, written by the script that makes the change it records."""
+"""The session's event log, a list of entries with stream-shaped ids (key 14 of every script,
+after the delivery keys; service/engine/events.py says why not a stream): in the session's slot,
+written by the script that makes the change it records."""
 
 
 def events_key(uid: str, prefix: str = "trg") -> str:
-    """The event log stream of session ``uid`` (see lua/includes/lib.lua)."""
+    """The event log of session ``uid`` (see lua/includes/lib.lua)."""
     return f"{prefix}:{{{uid}}}:{EVENTS_KEY_NAME}"
 
 

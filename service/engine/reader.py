@@ -25,7 +25,14 @@ from typing import Any, TypeVar
 import orjson
 
 from service.engine.errors import InvalidError, NotFoundError
-from service.engine.keys import KEY_NAMES, session_keys
+from service.engine.keys import (
+    COUNT_MARK,
+    KEY_NAMES,
+    REST_MARK,
+    counted_task,
+    is_def_field,
+    session_keys,
+)
 from service.engine.models import TaskConfig, UnresolvedInstance, UnresolvedTask
 from service.engine.records import instance_fields, load_def, load_record, task_config
 
@@ -116,12 +123,13 @@ class SessionReader:
 
     # -- whole-hash reads -------------------------------------------------------------------
 
-    async def scan_hash(self, key: str) -> dict[str, str]:
-        """Every field of a hash with HSCAN, ``page`` at a time (each call is short)."""
+    async def scan_hash(self, key: str, match: str | None = None) -> dict[str, str]:
+        """Every field of a hash (matching ``match``) with HSCAN, ``page`` at a time (each
+        call is short)."""
         found: dict[str, str] = {}
         cursor: int = 0
         while True:
-            cursor, chunk = await self.client.hscan(key, cursor, count=self.page)
+            cursor, chunk = await self.client.hscan(key, cursor, match=match, count=self.page)
             found.update(chunk)
             if int(cursor) == 0:
                 return found
@@ -183,10 +191,16 @@ class SessionReader:
         self, keys: Mapping[str, str], task: str | None, cursor: str | None, limit: int
     ) -> Page:
         if task is not None:
-            count = await self.client.hget(keys["counts"], task)
+            count = await self.client.hget(keys["defs"], COUNT_MARK + task)
+            if count is None:  # the earlier layout (lib.lua adopt_config_layout)
+                count = await self.client.hget(keys["counts"], task)
             counts = {task: int(count)} if count is not None else {}
         else:
             counts = {name: int(n) for name, n in (await self.scan_hash(keys["counts"])).items()}
+            for field, n in (await self.scan_hash(keys["defs"], COUNT_MARK + "*")).items():
+                counted = counted_task(field)
+                if counted is not None:
+                    counts[counted] = int(n)
         at_task, at_number = decode_cursor(cursor, "n") if cursor else ("", 0)
         names: list[str] = []
         following: str | None = None
@@ -245,13 +259,20 @@ class SessionReader:
         exists, tasks, stored_defs = await pipe.execute()
         if not exists:
             raise NotFoundError("session does not exist")
-        defs = {name: load_def(raw) for name, raw in stored_defs.items()}
+        defs = {name: load_def(raw) for name, raw in stored_defs.items() if is_def_field(name)}
+        counted = {counted_task(field) for field in stored_defs} - {None}
+        for name in defs:  # a short rest is kept beside the def (lib.lua rest_of)
+            rest = stored_defs.get(REST_MARK + name)
+            if rest is not None:
+                tasks[name] = rest
         names = await self.unresolved_names(keys)
         raws = await self.hmget(keys["inst"], names)
         ordered = tasks_in_order(tasks, defs)
         never = [name for name, _ in ordered]
-        started = await self.hmget(keys["counts"], never) if never else []
-        without = {name for name, count in zip(never, started, strict=True) if count is None}
+        unknown = [name for name in never if name not in counted]
+        # Counts of the earlier layout's own hash (lib.lua adopt_config_layout)
+        started = await self.hmget(keys["counts"], unknown) if unknown else []
+        without = {name for name, count in zip(unknown, started, strict=True) if count is None}
         wanted = sorted({t for name in without for t in defs[name]["after"]})
         fired = dict(zip(wanted, await self.hmget(keys["latest"], wanted), strict=True))
         records = [(n, raw) for n, raw in zip(names, raws, strict=True) if raw is not None]

@@ -1,9 +1,11 @@
 --[=[
 configure: merge (PATCH) or replace (PUT) the session's task configuration (B1, B9).
 
-Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs, trig. The
-configuration is stored once: the def (what the scripts need, encode_def) in `defs`, the
-remainder of each task's configuration in `tasks`; answers rebuild it (config_text).
+Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs (the defs, short
+remainders and the trigger index; counts and trig only when it moves a session of the earlier
+layout, adopt_config_layout). The configuration is stored once: the def (what the scripts need,
+encode_def) in `defs`, the remainder of each task's configuration beside it when short, in
+`tasks` when long (rest_of); answers rebuild it (config_text).
 ARGV[5] mode: "merge" (tasks named replace those of the same name, others stay) or "replace"
         (the configuration becomes exactly the tasks given)
 ARGV[6] cjson array of [name, def {after, unless, every?, maxRetries, using}], one per task
@@ -24,7 +26,7 @@ current definition (B11).
 
 Cost: linear in the stored and given configuration. Each given def is decoded once, a stored
 one only when a given task replaces it or it has an andEvery link; the ring check
-walks each andEvery link once (memoised); the trigger index `trig` is changed in one pass:
+walks each andEvery link once (memoised); the trigger index is changed in one pass:
 replace rebuilds it from the given tasks alone; merge groups the additions and removals of
 every given task per trigger, and reads and writes each trigger touched once.
 ]=]
@@ -39,10 +41,15 @@ local max_per_trigger = tonumber(ARGV[9]) or 0
 -- The stored definitions, as raw cjson text: most are never decoded. Their position and
 -- andEvery link are found by plain matches: a quote inside a cjson string is always escaped,
 -- so '"pos":' and '"every":' can only be keys of the def itself.
-local current = {}
+local current, indexed = {}, {}
+adopt_config_layout()
 local stored = redis.call('HGETALL', K.defs)
 for i = 1, #stored, 2 do
-  current[stored[i]] = stored[i + 1]
+  if is_def_field(stored[i]) then
+    current[stored[i]] = stored[i + 1]
+  elseif string.sub(stored[i], 1, 2) == '##' then
+    indexed[#indexed + 1] = stored[i] -- the trigger index, dropped whole by a replace
+  end
 end
 
 local function pos_of(raw)
@@ -163,10 +170,9 @@ else
   for trigger in pairs(drop) do touched[trigger] = true end
   for trigger in pairs(add) do touched[trigger] = true end
   for trigger in pairs(touched) do
-    local raw = redis.call('HGET', K.trig, trigger)
     local gone = drop[trigger] or {}
     local list, present = {}, {}
-    for _, name in ipairs(raw and cjson.decode(raw) or {}) do
+    for _, name in ipairs(tasks_of_trigger(trigger) or {}) do
       if not gone[name] and not present[name] then
         list[#list + 1] = name
         present[name] = true
@@ -212,10 +218,14 @@ local function in_chunks(command, key, args)
   end
 end
 
+local removed_rests = {}
+for i, name in ipairs(removed) do removed_rests[i] = '#@' .. name end
 in_chunks('HDEL', K.defs, removed)
+in_chunks('HDEL', K.defs, removed_rests)
 in_chunks('HDEL', K.tasks, removed)
 
-local def_fields, task_fields = {}, {}
+-- Each given task's rest goes to defs when short, else to tasks; its other place is cleared.
+local def_fields, task_fields, short_rests, long_rests = {}, {}, {}, {}
 for i, entry in ipairs(given) do
   local name, def, old = entry[1], new_defs[i], current[entry[1]]
   if old then
@@ -227,25 +237,35 @@ for i, entry in ipairs(given) do
   def.v = cfgv
   def_fields[#def_fields + 1] = name
   def_fields[#def_fields + 1] = encode_def(def)
-  task_fields[#task_fields + 1] = name
-  task_fields[#task_fields + 1] = ARGV[9 + i]
+  local rest = ARGV[9 + i]
+  if #rest <= SHORT_REST then
+    def_fields[#def_fields + 1] = '#@' .. name
+    def_fields[#def_fields + 1] = rest
+    short_rests[#short_rests + 1] = name
+  else
+    task_fields[#task_fields + 1] = name
+    task_fields[#task_fields + 1] = rest
+    long_rests[#long_rests + 1] = '#@' .. name
+  end
 end
 in_chunks('HSET', K.defs, def_fields)
 in_chunks('HSET', K.tasks, task_fields)
+in_chunks('HDEL', K.tasks, short_rests)
+in_chunks('HDEL', K.defs, long_rests)
 if npos ~= first_npos then redis.call('HSET', K.meta, 'npos', npos) end
 
-if mode == 'replace' then redis.call('DEL', K.trig) end
+if mode == 'replace' then in_chunks('HDEL', K.defs, indexed) end
 local trig_fields, emptied = {}, {}
 for trigger, list in pairs(lists) do
   if #list == 0 then
-    emptied[#emptied + 1] = trigger
+    emptied[#emptied + 1] = '##' .. trigger
   else
-    trig_fields[#trig_fields + 1] = trigger
+    trig_fields[#trig_fields + 1] = '##' .. trigger
     trig_fields[#trig_fields + 1] = cjson.encode(list)
   end
 end
-in_chunks('HDEL', K.trig, emptied)
-in_chunks('HSET', K.trig, trig_fields)
+in_chunks('HDEL', K.defs, emptied)
+in_chunks('HSET', K.defs, trig_fields)
 
 if webhooks ~= '' then
   redis.call('HSET', K.meta, 'webhooks', webhooks)
@@ -269,7 +289,7 @@ if mode == 'merge' then
   if #others > 0 then
     local names = {}
     for i, item in ipairs(others) do names[i] = item.name end
-    local raws = hmget_all(K.tasks, names)
+    local raws = rests_of(names)
     for i, item in ipairs(others) do
       local raw = config_text(item.def, raws[i])
       order[#order + 1] = {name = item.name, pos = item.def.pos, raw = raw}

@@ -19,6 +19,6 @@ if count <= page then instances = redis.call('HGETALL', K.inst) end
 local tasks = {}
 for _, item in ipairs(tasks_in_order()) do
   tasks[#tasks + 1] = item.name
-  tasks[#tasks + 1] = config_text(item.def, redis.call('HGET', K.tasks, item.name))
+  tasks[#tasks + 1] = config_text(item.def, rest_of(item.name))
 end
 return {redis.call('HGETALL', K.meta), tasks, latest, count, instances}

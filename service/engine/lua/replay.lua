@@ -1,7 +1,7 @@
 --[=[
 replay: an operator re-runs a failed instance as a clone (H1).
 
-Keys: all session keys; writes inst, idx, counts, outbox, meta.
+Keys: all session keys; writes inst, idx, defs (instance counts), outbox, meta.
 ARGV[5] instance name
 ARGV[6] replacement kwargs: "" keeps the parent's; else cjson map trigger -> raw JSON, which
         replaces the parent's whole map ({} means no kwargs)

@@ -1,7 +1,7 @@
 --[=[
 retry: the running task asks to run again later (section G), in one atomic step.
 
-Keys: all session keys; writes inst, idx, leases, counts, outbox, meta.
+Keys: all session keys; writes inst, idx, leases, defs (instance counts), outbox, meta.
 ARGV[5] instance name, ARGV[6] lease token
 ARGV[7] cooldown in seconds (number, may be 0)
 ARGV[8] replacement kwargs: "" keeps the instance's, else cjson map trigger -> raw JSON (G7, H1)

@@ -9,17 +9,27 @@ unchanged on Redis Cluster):
                          position), finalized ("1"), finalizedAt (ms), webhooks (raw JSON),
                          sid (the sessionId of this incarnation, see new_session_id)
   KEYS[2]  tasks   hash  task name -> the rest of its configuration (raw JSON text: run,
-                         withParams, custom directives; what defs does not hold). The earlier
-                         layout kept the whole configuration here: config_text reads both
-  KEYS[3]  defs    hash  task name -> what the scripts need of it (cjson, encode_def): after
+                         withParams, custom directives; what defs does not hold) when it is
+                         longer than SHORT_REST bytes; a shorter one is in defs (rest_of).
+                         The earlier layout kept the whole configuration here: config_text
+                         reads both
+  KEYS[3]  defs    hash  the session's small per-task and per-trigger values, one hash (each
+                         key costs ~90 bytes in Redis; issue 11 item 4), told apart by field:
+                         task name -> what the scripts need of it (cjson, encode_def): after
                          (effective, with the andEvery trigger), unless, every, maxRetries,
-                         using, pos, v; the configuration is stored once, across defs and tasks
-  KEYS[4]  trig    hash  trigger name -> cjson list of the tasks that use it (after/andEvery/unless)
+                         using, pos, v; the configuration is stored once, across defs and
+                         tasks. "#<task>" -> instances created so far (the next instance
+                         number). "##<trigger>" -> cjson list of the tasks that use it
+                         (after/andEvery/unless). "#@<task>" -> the rest of the task's
+                         configuration when it is short (see KEYS[2]). Task names have no
+                         "#" and never start with "@", so these never meet; only count_of,
+                         next_number, tasks_of_trigger, rest_of and is_def_field know them
+  KEYS[4]  trig    hash  earlier layout only: the "##" fields of defs (adopt_config_layout)
   KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (encode_record, below)
   KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
                          instances of one status, or of one status and one task, without scanning
   KEYS[7]  latest  hash  trigger name -> kwargs of its most recent fire (raw JSON text)
-  KEYS[8]  counts  hash  task name -> instances created so far (the next instance number)
+  KEYS[8]  counts  hash  earlier layout only: the "#" fields of defs (adopt_config_layout)
   KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, until a worker claims it; and
                          events for webhooks ("@<event>") until their deliveries are queued
   KEYS[10] leases  zset  instance -> lease expiry (ms) of running instances
@@ -29,9 +39,10 @@ unchanged on Redis Cluster):
                          created, state, attempts, chain, take; service/webhooks/store.py)
   KEYS[13] delivery_due  zset  webhook delivery id -> when its next attempt is due (ms), or when
                          the attempt in progress is overdue; absent once delivered or failed
-  KEYS[14] events  stream  the session's event log: one entry per change that recorded events
-                         (fields at = ms, e = cjson list of events, a = the API key's name
-                         when an operator made the change); capped with MAXLEN ~ (log_event)
+  KEYS[14] events  list  the session's event log, oldest first: one entry per change that
+                         recorded events, "<id> <events>" (log_line), capped at the newest
+                         LOG_CAP entries. The earlier layout's log was a stream: it becomes a
+                         list at the session's next logged change (adopt_stream_log)
 
 Common ARGV: ARGV[1] session TTL in seconds ("0": keep), ARGV[2] "1" to run the finalization
 check after the change (the `finalizing` manager), ARGV[3] the request fingerprint for the
@@ -148,26 +159,85 @@ local function touch()
   end
 end
 
--- The events of this change, written as ONE stream entry by flush_events() (called by
--- apply_ttl, which every changing script runs): one XADD per change, so a fire costs one more
+-- The events of this change, written as ONE log entry by flush_events() (called by
+-- apply_ttl, which every changing script runs): one RPUSH per change, so a fire costs one more
 -- command inside its script, and the log is ordered exactly as the changes were.
 local EVENTS = {}
 
+-- Events are stored compact: their field names as one-letter codes (EVENT_KEY_CODE), and the
+-- values of `type` and `from` (event kinds and statuses) as codes too (EVENT_VALUE_CODE); a
+-- name without a code is kept whole. service/engine/events.py holds the same tables (and
+-- reads events with whole names too: those of the earlier layout's stream).
+local EVENT_KEY_CODE = {
+  type = 't', trigger = 'g', kwargsBytes = 'b', mode = 'm', instance = 'i', from = 'f',
+  action = 'c', status = 's', delivery = 'd', event = 'v',
+}
+local EVENT_VALUE_CODE = {
+  configured = 'C', fired = 'F', created = 'N', finalized = 'Z', operator = 'O',
+  webhookDelivered = 'D', webhookFailed = 'X', webhookRetrying = 'Y', unstarted = 'u',
+  scheduled = 's', claimed = 'c', running = 'r', finished = 'f', failed = 'x', replayed = 'p',
+  skipped = 'k', abandoned = 'a',
+}
+
 local function log_event(kind, fields)
   if LOG_CAP <= 0 then return end
-  local event = fields or {}
-  event.type = kind
+  local event = {t = EVENT_VALUE_CODE[kind] or kind}
+  for key, value in pairs(fields or {}) do
+    local code = EVENT_KEY_CODE[key] or key
+    if code == 'f' then value = EVENT_VALUE_CODE[value] or value end
+    event[code] = value
+  end
   EVENTS[#EVENTS + 1] = event
 end
 
+-- One log entry as stored (KEYS[14]): "<id> <events>" when the change's time is the id's ms
+-- and no API key made it (the usual case), else "<id> {"at":ms,"a":key,"e":<events>}";
+-- <events> is the cjson list of the change's events (log_event). An id "<ms>-0" is stored as
+-- "<ms>". service/engine/events.py reads every form.
+local function log_line(id, at, actor, events)
+  if actor == '' and string.match(id, '^%d+') == at then return id .. ' ' .. events end
+  local who = actor ~= '' and (',"a":' .. cjson.encode(actor)) or ''
+  return id .. ' {"at":' .. at .. who .. ',"e":' .. events .. '}'
+end
+
+-- A log of the earlier layout (a Redis Stream, fields at, e, a) becomes a list at its
+-- session's next logged change: its newest LOG_CAP entries, ids kept (they are the clients'
+-- cursors), in the same order. Once per session, O(LOG_CAP).
+local function adopt_stream_log()
+  local entries = redis.call('XREVRANGE', K.events, '+', '-', 'COUNT', LOG_CAP)
+  redis.call('DEL', K.events)
+  local lines = {}
+  for i = #entries, 1, -1 do
+    local id, fields, f = string.gsub(entries[i][1], '%-0$', ''), entries[i][2], {}
+    for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
+    lines[#lines + 1] = log_line(id, f.at or string.match(id, '^%d+'), f.a or '', f.e or '[]')
+  end
+  for first = 1, #lines, CHUNK do
+    redis.call('RPUSH', K.events, unpack(lines, first, math.min(first + CHUNK - 1, #lines)))
+  end
+end
+
+-- Appends this change's entry, with an id shaped like a stream id, "<ms>-<n>": the change's
+-- time, or the last entry's when the clock stepped back, and n counting entries within one ms,
+-- so ids only grow (readers page and resume by them). The list is trimmed to LOG_CAP exactly.
 local function flush_events()
   if #EVENTS == 0 then return end
-  local entry = {'MAXLEN', '~', LOG_CAP, '*', 'at', NOW, 'e', cjson.encode(EVENTS)}
-  if ACTOR ~= '' then
-    entry[#entry + 1] = 'a'
-    entry[#entry + 1] = ACTOR
+  local last = redis.pcall('LINDEX', K.events, -1)
+  if type(last) == 'table' and last.err then -- WRONGTYPE: the earlier layout's stream
+    adopt_stream_log()
+    last = redis.call('LINDEX', K.events, -1)
   end
-  redis.call('XADD', K.events, unpack(entry))
+  local ms, n = NOW, 0
+  if last then
+    local last_ms, last_n = string.match(last, '^(%d+)%-?(%d*)')
+    if tonumber(last_ms) >= NOW then ms, n = tonumber(last_ms), (tonumber(last_n) or 0) + 1 end
+  end
+  local id = string.format('%.0f', ms)
+  if n > 0 then id = id .. string.format('-%.0f', n) end
+  local line = log_line(id, string.format('%.0f', NOW), ACTOR, cjson.encode(EVENTS))
+  if redis.call('RPUSH', K.events, line) > LOG_CAP then
+    redis.call('LTRIM', K.events, -LOG_CAP, -1)
+  end
   EVENTS = {}
 end
 
@@ -376,6 +446,81 @@ local function load_def(task)
   return decode_def(raw)
 end
 
+-- Whether a field of defs is a task's def (not a count "#<task>" or a trigger's "##<trigger>").
+local function is_def_field(field)
+  return string.byte(field, 1) ~= 35 -- "#"
+end
+
+-- A session of the earlier layout kept the instance counts and the trigger index in hashes of
+-- their own (counts, trig): the first script that needs either moves them into defs, once
+-- (O(tasks + triggers)), so every script after sees one layout. A pure change of
+-- representation: a script refused after it leaves the session's state as it was. defs gets
+-- the moved keys' time to live (it may not exist yet: a configuration emptied by a replace).
+local layout_checked = false
+local function adopt_config_layout()
+  if layout_checked then return end
+  layout_checked = true
+  if redis.call('EXISTS', K.counts, K.trig) == 0 then return end
+  local ttl = -1
+  for key, mark in pairs({[K.counts] = '#', [K.trig] = '##'}) do
+    local flat = redis.call('HGETALL', key)
+    for i = 1, #flat, 2 do flat[i] = mark .. flat[i] end
+    for first = 1, #flat, 2 * CHUNK do
+      redis.call('HSET', K.defs, unpack(flat, first, math.min(first + 2 * CHUNK - 1, #flat)))
+    end
+    ttl = math.max(ttl, redis.call('PTTL', key))
+  end
+  redis.call('DEL', K.counts, K.trig)
+  if ttl > 0 and redis.call('PTTL', K.defs) < 0 then redis.call('PEXPIRE', K.defs, ttl) end
+end
+
+-- The rest of a task's configuration (raw JSON text; what its def does not hold), or false:
+-- in defs when it is at most SHORT_REST bytes, so that a small configuration needs no `tasks`
+-- key (~90 bytes per key); a longer one in `tasks`, which keeps defs within Redis'
+-- hash-max-listpack-value (64 bytes by default; one longer value turns the whole hash into a
+-- hash table). A session of an earlier layout has it in `tasks` only.
+local SHORT_REST = 64
+local function rest_of(task)
+  return redis.call('HGET', K.defs, '#@' .. task) or redis.call('HGET', K.tasks, task)
+end
+
+-- rest_of for many tasks, in chunked HMGETs (a long configuration's merge answer).
+local function rests_of(names)
+  local marked = {}
+  for i, name in ipairs(names) do marked[i] = '#@' .. name end
+  local rests = hmget_all(K.defs, marked)
+  local missing, at = {}, {}
+  for i, name in ipairs(names) do
+    if not rests[i] then
+      missing[#missing + 1] = name
+      at[#missing] = i
+    end
+  end
+  if #missing > 0 then
+    for j, raw in ipairs(hmget_all(K.tasks, missing)) do rests[at[j]] = raw end
+  end
+  return rests
+end
+
+-- Instances of `task` created so far.
+local function count_of(task)
+  adopt_config_layout()
+  return tonumber(redis.call('HGET', K.defs, '#' .. task) or '0')
+end
+
+-- The number of the next instance of `task`, counted.
+local function next_number(task)
+  adopt_config_layout()
+  return redis.call('HINCRBY', K.defs, '#' .. task, 1) - 1
+end
+
+-- The names of the tasks that use `trigger` (after/andEvery/unless), or nil.
+local function tasks_of_trigger(trigger)
+  adopt_config_layout()
+  local raw = redis.call('HGET', K.defs, '##' .. trigger)
+  return raw and cjson.decode(raw) or nil
+end
+
 -- Instance events: created (with the status it starts in), then its status, named by what
 -- happened (running is "claimed").
 local EVENT_OF_STATUS = {running = 'claimed'}
@@ -415,7 +560,7 @@ local function set_status(rec, status)
 end
 
 local function new_instance(task)
-  local n = redis.call('HINCRBY', K.counts, task, 1) - 1
+  local n = next_number(task)
   local name = task .. '#' .. n
   local rec = {
     task = task, status = 'unstarted', kwargs = {}, abandon = {}, meta = {},
@@ -564,9 +709,8 @@ end
 
 -- The tasks a trigger is relevant to (D3), in configuration order (D4).
 local function relevant_tasks(trigger)
-  local raw = redis.call('HGET', K.trig, trigger)
-  if not raw then return {} end
-  local names = cjson.decode(raw)
+  local names = tasks_of_trigger(trigger)
+  if not names then return {} end
   local defs = hmget_all(K.defs, names)
   local tasks = {}
   for i, name in ipairs(names) do
@@ -586,7 +730,7 @@ local function fire_into_task(task, def, trigger, kwargs, record)
     if absorb(rec, def, trigger, kwargs) then absorbed = true end
     candidates[#candidates + 1] = {name = name, rec = rec, old = 'unstarted'}
   end
-  local exists = tonumber(redis.call('HGET', K.counts, task) or '0') > 0
+  local exists = count_of(task) > 0
   if not exists or (trigger == def.every and not absorbed) then
     local name, rec = new_instance(task)
     prefill(rec, def, trigger)
@@ -656,7 +800,7 @@ end
 local function instances_a_fire_may_create(trigger, tasks)
   local count = 0
   for _, task in ipairs(tasks) do
-    if trigger == task.def.every or redis.call('HEXISTS', K.counts, task.name) == 0 then
+    if trigger == task.def.every or count_of(task.name) == 0 then
       count = count + 1
     end
   end
@@ -669,11 +813,20 @@ end
 local function finalize_if_ready(outcome)
   if not FINALIZE or blocked_by_this_change then return end
   if redis.call('HEXISTS', K.latest, FINAL_TRIGGER) == 1 then return end
-  local defs = redis.call('HGETALL', K.defs)
+  adopt_config_layout()
+  local fields = redis.call('HGETALL', K.defs)
+  local defs, started = {}, {}
+  for i = 1, #fields, 2 do
+    if is_def_field(fields[i]) then
+      defs[#defs + 1] = {fields[i], fields[i + 1]}
+    else
+      started[fields[i]] = true
+    end
+  end
   if #defs == 0 then return end
-  for i = 1, #defs, 2 do
-    local task, def = defs[i], decode_def(defs[i + 1])
-    local unresolved = redis.call('HEXISTS', K.counts, task) == 0 or has_unresolved(task)
+  for _, item in ipairs(defs) do
+    local task, def = item[1], decode_def(item[2])
+    local unresolved = not started['#' .. task] or has_unresolved(task)
     if unresolved and not contains(def.after, FINAL_TRIGGER) then return end
   end
   fire(FINAL_TRIGGER, '{}', outcome)
@@ -737,7 +890,9 @@ local function tasks_in_order()
   local defs = redis.call('HGETALL', K.defs)
   local order = {}
   for i = 1, #defs, 2 do
-    order[#order + 1] = {name = defs[i], def = decode_def(defs[i + 1])}
+    if is_def_field(defs[i]) then
+      order[#order + 1] = {name = defs[i], def = decode_def(defs[i + 1])}
+    end
   end
   table.sort(order, function(a, b) return a.def.pos < b.def.pos end)
   return order
@@ -768,14 +923,14 @@ end
 local function task_config(task)
   local def = load_def(task)
   if not def then return false end
-  return config_text(def, redis.call('HGET', K.tasks, task))
+  return config_text(def, rest_of(task))
 end
 
 -- cjson {tasks = [[name, raw config], ...] in order, webhooks = raw JSON or nil}.
 local function config_reply()
   local tasks = {}
   for i, item in ipairs(tasks_in_order()) do
-    tasks[i] = {item.name, config_text(item.def, redis.call('HGET', K.tasks, item.name))}
+    tasks[i] = {item.name, config_text(item.def, rest_of(item.name))}
   end
   return cjson.encode({tasks = tasks, webhooks = redis.call('HGET', K.meta, 'webhooks')})
 end
