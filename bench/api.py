@@ -2,7 +2,10 @@
 
 One uvicorn process (uvloop, httptools) serves the real app plus one extra route,
 ``POST /bench/noop``, that does exactly one EVALSHA of a no-op Lua script: the cheapest request
-that still crosses FastAPI, pydantic, redis-py and Redis, i.e. the limit of this stack. The same
+that still crosses FastAPI, pydantic, redis-py and Redis, i.e. the limit of this stack. A second
+one, ``POST /bench/floor``, does that EVALSHA and enqueues one Dramatiq message (to an actor
+nothing consumes, through the batched sender fires use, service/worker/runners.py): what any
+request that schedules work must do at least (bench/fire_wrk.py compares fires with both). The same
 load generator (bench/loadgen.py, N keep-alive connections) drives each endpoint in turn for the
 same time; the script prints requests per second, p50 and p99 latency, and the ratio.
 
@@ -23,6 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
+import dramatiq
 import httpx
 import orjson
 from fastapi import Request
@@ -32,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import LoadResult, encode_request, run_load
 from service.redis_server import RedisServer, free_port
+from service.worker.runners import ActorSender
 
 UID = "bench:api"
 
@@ -62,6 +67,10 @@ def serve(redis_url: str, port: int, noop_last: bool = False) -> None:
     async def lifespan(_: object) -> AsyncIterator[None]:
         async with app_lifespan(app):
             app.state.noop_sha = await app.state.context.engine.client.script_load("return 1")
+            app.state.floor_actor = dramatiq.actor(
+                _floor_task, broker=app.state.broker, actor_name="bench_floor",
+                queue_name="bench-floor",
+            )  # fmt: skip
             yield
 
     app.router.lifespan_context = lifespan
@@ -72,11 +81,29 @@ def serve(redis_url: str, port: int, noop_last: bool = False) -> None:
         sha = request.app.state.noop_sha
         return NoopAnswer(ok=await client.evalsha(sha, 1, "{bench}:noop", body.trigger))
 
-    if not noop_last:
-        app.router.routes.insert(0, app.router.routes.pop())
+    sender = ActorSender()
+
+    @app.post("/bench/floor", response_model=NoopAnswer)
+    async def floor(body: NoopBody, request: Request) -> NoopAnswer:
+        """One EVALSHA, then one message of the size of a fire's (a UID and an instance name)
+        queued for the next batch, as a fire's hand-over does."""
+        state = request.app.state
+        ok = await state.context.engine.client.evalsha(
+            state.noop_sha, 1, "{bench}:noop", body.trigger
+        )
+        await sender.send(state.floor_actor, ("bench:floor", f"{body.trigger}#0"), 0)
+        return NoopAnswer(ok=ok)
+
+    if not noop_last:  # the no-op route first, the floor's next
+        floor_route, noop_route = app.router.routes.pop(), app.router.routes.pop()
+        app.router.routes[0:0] = [noop_route, floor_route]
 
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
                 log_level="warning", access_log=False)  # fmt: skip
+
+
+def _floor_task(uid: str, name: str) -> None:
+    """The floor route's actor: never run (nothing consumes its queue)."""
 
 
 def wait_ready(

@@ -2,11 +2,13 @@
 
 The server is bench/api.py's: the real app (one uvicorn worker, uvloop + httptools, auth off)
 plus ``POST /bench/noop``, which does exactly one EVALSHA of a no-op script, the limit of this
-stack. wrk (Debian's package) drives each endpoint in alternating rounds with the same
-connections and the same Lua request builder, so both pay the same load generator; fires go
-round-robin to 16 configured sessions (an ``andEvery`` task: every fire schedules one instance).
-The server's CPU time per request (from /proc) is shown too: on a shared machine throughput
-swings with the neighbours, CPU time per request much less.
+stack, and ``POST /bench/floor``, which does that EVALSHA and enqueues one Dramatiq message
+through the batched sender: the floor of any request that schedules work (a fire here does:
+its script, then its instance's message). wrk (Debian's package) drives each endpoint in
+alternating rounds with the same connections and the same Lua request builder, so all pay the
+same load generator; fires go round-robin to 16 configured sessions (an ``andEvery`` task: every
+fire schedules one instance). The server's CPU time per request (from /proc) is shown too: on a
+shared machine throughput swings with the neighbours, CPU time per request much less.
 """
 
 from __future__ import annotations
@@ -111,13 +113,14 @@ def measure(rounds: int, seconds: float, connections: int) -> list[Row]:
                     http.post(f"/sessions/{uid}/fire", json={"trigger": "applicant"})
             scripts = {
                 "noop": script_for(Path(folder), "noop", ["/bench/noop"], NOOP_BODY),
+                "floor": script_for(Path(folder), "floor", ["/bench/floor"], NOOP_BODY),
                 "fire": script_for(Path(folder), "fire",
                                    [f"/sessions/{u}/fire" for u in SESSIONS], FIRE_BODY),
             }  # fmt: skip
             for script in scripts.values():  # warm-up: connections, scripts, caches
                 run_wrk(wrk, script, port, 1, connections)
-            runs: dict[str, list[WrkResult]] = {"noop": [], "fire": []}
-            cpu: dict[str, list[float]] = {"noop": [], "fire": []}  # server ms per request
+            runs: dict[str, list[WrkResult]] = {name: [] for name in scripts}
+            cpu: dict[str, list[float]] = {name: [] for name in scripts}  # server ms per request
             for _ in range(rounds):
                 for name, script in scripts.items():
                     before = cpu_seconds(child.pid)
@@ -130,12 +133,15 @@ def measure(rounds: int, seconds: float, connections: int) -> list[Row]:
             child.wait(20)
     bad = sum(r.bad for rs in runs.values() for r in rs)
     suffix = f" ({bad} errors!)" if bad else ""
-    fire, noop = runs["fire"], runs["noop"]
+    fire, noop, floor = runs["fire"], runs["noop"], runs["floor"]
     return [
         Row(f"fire req/s / bare EVALSHA endpoint (wrk -c{connections}){suffix}", "/s",
             [r.rate for r in fire], [r.rate for r in noop], ">= 0.85", lambda r: r >= 0.85),
+        Row("  fire req/s / floor: EVALSHA + one Dramatiq enqueue (info)", "/s",
+            [r.rate for r in fire], [r.rate for r in floor]),
         Row("  server CPU per request, steadier under load (info)", "ms", cpu["fire"],
             cpu["noop"]),
+        Row("  server CPU per request, fire / floor (info)", "ms", cpu["fire"], cpu["floor"]),
         Row("  fire p50 latency under that load (info)", "ms", [r.p50_ms for r in fire],
             [r.p50_ms for r in noop]),
         Row("  fire p99 latency under that load (info)", "ms", [r.p99_ms for r in fire],

@@ -3,7 +3,9 @@
 Rows (each section starts its own redis-server and processes, on loopback):
 
 * fire: fire requests/s through the real app (one uvicorn worker) / a bare FastAPI endpoint
-  doing one EVALSHA in the same stack, wrk as load generator (bench/fire_wrk.py);
+  doing one EVALSHA in the same stack, and / a floor endpoint doing that EVALSHA and one
+  batched Dramatiq enqueue (what any request that schedules work must do), wrk as load
+  generator (bench/fire_wrk.py);
 * pipeline: tasks/s through ``triggers serve`` -> ``triggers worker`` -> a no-op Python task
   and a no-op HTTP task on a loopback server / a bare Dramatiq actor doing the same, with the
   same 8 threads and poll, plus worker CPU, Redis CPU and EVALSHA per task (bench/pipeline.py);

@@ -1,14 +1,24 @@
 """The engine's Redis clients wait for a free connection instead of failing (standalone and
-cluster), and give up after the pool timeout with an error that says so."""
+cluster), and give up after the pool timeout with an error that says so; the one-timeout
+exchange of several commands (connection.exchange) keeps redis-py's guarantees."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.engine.connection import redis_client
+from service.engine.connection import (
+    HealingConnectionPool,
+    HiredisPackingConnection,
+    exchange,
+    redis_client,
+)
 from service.redis_server import RedisClusterServer
 from tests.conftest import unique_prefix
 
@@ -47,3 +57,77 @@ async def test_a_request_that_waits_past_the_pool_timeout_fails_before_sending(
     finally:
         await client.aclose()
         await blocker.aclose()
+
+
+async def test_an_exchange_answers_in_order_with_error_replies_in_place(redis_url: str) -> None:
+    """connection.exchange (a script's round trip): every reply read, in order, so the
+    connection stays in step after an error reply and carries the next exchange."""
+    client = redis_client(redis_url, max_connections=1)
+    key = f"{unique_prefix()}:n"
+    pool: Any = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        replies = await exchange(
+            connection, [("INCR", key), ("HGET", key, "x"), ("INCR", key), ("GET", key)]
+        )
+        assert replies[0] == 1 and replies[2] == 2 and replies[3] == "2"
+        assert isinstance(replies[1], ResponseError)  # WRONGTYPE, in its command's place
+        assert await exchange(connection, [("GET", key)]) == ["2"]
+    finally:
+        await pool.release(connection)
+        await client.aclose()
+
+
+async def test_an_exchange_past_the_socket_timeout_fails_and_closes_the_connection(
+    redis_url: str,
+) -> None:
+    client = Redis(connection_pool=HealingConnectionPool.from_url(
+        redis_url, connection_class=HiredisPackingConnection, socket_timeout=0.3,
+        decode_responses=True,
+    ))  # fmt: skip
+    pool: Any = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        with pytest.raises(RedisTimeoutError, match="Timeout reading from"):
+            await exchange(connection, [("BLPOP", f"{unique_prefix()}:empty", 2)])
+        assert not connection.is_connected  # never reused mid-exchange
+        assert await exchange(connection, [("PING",)]) == ["PONG"]  # opened again
+    finally:
+        await pool.release(connection)
+        await client.aclose()
+
+
+async def test_an_exchange_cancelled_midway_closes_the_connection(redis_url: str) -> None:
+    client = redis_client(redis_url, max_connections=1)
+    pool: Any = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        task = asyncio.create_task(exchange(connection, [("BLPOP", f"{unique_prefix()}:e", 2)]))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not connection.is_connected
+    finally:
+        await pool.release(connection)
+        await client.aclose()
+
+
+async def test_an_exchange_on_a_connection_the_server_closed_reopens_it_first(
+    redis_url: str,
+) -> None:
+    client = redis_client(redis_url, max_connections=1)
+    admin = redis_client(redis_url)
+    key = f"{unique_prefix()}:once"
+    pool: Any = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        [connection_id] = await exchange(connection, [("CLIENT", "ID")])
+        await admin.execute_command("CLIENT", "KILL", "ID", connection_id)
+        await asyncio.sleep(0.1)  # the close reaches the connection's reader
+        assert await exchange(connection, [("INCR", key)]) == [1]  # sent once, on a new one
+        assert await admin.get(key) == "1"
+    finally:
+        await pool.release(connection)
+        await client.aclose()
+        await admin.aclose()

@@ -27,6 +27,7 @@ from service.api import (
 )
 from service.api.auth import Authenticator, parse_api_keys
 from service.api.context import ApiContext
+from service.api.fast_fire import FastFire
 from service.api.front import Front
 from service.api.idempotency import IdempotencyStore
 from service.engine import Engine
@@ -115,12 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ui.install(app)
     app.include_router(health.router)
     app.include_router(operations.router)
-    sessions.match_fire_first(app)  # the hot route, tried first
+    fire_route = sessions.match_fire_first(app)  # the hot route, tried first
     # one layer: request ID, metrics (401s and 413s too), the gate before any body is read,
-    # the body's size limit and deadline
+    # the body's size limit and deadline, and most fires (fast_fire.py)
     app.add_middleware(
-        Front, auth=auth, max_bytes=settings.max_body_bytes, body_seconds=settings.body_timeout
-    )
+        Front, auth=auth, max_bytes=settings.max_body_bytes, body_seconds=settings.body_timeout,
+        fire=FastFire(fire_route),
+    )  # fmt: skip
 
     openapi.install(app)
     tracing.instrument_app(app)  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set

@@ -15,7 +15,10 @@ the five layers had (outermost first):
 4. the body deadline: the whole body within ``TRIGGERS_BODY_TIMEOUT``, else 408 and
    ``Connection: close`` (service/api/slow_clients.py);
 5. the body size limit: 413 at once for a Content-Length over ``TRIGGERS_MAX_BODY_BYTES``,
-   and as soon as a chunked body passes it (service/api/limits.py).
+   and as soon as a chunked body passes it (service/api/limits.py);
+6. the common fire (JSON body, no Idempotency-Key) answered here, without FastAPI's request
+   path; every other request, and any fire it does not answer exactly as the route would, goes
+   on to the app (service/api/fast_fire.py).
 
 Bodies over the limit or too slow are refused from ``receive()`` with HTTPExceptions, so the
 app's handler answers them as problem documents when FastAPI's body parsing reads them; when
@@ -32,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import logs, metrics
 from service.api import gate
 from service.api.auth import Authenticator
+from service.api.fast_fire import JSON, FastFire, fire_uid
 from service.api.limits import BodyTooLarge, too_large_response
 from service.api.problems import ProblemError, problem_response
 from service.api.request_id import HEADER, new_request_id, path_uid, usable_request_id
@@ -88,12 +92,18 @@ class Front:
     """The single middleware (see the module's docstring)."""
 
     def __init__(
-        self, app: ASGIApp, auth: Authenticator, max_bytes: int, body_seconds: float
+        self,
+        app: ASGIApp,
+        auth: Authenticator,
+        max_bytes: int,
+        body_seconds: float,
+        fire: FastFire | None = None,
     ) -> None:
         self.app = app
         self.auth = auth
         self.max_bytes = max_bytes
         self.body_seconds = body_seconds
+        self.fire = fire
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,14 +111,20 @@ class Front:
             return
         started = perf_counter()
         rid: str | None = None
-        authorization = length = None
+        authorization = length = content_type = None
+        keyed = False
         for name, value in scope["headers"]:  # one pass; the last of a repeated header wins,
-            if name == b"authorization":  # the first usable X-Request-ID
+            if name == b"authorization":  # the first usable X-Request-ID, the first type
                 authorization = value
             elif name == b"content-length":
                 length = value
+            elif name == b"content-type":
+                if content_type is None:
+                    content_type = value
             elif name == HEADER and rid is None:
                 rid = usable_request_id(value)
+            elif name == b"idempotency-key":
+                keyed = True
         rid = rid or new_request_id()
         exchange = Exchange(self, receive, send, rid.encode("latin-1"))
         fields = {"request_id": rid}
@@ -116,8 +132,9 @@ class Front:
         if uid is not None:
             fields["uid"] = uid
         token = logs.request_context(fields)  # an earlier request's fields are dropped
+        simple = content_type == JSON and not keyed  # what the fast fire takes (fast_fire.py)
         try:
-            scope = await self.serve(scope, exchange, authorization, length)
+            scope = await self.serve(scope, exchange, authorization, length, simple)
         finally:
             logs.reset_context(token)
             route = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -126,19 +143,25 @@ class Front:
             )
 
     async def serve(
-        self, scope: Scope, exchange: Exchange, authorization: bytes | None, length: bytes | None
+        self,
+        scope: Scope,
+        exchange: Exchange,
+        authorization: bytes | None,
+        length: bytes | None,
+        simple: bool,
     ) -> Scope:
         """Gate, then limits, then the app; returns the scope the app was given (the gate may
-        rewrite its path), whose ``route`` names the metrics' route template."""
+        rewrite its path), whose ``route`` names the metrics' route template. ``simple``: a
+        JSON body and no Idempotency-Key (a fire may then be answered here)."""
         passed = gate.needs(scope)
         if passed is None:
-            await self.limited(scope, exchange, length)
+            await self.limited(scope, exchange, length, False)
             return scope
         scope, needed, uid = passed
         if not self.auth.enabled or (authorization is None and scope["path"] == gate.WHOAMI_PATH):
             # the inspector asks who it is before it has a key: no 401 (nor a console error)
             # for that; the answer says a key is needed and carries no data
-            await self.limited(scope, exchange, length)
+            await self.limited(scope, exchange, length, simple)
             return scope
         try:
             key = self.auth.authorize(
@@ -154,20 +177,27 @@ class Front:
         scope.setdefault("state", {})["api_key"] = key  # for GET /sessions and /auth/key
         actor = ACTOR.set(key.name if key else "")  # the event log's actor
         try:
-            await self.limited(scope, exchange, length)
+            await self.limited(scope, exchange, length, simple)
         finally:
             ACTOR.reset(actor)
         return scope
 
-    async def limited(self, scope: Scope, exchange: Exchange, length: bytes | None) -> None:
+    async def limited(
+        self, scope: Scope, exchange: Exchange, length: bytes | None, simple: bool
+    ) -> None:
         """The app, with the body's size and deadline enforced (413 at once for a
-        Content-Length over the limit)."""
+        Content-Length over the limit); a ``simple`` fire goes to the fast path."""
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             response = too_large_response(self.max_bytes, scope.get("path", ""))
             await response(scope, exchange.receive, exchange.send)
             return
+        uid = fire_uid(scope) if simple and self.fire is not None else None
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            if uid is not None:
+                assert self.fire is not None
+                await self.fire(scope, exchange.receive, exchange.send, uid, self.app)
+            else:
+                await self.app(scope, exchange.receive, exchange.send)
         except BodyTooLarge:  # raised where no exception handler caught it
             if not exchange.started:
                 response = too_large_response(self.max_bytes, scope.get("path", ""))

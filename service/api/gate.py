@@ -49,6 +49,8 @@ def required_scope(method: str, segments: list[str]) -> AuthScope:
 
 
 def decode_segments(raw_path: bytes) -> list[str]:
+    if b"%" not in raw_path:  # nothing encoded (most requests): the segments as they are
+        return raw_path.decode("latin-1").split("/")
     return [
         unquote(part.decode("latin-1")).replace("/", SLASH_STAND_IN)
         for part in raw_path.split(b"/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from starlette.routing import BaseRoute
 
 from service.api.context import context
 from service.api.json_body import StrictJsonRoute
@@ -112,18 +113,21 @@ async def fire(uid: Uid, body: FireBody, request: Request) -> Response:
     return fire_answer(uid, body.trigger, outcome)
 
 
-def match_fire_first(app: FastAPI) -> None:
+def match_fire_first(app: FastAPI) -> BaseRoute:
     """The fire route once more, unlisted (the OpenAPI document keeps ``router``'s), as the
-    app's first route. FastAPI tries an app's routes in order, and an included router's routes
-    twice (to choose the router, then the route): a fire used to fail about a dozen matches
-    (the documentation routes, the configuration routes) before its own. Call it after the
-    routers are included."""
+    app's first route; returns it. FastAPI tries an app's routes in order, and an included
+    router's routes twice (to choose the router, then the route): a fire used to fail about a
+    dozen matches (the documentation routes, the configuration routes) before its own. Call it
+    after the routers are included. (Most fires do not reach the router at all: the front
+    layer answers them, fast_fire.py; this route answers the others.)"""
     app.router.add_api_route(
         "/sessions/{uid}/fire", fire, methods=["POST"], response_model=FireAnswer,
         responses=mutating_problems(), include_in_schema=False,
         route_class_override=StrictJsonRoute,
     )  # fmt: skip
-    app.router.routes.insert(0, app.router.routes.pop())
+    route = app.router.routes.pop()
+    app.router.routes.insert(0, route)
+    return route
 
 
 @router.get(

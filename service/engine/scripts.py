@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+from service.engine.connection import exchange
 from service.engine.errors import from_response_error
 from service.metrics import observe_script
 
@@ -168,6 +169,9 @@ class ScriptRunner:
     def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.scripts = load_sources()
+        # asked once: isinstance against redis-py's cluster class (a Protocol's subclass) is
+        # an ABC check of several microseconds, and was asked twice per script call
+        self._cluster = isinstance(client, RedisCluster)
 
     async def load_all(self) -> None:
         """SCRIPT LOAD every script (the cluster client sends it to every primary)."""
@@ -248,7 +252,7 @@ class ScriptRunner:
         ]
         if not before:  # one command: redis-py's own path costs the same (bench/engine.py)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-        if isinstance(self.client, RedisCluster):
+        if self._cluster:
             await self._send(before)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         return (await self._send([*before, ("EVALSHA", script.sha, len(keys), *keys, *args)]))[-1]
@@ -259,29 +263,22 @@ class ScriptRunner:
         Standalone: written at once on one pooled connection and the replies read back, without
         redis-py's pipeline object (its per-command bookkeeping, response callbacks and
         observability hooks were a third of a fire's client CPU, bench/engine.py; none of our
-        replies needs a callback). Every reply is read before an error is raised, so the
-        connection stays in step; a connection interrupted mid-exchange (an error, a cancelled
-        request) is closed, never reused. Nothing is ever re-sent. Cluster: a cluster pipeline
-        (it routes each command to its node).
+        replies needs a callback), within one socket timeout (connection.exchange). Every reply
+        is read before an error is raised, so the connection stays in step; a connection
+        interrupted mid-exchange (an error, a cancelled request) is closed, never reused.
+        Nothing is ever re-sent. Cluster: a cluster pipeline (it routes each command to its
+        node).
         """
-        if isinstance(self.client, RedisCluster):
+        if self._cluster:
             pipe: Any = self.client.pipeline()
             for command in commands:
                 pipe.execute_command(*command)
             return list(await pipe.execute())
-        pool: Any = self.client.connection_pool
+        client: Any = self.client
+        pool: Any = client.connection_pool
         connection: Any = await pool.get_connection()
         try:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-        except BaseException:
-            await connection.disconnect(nowait=True)
-            raise
+            replies = await exchange(connection, commands)  # closes it when interrupted
         finally:
             await pool.release(connection)
         for reply in replies:
@@ -290,12 +287,13 @@ class ScriptRunner:
         return replies
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Mark:
     """A session marked in the global pending index: it must be visited by ``score`` (ms) at
     the latest. ``ZADD LT`` never pushes an earlier need back; ``marks`` (the pre- or the
     post-marks hash) keeps the time of the latest mark, which tells the sweeper that a change
-    may still be on its way (lua/standalone/rescorePending.lua)."""
+    may still be on its way (lua/standalone/rescorePending.lua). (Not frozen, as ``IndexTouch``:
+    built on every change, where a frozen dataclass's ``__init__`` cost several times more.)"""
 
     index: str
     marks: str
@@ -308,7 +306,7 @@ class Mark:
                 ("HSET", self.marks, self.uid, self.at)]  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class IndexTouch:
     """A session's entry in the session index (keys.sessions_index_key) moved to ``at`` (ms):
     one ZADD next to the change's script. GT: a slower caller never moves it back."""

@@ -22,7 +22,12 @@ queue, broker.broker_id, broker.heartbeat_timeout, broker.dead_message_ttl, do_m
 broker._max_unpack_size(), redis_message_id, encoded message]`` (``RedisBroker._dispatch``);
 message options ``redis_message_id`` (the id of the message in Redis, unique per enqueue) and,
 for a delay, ``eta`` (ms) with the queue name ``dq_name(queue)``; the broker's
-``emit_before``/``emit_after("enqueue", message, delay)`` middleware hooks.
+``emit_before``/``emit_after("enqueue", message, delay)`` middleware hooks (skipped when no
+middleware overrides ``Middleware``'s no-op hook). The message is built in one step with the
+fields ``actor.message_with_options`` gives it and the options its copies add, in their
+order, and encoded by orjson when the global encoder is Dramatiq's ``JSONEncoder`` (the same
+JSON value as ``Message.encode``): message construction, copies, hooks and the json module
+were most of an enqueue's CPU time in the API process (bench/fire_wrk.py).
 
 The actor module sets up the broker when imported, so it is imported on first use.
 """
@@ -36,25 +41,32 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
+import orjson
+from dramatiq.broker import Broker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
-from dramatiq.message import Message
+from dramatiq.encoder import JSONEncoder
+from dramatiq.message import Message, get_encoder
+from dramatiq.middleware import Middleware
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from service import tracing
 from service.engine.batch import Batcher
-from service.engine.connection import HealingConnectionPool, HiredisPackingConnection, no_retry
+from service.engine.connection import (
+    HealingConnectionPool,
+    HiredisPackingConnection,
+    exchange,
+    no_retry,
+)
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Enqueue:
+class Enqueue(NamedTuple):
     """One message for the broker's enqueue command, and what its hooks need."""
 
     broker: RedisBroker
@@ -69,8 +81,27 @@ class Enqueue:
             "enqueue", int(time.time() * 1000), message.queue_name, broker.broker_id,
             broker.heartbeat_timeout, broker.dead_message_ttl, 0,
             broker._max_unpack_size(),  # type: ignore[no-untyped-call]
-            message.options["redis_message_id"], message.encode(),
+            message.options["redis_message_id"], encode(message),
         ]  # fmt: skip
+
+
+def encode(message: Message[Any]) -> bytes:
+    """``message.encode()``; with Dramatiq's default encoder (JSON), by orjson: the same JSON
+    value (json.loads reads both alike), several times faster than the json module. A message
+    orjson cannot encode (a value only the json module takes) is encoded by the encoder."""
+    if type(get_encoder()) is JSONEncoder:
+        try:
+            return orjson.dumps(message.asdict())
+        except TypeError:
+            pass
+    return message.encode()
+
+
+def hooked(broker: Broker, signal: str) -> bool:
+    """Whether any middleware of ``broker`` has its own ``before_``/``after_`` ``signal`` hook:
+    when none has, emitting it calls only Middleware's no-ops and is skipped."""
+    base = getattr(Middleware, signal)
+    return any(getattr(type(m), signal) is not base for m in broker.middleware)
 
 
 class ActorSender:
@@ -104,22 +135,29 @@ class ActorSender:
             await asyncio.to_thread(actor.send_with_options, args=args, delay=delay_ms or None,
                                     **tracing.message_options())  # fmt: skip
             return
-        message = actor.message_with_options(args=args, **tracing.message_options())
-        message_id = message_id or self.redis_message_id(message)
-        message = message.copy(options={"redis_message_id": message_id})
+        # the message RedisBroker.enqueue would send for actor.send_with_options, built in one
+        # step (Dramatiq builds it, then copies it for the id, then for the delay)
+        now = int(time.time() * 1000)
+        options = tracing.message_options()
+        options["redis_message_id"] = message_id or self.redis_message_id()
+        queue = actor.queue_name
         delay = delay_ms or None
         if delay is not None:
-            message = message.copy(
-                queue_name=dq_name(message.queue_name),
-                options={"eta": int(time.time() * 1000) + delay},
-            )
-        broker.emit_before("enqueue", message, delay)
+            queue = dq_name(queue)
+            options["eta"] = now + delay
+        message: Message[Any] = Message(
+            queue_name=queue, actor_name=actor.actor_name, args=args, kwargs={},
+            options=options, message_timestamp=now,
+        )  # fmt: skip
+        if hooked(broker, "before_enqueue"):
+            broker.emit_before("enqueue", message, delay)
         await self._batch.put(Enqueue(broker, message, delay))
 
     @staticmethod
-    def redis_message_id(message: Message[Any]) -> str:
-        """The message's id in the broker's Redis (option ``redis_message_id``): the one place
-        it is chosen. Unique per enqueue, as RedisBroker.enqueue makes it."""
+    def redis_message_id(message: Message[Any] | None = None) -> str:
+        """A message's id in the broker's Redis (option ``redis_message_id``) when the caller
+        names none: the one place it is chosen. Unique per enqueue, as RedisBroker.enqueue
+        makes it."""
         return str(uuid.uuid4())
 
     async def drain(self) -> None:
@@ -159,19 +197,25 @@ class ActorSender:
                 client, script.sha, broker.namespace, again
             ), strict=True):  # fmt: skip
                 results[n] = result
+        after = hooked(broker, "after_enqueue")
         for item, result in zip(items, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("dramatiq enqueue of %s failed (%s); the sweeper re-sends it",
                             item.message.message_id, result)  # fmt: skip
-            else:
+            elif after:
                 broker.emit_after("enqueue", item.message, item.delay)
 
     @staticmethod
     async def _pipeline(client: Redis, sha: str, namespace: str, items: list[Enqueue]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        for item in items:
-            pipe.evalsha(sha, 1, namespace, *item.args)
-        return list(await pipe.execute(raise_on_error=False))
+        """The enqueue commands in one round trip (connection.exchange: written at once,
+        replies read within one socket timeout; an error reply in its command's place)."""
+        commands = [("EVALSHA", sha, 1, namespace, *item.args) for item in items]
+        pool: Any = client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            return await exchange(connection, commands)
+        finally:
+            await pool.release(connection)
 
 
 class DramatiqRunner:
