@@ -5,10 +5,10 @@ A worker process runs its actors on one event loop (Dramatiq's AsyncIO middlewar
 backlog its eight threads' claims and completes arrive together, and the sweeper's loop visits
 sixteen sessions at once. Each call used to take a pooled connection, write its pipeline (the
 pre-mark, the session index touch, the EVALSHA) and wait for its replies on its own; the
-calls made during one loop iteration now go out as one write on one connection, their replies
-read back in order (the same exchange as ``ScriptRunner._send``, for many callers). The pool's
-checkout, the write and read system calls, and Redis's own per-read work are paid once per
-iteration instead of once per call (bench/pipeline.py).
+calls made during one loop iteration now go out as one write on one connection, their
+replies read back in order (connection.exchange, as ``ScriptRunner._send`` does, for many
+callers). The pool's checkout, the write and read system calls, and Redis's own per-read work
+are paid once per iteration instead of once per call (bench/pipeline.py).
 
 Nothing about a call's atomicity changes: each script is still one EVALSHA, its pre-mark and
 touch precede it on the same connection, and calls only share a connection, never a
@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from service.engine.connection import exchange
 from service.engine.scripts import IndexTouch, Mark, Script, ScriptRunner
 
 MAX_BATCH = 256
@@ -94,7 +94,6 @@ class CoalescingScriptRunner(ScriptRunner):
             return
         commands = [command for group, _ in batch for command in group]
         pool: Any = self.client.connection_pool  # type: ignore[union-attr]
-        replies: list[Any] = []
         try:
             connection: Any = await pool.get_connection()
         except BaseException as error:  # nothing was sent
@@ -102,14 +101,8 @@ class CoalescingScriptRunner(ScriptRunner):
             raise_if_fatal(error)
             return
         try:
-            await connection.send_packed_command(_packed(connection, commands))
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-        except BaseException as error:  # the exchange was cut: the connection is out of step
-            await connection.disconnect(nowait=True)
+            replies = await exchange(connection, commands)  # closes it when interrupted
+        except BaseException as error:  # the exchange was cut: its outcome is unknown
             _fail(batch, error)
             raise_if_fatal(error)
             return
@@ -120,15 +113,6 @@ class CoalescingScriptRunner(ScriptRunner):
             if not future.done():
                 future.set_result(replies[at : at + len(group)])
             at += len(group)
-
-
-def _packed(connection: Any, commands: Commands) -> list[bytes]:
-    """The commands as one buffer, packed by hiredis (redis-py's ``pack_commands`` packs each
-    and then re-chunks the pieces in Python); redis-py's packer for a type hiredis refuses."""
-    try:
-        return [b"".join([hiredis.pack_command(command) for command in commands])]
-    except TypeError:
-        return list(connection.pack_commands(commands))
 
 
 def _fail(batch: list[tuple[Commands, asyncio.Future[list[Any]]]], error: BaseException) -> None:
