@@ -53,7 +53,7 @@ class Plan:
     connections: int = 32
     pipeline_rounds: int = 3
     pipeline_tasks: int = 1000
-    latency_samples: int = 100
+    latency_samples: int = 300  # both sides wait out a 10-20 ms idle poll: 100 left ±0.15
     flat_size: int = 50_000
     flat_rounds: int = 5
     flat_batch: int = 100
