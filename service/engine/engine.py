@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from service import metrics
+from service.engine import checks
 from service.engine.actor import ACTOR
 from service.engine.batch import Batcher
 from service.engine.connection import redis_client
@@ -56,14 +57,7 @@ from service.engine.records import config_rest, decode_instance, iso_time
 from service.engine.scripts import IndexTouch, Mark, RedisClient, ScriptRunner
 
 _UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
-_NAME_RE = re.compile(r"[^#\x00-\x1f\x7f]{1,200}")
-_INSTANCE = re.compile(r"(?P<task>[^#\x00-\x1f\x7f]{1,200})#(?P<n>\d{1,18})")
 _SUBSCRIPTIONS = TypeAdapter(list[Subscription])
-RESERVED_METADATA = frozenset(
-    {"timestamps", "depth", "parent", "attempt", "cooldown", "actualKwargs"}
-)
-"""Metadata the engine keeps and relies on (status times, the retry budget's depth, the
-lineage, the attempt count, the cooldown, the kwargs a run got): no caller writes them."""
 OUTCOME_METADATA = frozenset(
     {"result", "exceptionType", "exceptionInfo", "exceptionContext", "logLevel", "cascade"}
 )
@@ -90,7 +84,6 @@ PREMARK_MS = 60_000
 """How far ahead a change marks its session before its script runs. The mark only matters when
 the process dies between the script and its second mark; the sweeper then finds the session
 this long after the change (a change that scheduled nothing: one visit, this long after)."""
-MAX_LEASE_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -333,81 +326,6 @@ class Engine:
                 Mark(self.pending_key, self.postmarks_key, uid, attention, _now_ms())
             )
 
-    @staticmethod
-    def _check_name(value: str, field: str) -> str:
-        """Task and trigger names (API.md): 1-200 characters, no '#', no control characters."""
-        if isinstance(value, str) and _NAME_RE.fullmatch(value):
-            return value
-        raise InvalidError(f"{field}: 1 to 200 characters without '#' or control characters")
-
-    @staticmethod
-    def _check_instance(name: str) -> str:
-        if not isinstance(name, str) or not _INSTANCE.fullmatch(name):
-            raise InvalidError("instance: '<task>#<n>' expected")
-        return name
-
-    @staticmethod
-    def _check_object(value: Any, field: str) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise InvalidError(f"{field}: a JSON object expected")
-        Engine._payload(value, field)
-        return value
-
-    @staticmethod
-    def _payload(value: Any, field: str) -> str:
-        """JSON text of an object argument (None: {}), refusing what is not a JSON object."""
-        if value is None:
-            return "{}"
-        if not isinstance(value, dict):
-            raise InvalidError(f"{field}: a JSON object expected")
-        try:
-            return orjson.dumps(value).decode()
-        except TypeError as error:
-            raise InvalidError(f"{field}: not JSON-serializable ({error})") from None
-
-    def _check_kwargs_map(self, kwargs: Any, field: str) -> dict[str, Any]:
-        """A per-trigger kwargs map: each value an object (null becomes {}, as A5 says)."""
-        mapping = self._check_object(kwargs, field)
-        return {
-            self._check_name(trigger, f"{field}.{trigger}"): self._check_object(
-                value, f"{field}.{trigger}"
-            )
-            for trigger, value in mapping.items()
-        }
-
-    @staticmethod
-    def _check_token(token: Any) -> str:
-        if not isinstance(token, str):
-            raise InvalidError("token: the lease token of a claim (a string) expected")
-        return token
-
-    @staticmethod
-    def _check_lease(lease_ms: Any, default: int) -> int:
-        if lease_ms is None:
-            return default
-        if isinstance(lease_ms, bool) or not isinstance(lease_ms, int):
-            raise InvalidError("lease_ms: a whole number of milliseconds expected")
-        if not 0 < lease_ms <= MAX_LEASE_MS:
-            raise InvalidError(f"lease_ms: between 1 and {MAX_LEASE_MS} expected")
-        return lease_ms
-
-    @staticmethod
-    def _check_level(level: Any) -> int:
-        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
-            raise InvalidError("log_level: a logging level from 0 to 100 expected")
-        return level
-
-    def _check_metadata(
-        self, metadata: Any, field: str = "metadata", reserved: frozenset[str] = RESERVED_METADATA
-    ) -> dict[str, Any]:
-        mapping = self._check_object(metadata, field)
-        refused = reserved & mapping.keys()
-        if refused:
-            raise InvalidError(f"{field}.{min(refused)}: written by the engine only")
-        return mapping
-
     # -- configuration ----------------------------------------------------------------------
 
     async def configure(
@@ -467,8 +385,8 @@ class Engine:
     ) -> Outcome:
         """Fire ``trigger`` (section D). Creates the session if needed."""
         try:
-            self._check_name(trigger, "trigger")
-            payload = self._payload(kwargs, "kwargs")
+            checks.name(trigger, "trigger")
+            payload = checks.payload(kwargs, "kwargs")
             outcome = await self._transition(
                 "fire", uid, trigger, payload, self.limits.max_instances,
                 self.limits.max_open_instances, idempotency=idempotency,
@@ -488,8 +406,8 @@ class Engine:
         arbitrary JSON) and claimed with the config version they came from, which the script
         checks (a task reconfigured in between: read and merge again).
         """
-        self._check_instance(name)
-        lease = self._check_lease(lease_ms, self.lease_ms)
+        checks.instance(name)
+        lease = checks.lease(lease_ms, self.lease_ms)
         merged, version = "", ""
         for _ in range(10):
             token = secrets.token_hex(16)
@@ -521,9 +439,9 @@ class Engine:
         self, uid: str, name: str, token: str, *, lease_ms: int | None = None
     ) -> int:
         """Extend a running instance's lease; returns the new expiry (ms since the epoch)."""
-        self._check_instance(name)
-        lease = self._check_lease(lease_ms, self.lease_ms)
-        answer = await self._run("renewLease", uid, name, self._check_token(token), lease)
+        checks.instance(name)
+        lease = checks.lease(lease_ms, self.lease_ms)
+        answer = await self._run("renewLease", uid, name, checks.token(token), lease)
         return int(orjson.loads(answer)["expires"])
 
     async def complete(
@@ -538,10 +456,10 @@ class Engine:
     ) -> Outcome:
         """running -> finished with ``result`` and its cascade, atomically (F2, F4).
         ``want_record`` False: no ``outcome.record`` (see ``_transition``)."""
-        self._check_instance(name)
-        payload = self._payload(result, "result")
-        level = self._check_level(log_level)
-        token = self._check_token(token)
+        checks.instance(name)
+        payload = checks.payload(result, "result")
+        level = checks.level(log_level)
+        token = checks.token(token)
         return await self._transition(
             "complete", uid, name, token, payload, level, want_record=want_record
         )
@@ -558,11 +476,11 @@ class Engine:
         log_level: int = 0,
     ) -> Outcome:
         """running -> failed with the cause (F3). No cascade."""
-        self._check_instance(name)
-        payload = self._payload(context, "exceptionContext")
+        checks.instance(name)
+        payload = checks.payload(context, "exceptionContext")
         return await self._transition(
-            "fail", uid, name, self._check_token(token), str(exception_type),
-            str(exception_info), payload, self._check_level(log_level),
+            "fail", uid, name, checks.token(token), str(exception_type),
+            str(exception_info), payload, checks.level(log_level),
         )  # fmt: skip
 
     async def retry(
@@ -580,7 +498,7 @@ class Engine:
         """Retry requested by the running task (G): replayed + clone due after ``cooldown``,
         or failed with MaxRetriesExceeded past the task's ``maxRetries``.
         ``kwargs`` None keeps the instance's kwargs, else replaces the whole map (G7)."""
-        self._check_instance(name)
+        checks.instance(name)
         if (
             isinstance(cooldown, bool)
             or not isinstance(cooldown, int | float)
@@ -588,13 +506,13 @@ class Engine:
             or not 0 <= cooldown <= 10**8
         ):
             raise InvalidError("cooldown: a number of seconds from 0 to 10**8 expected")
-        replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
-        meta = _raw_map(self._check_metadata(metadata))
+        replacement = "" if kwargs is None else _raw_map(checks.kwargs_map(kwargs, "kwargs"))
+        meta = _raw_map(checks.metadata(metadata))
         cause_type, cause_info, cause_context = cause or ("", "", None)
-        context = self._payload(cause_context, "exceptionContext")
+        context = checks.payload(cause_context, "exceptionContext")
         return await self._transition(
-            "retry", uid, name, self._check_token(token), _json(cooldown), replacement, meta,
-            str(cause_type), str(cause_info), context, self._check_level(log_level),
+            "retry", uid, name, checks.token(token), _json(cooldown), replacement, meta,
+            str(cause_type), str(cause_info), context, checks.level(log_level),
             self.limits.max_instances,
         )  # fmt: skip
 
@@ -608,8 +526,8 @@ class Engine:
     ) -> Outcome:
         """H1: a failed instance becomes replayed and its clone is scheduled at once.
         ``kwargs`` None keeps the parent's; a map (even {}) replaces them whole."""
-        self._check_instance(name)
-        replacement = "" if kwargs is None else _raw_map(self._check_kwargs_map(kwargs, "kwargs"))
+        checks.instance(name)
+        replacement = "" if kwargs is None else _raw_map(checks.kwargs_map(kwargs, "kwargs"))
         return await self._transition(
             "replay", uid, name, replacement, self.limits.max_instances, idempotency=idempotency
         )
@@ -624,8 +542,8 @@ class Engine:
         idempotency: Idempotency | None = None,
     ) -> Outcome:
         """H2: a failed instance becomes skipped; with ``cascade`` its task's name fires."""
-        self._check_instance(name)
-        payload = self._payload(result, "result")
+        checks.instance(name)
+        payload = checks.payload(result, "result")
         flag = "1" if cascade else "0"
         return await self._transition("skip", uid, name, flag, payload, idempotency=idempotency)
 
@@ -643,14 +561,14 @@ class Engine:
     ) -> Outcome:
         """H3 (operators, external workers: no transition check) or F6 (``token``: the running
         task chooses its end)."""
-        self._check_instance(name)
+        checks.instance(name)
         if status not in STATUSES:
             raise InvalidError(f"status: one of {', '.join(STATUSES)} expected")
-        meta = _raw_map(self._check_metadata(metadata))
-        kwargs = self._payload(cascade_kwargs, "cascadeKwargs")
+        meta = _raw_map(checks.metadata(metadata))
+        kwargs = checks.payload(cascade_kwargs, "cascadeKwargs")
         return await self._transition(
             "setStatus", uid, name, status, meta, "1" if cascade else "0", kwargs,
-            "" if token is None else self._check_token(token) or "-",
+            "" if token is None else checks.token(token) or "-",
             idempotency=idempotency,
         )  # fmt: skip
 
@@ -663,13 +581,13 @@ class Engine:
         idempotency: Idempotency | None = None,
     ) -> Instance:
         """H4: shallow-merge metadata, any status. Keys the engine keeps or a transition
-        records are refused (RESERVED_METADATA, OUTCOME_METADATA): a merged ``depth`` would
+        records are refused (checks.RESERVED_METADATA, OUTCOME_METADATA): a merged ``depth`` would
         reset the retry budget."""
-        self._check_instance(name)
+        checks.instance(name)
         if not isinstance(metadata, Mapping):
             raise InvalidError("metadata: a JSON object expected")
-        reserved = RESERVED_METADATA | OUTCOME_METADATA
-        raw = _raw_map(self._check_metadata(dict(metadata), reserved=reserved))
+        reserved = checks.RESERVED_METADATA | OUTCOME_METADATA
+        raw = _raw_map(checks.metadata(dict(metadata), reserved=reserved))
         outcome = await self._transition("setMetadata", uid, name, raw, idempotency=idempotency)
         assert outcome.record is not None
         return outcome.record
@@ -690,7 +608,7 @@ class Engine:
         if isinstance(names, str):
             raise InvalidError("names: a list of instance names expected")
         names = [
-            name if isinstance(name, str) and name.startswith("@") else self._check_instance(name)
+            name if isinstance(name, str) and name.startswith("@") else checks.instance(name)
             for name in names
         ]
         if not names:
@@ -808,7 +726,7 @@ class Engine:
         if status is not None and status not in STATUSES:
             raise InvalidError(f"status: one of {', '.join(STATUSES)} expected")
         if task is not None:
-            self._check_name(task, "task")
+            checks.name(task, "task")
 
     async def instances(
         self, uid: str, *, status: str | None = None, task: str | None = None
@@ -856,7 +774,7 @@ class Engine:
         return instances, page.next
 
     async def instance(self, uid: str, name: str) -> Instance:
-        self._check_instance(name)
+        checks.instance(name)
         keys = self._keys(uid, None)
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(keys[KEY_NAMES.index("meta")])
