@@ -247,15 +247,13 @@ class ScriptRunner:
         mark: Mark | None,
         touch: IndexTouch | None,
     ) -> Any:
-        before = [
-            command for item in (mark, touch) if item is not None for command in item.commands()
-        ]
-        if not before:  # one command: redis-py's own path costs the same (bench/engine.py)
+        commands = script_commands(script, keys, args, mark, touch)
+        if len(commands) == 1:  # one command: redis-py's own path costs the same (bench/engine.py)
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         if self._cluster:
-            await self._send(before)
+            await self._send(commands[:-1])
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
-        return (await self._send([*before, ("EVALSHA", script.sha, len(keys), *keys, *args)]))[-1]
+        return (await self._send(commands))[-1]
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in order in one round trip; their replies, or the first error.
@@ -281,10 +279,30 @@ class ScriptRunner:
             replies = await exchange(connection, commands)  # closes it when interrupted
         finally:
             await pool.release(connection)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies
+        return raise_first_error(replies)
+
+
+def script_commands(
+    script: Script,
+    keys: list[str],
+    args: list[str | int | float],
+    mark: Mark | None,
+    touch: IndexTouch | None,
+) -> list[tuple[Any, ...]]:
+    """What one script call sends, in order: its pre-mark, its index touch, its EVALSHA."""
+    commands = [
+        command for item in (mark, touch) if item is not None for command in item.commands()
+    ]
+    commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+    return commands
+
+
+def raise_first_error(replies: list[Any]) -> list[Any]:
+    """``replies`` of one exchange (error replies in place), or the first error among them."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
 
 
 @dataclass(slots=True)

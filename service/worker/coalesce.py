@@ -26,10 +26,16 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from service.engine.connection import exchange
-from service.engine.scripts import IndexTouch, Mark, Script, ScriptRunner
+from service.engine.scripts import (
+    IndexTouch,
+    Mark,
+    Script,
+    ScriptRunner,
+    raise_first_error,
+    script_commands,
+)
 
 MAX_BATCH = 256
 """Most calls in one exchange (a longer iteration's calls go in several)."""
@@ -57,15 +63,8 @@ class CoalescingScriptRunner(ScriptRunner):
     ) -> Any:
         if not isinstance(self.client, Redis):
             return await super()._call(script, keys, args, mark, touch)
-        commands: Commands = [
-            command for item in (mark, touch) if item is not None for command in item.commands()
-        ]
-        commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
-        replies = await self._queue(commands)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies[-1]
+        replies = await self._queue(script_commands(script, keys, args, mark, touch))
+        return raise_first_error(replies)[-1]
 
     def _queue(self, commands: Commands) -> asyncio.Future[list[Any]]:
         loop = asyncio.get_running_loop()
