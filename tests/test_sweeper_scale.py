@@ -60,6 +60,16 @@ async def cooling_session(runtime: WorkerRuntime, uid: str) -> None:
     await engine.retry(uid, "t#0", claim.token, cooldown=3600)
 
 
+async def finished_session(runtime: WorkerRuntime, uid: str) -> None:
+    """A session whose one task ran and finished: nothing outstanding."""
+    engine = runtime.engine
+    await engine.configure(uid, EXTERNAL)
+    await engine.fire(uid, "go")
+    claim = await engine.claim(uid, "t#0")
+    assert claim.token is not None
+    await engine.complete(uid, "t#0", claim.token)
+
+
 async def run_until(sweeper: Sweeper, done: Any, timeout: float) -> float:
     """Runs the sweeper's own loop until ``done()``; returns the seconds it took."""
     stop = threading.Event()
@@ -153,11 +163,7 @@ async def test_a_pass_reads_only_due_sessions_and_removes_finished_ones(
 ) -> None:
     engine = runtime.engine
     await cooling_session(runtime, "later")
-    await engine.configure("done", EXTERNAL)
-    await engine.fire("done", "go")
-    claim = await engine.claim("done", "t#0")
-    assert claim.token is not None
-    await engine.complete("done", "t#0", claim.token)
+    await finished_session(runtime, "done")
     sweeper = Sweeper(runtime)
     await asyncio.sleep(GRACE + 0.2)
     await sweeper.pass_once()
@@ -240,11 +246,7 @@ async def test_a_session_with_nothing_outstanding_is_dropped_without_a_sweep_scr
     await engine.configure("running", EXTERNAL)
     await engine.fire("running", "go")
     assert (await engine.claim("running", "t#0", lease_ms=60_000)).state == "claimed"
-    await engine.configure("done", EXTERNAL)
-    await engine.fire("done", "go")
-    claim = await engine.claim("done", "t#0")
-    assert claim.token is not None
-    await engine.complete("done", "t#0", claim.token)
+    await finished_session(runtime, "done")
     sweeper = Sweeper(runtime)
     assert [await sweeper.idle(uid) for uid in ("cooling", "running", "done")] == [
         False, False, True,

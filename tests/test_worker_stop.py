@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from service.redis_server import RedisServer
@@ -31,28 +33,43 @@ def wait_logged(log: Path, text: str, count: int, process: subprocess.Popen[byte
         time.sleep(0.1)
 
 
-def test_a_burst_of_sigterms_stops_every_worker_process_with_exit_0(tmp_path: Path) -> None:
+@contextmanager
+def worker_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of a `triggers worker` on a Redis server of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERS_")}
     with RedisServer() as server:
         env.update(TRIGGERS_REDIS_URL=server.url, TRIGGERS_KEY_PREFIX=uuid.uuid4().hex[:8],
                    TRIGGERS_DATA_DIR=str(tmp_path))  # fmt: skip
+        yield env
+
+
+@contextmanager
+def worker(env: dict[str, str], log: Path, processes: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`triggers worker --processes N` in a process group of its own, its log in ``log``,
+    once every process logged "worker started"; SIGKILLed on the way out if still running."""
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker",
+             "--processes", str(processes), "--threads", "2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_logged(log, "worker started", processes, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_a_burst_of_sigterms_stops_every_worker_process_with_exit_0(tmp_path: Path) -> None:
+    with worker_env(tmp_path) as env:
         for trial in range(4):
             log = tmp_path / f"worker-{trial}.log"
-            with log.open("wb") as stderr:
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "service.cli", "worker",
-                     "--processes", str(PROCESSES), "--threads", "2"],
-                    env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                )  # fmt: skip
-            try:
-                wait_logged(log, "worker started", PROCESSES, worker)
+            with worker(env, log, PROCESSES) as process:
                 for _ in range(200):  # the group (children too), as dumb-init signals it
-                    os.killpg(worker.pid, signal.SIGTERM)
-                code = worker.wait(60)
-            finally:
-                if worker.poll() is None:
-                    os.killpg(worker.pid, signal.SIGKILL)
-                    worker.wait()
+                    os.killpg(process.pid, signal.SIGTERM)
+                code = process.wait(60)
             output = log.read_text()
             assert code == 0, f"trial {trial}: exit {code}\n{output}"
             assert output.count("Worker has been shut down") == PROCESSES, output
@@ -62,30 +79,15 @@ def test_a_worker_stopped_and_continued_keeps_running(tmp_path: Path) -> None:
     """SIGSTOP then SIGCONT (a debugger, a container pause, bench/pipeline.py holding the
     worker) is not a stop request: CPython's sigtimedwait, interrupted past its deadline by the
     continue, returned a garbage siginfo and the parent ended its children."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERS_")}
-    with RedisServer() as server:
-        env.update(TRIGGERS_REDIS_URL=server.url, TRIGGERS_KEY_PREFIX=uuid.uuid4().hex[:8],
-                   TRIGGERS_DATA_DIR=str(tmp_path))  # fmt: skip
-        log = tmp_path / "worker.log"
-        with log.open("wb") as stderr:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "worker", "--processes", "1",
-                 "--threads", "2"],
-                env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-            )  # fmt: skip
-        try:
-            wait_logged(log, "worker started", 1, worker)
-            os.killpg(worker.pid, signal.SIGSTOP)
-            time.sleep(1.5)  # past the parent's old 0.5 s wait
-            os.killpg(worker.pid, signal.SIGCONT)
-            time.sleep(2)  # the old parent ended its child at once
-            assert worker.poll() is None, log.read_text()
-            assert "Worker has been shut down" not in log.read_text()
-            os.killpg(worker.pid, signal.SIGTERM)
-            code = worker.wait(60)
-        finally:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
-        assert code == 0, log.read_text()
-        assert log.read_text().count("Worker has been shut down") == 1
+    log = tmp_path / "worker.log"
+    with worker_env(tmp_path) as env, worker(env, log, 1) as process:
+        os.killpg(process.pid, signal.SIGSTOP)
+        time.sleep(1.5)  # past the parent's old 0.5 s wait
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(2)  # the old parent ended its child at once
+        assert process.poll() is None, log.read_text()
+        assert "Worker has been shut down" not in log.read_text()
+        os.killpg(process.pid, signal.SIGTERM)
+        code = process.wait(60)
+    assert code == 0, log.read_text()
+    assert log.read_text().count("Worker has been shut down") == 1

@@ -34,24 +34,36 @@ def wait_until(check: Any, timeout: float = 60) -> Any:
         time.sleep(0.2)
 
 
+def serve_logging_to(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`triggers serve` at its default log level, everything it prints in ``log``; once ready,
+    the process and its URL (conftest's start_api discards the output)."""
+    port = free_port()
+    with log.open("wb") as output:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+            env=env, stdout=output, stderr=output,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/readyz", api)
+    except BaseException:
+        stop(api)
+        raise
+    return api, url
+
+
 def test_json_logs_carry_context_and_never_kwargs(redis_url: str, tmp_path: Path) -> None:
     env = stack_env(redis_url, f"logs-{uuid.uuid4().hex[:8]}", str(tmp_path))
     env["TRIGGERS_LOG_FORMAT"] = "json"
     env["TRIGGERS_ACCESS_LOG"] = "true"  # the request's lines: its access line
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
-    port = free_port()
-    with api_log.open("wb") as api_err, worker_log.open("wb") as worker_err:
-        api = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-            env=env, stdout=api_err, stderr=api_err,
-        )  # fmt: skip
+    api, url = serve_logging_to(env, api_log)
+    with worker_log.open("wb") as worker_err:
         worker = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--processes", "1", "--threads", "2"],
             env=env, stdout=worker_err, stderr=worker_err, start_new_session=True,
         )  # fmt: skip
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/readyz", api)
         uid = new_uid()
         with httpx.Client(base_url=url, timeout=10) as http:
             configured = http.put(
@@ -94,15 +106,8 @@ def test_no_line_per_request_by_default(redis_url: str, tmp_path: Path) -> None:
     env = stack_env(redis_url, f"quiet-{uuid.uuid4().hex[:8]}", str(tmp_path))
     env["TRIGGERS_LOG_FORMAT"] = "json"
     api_log = tmp_path / "api.log"
-    port = free_port()
-    with api_log.open("wb") as api_err:
-        api = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-            env=env, stdout=api_err, stderr=api_err,
-        )  # fmt: skip
+    api, url = serve_logging_to(env, api_log)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/readyz", api)
         uid = new_uid()
         with httpx.Client(base_url=url, timeout=10) as http:
             config = {"tasks": {"t_a": {"after": ["go"], "andEvery": "go", "run": "echo"}}}
