@@ -99,7 +99,7 @@ def test_enqueue_args_name_the_message_id_and_the_encoded_message(broker: RedisB
 
     actor = dramatiq.actor(probe, broker=broker, queue_name="args")
     message = actor.message_with_options(args=(1,))
-    message = message.copy(options={"redis_message_id": ActorSender.redis_message_id(message)})
+    message = message.copy(options={"redis_message_id": ActorSender.redis_message_id()})
     args = Enqueue(broker, message, None).args
     assert args[0] == "enqueue" and args[2] == "args"
     assert args[-2] == message.options["redis_message_id"]

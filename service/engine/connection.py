@@ -160,6 +160,17 @@ async def exchange(
     return replies
 
 
+async def pooled_exchange(client: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``exchange`` on a connection of ``client``'s pool (standalone Redis), given back after
+    (closed first when the exchange was interrupted)."""
+    pool: Any = client.connection_pool
+    connection = await pool.get_connection()
+    try:
+        return await exchange(connection, commands)
+    finally:
+        await pool.release(connection)
+
+
 class HealingConnectionPool(BlockingConnectionPool):
     """A blocking pool that hands out only connections able to carry a request."""
 

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
-from service.engine.connection import exchange
+from service.engine.connection import pooled_exchange
 from service.engine.errors import from_response_error
 from service.metrics import observe_script
 
@@ -273,13 +273,7 @@ class ScriptRunner:
                 pipe.execute_command(*command)
             return list(await pipe.execute())
         client: Any = self.client
-        pool: Any = client.connection_pool
-        connection: Any = await pool.get_connection()
-        try:
-            replies = await exchange(connection, commands)  # closes it when interrupted
-        finally:
-            await pool.release(connection)
-        return raise_first_error(replies)
+        return raise_first_error(await pooled_exchange(client, commands))
 
 
 def script_commands(

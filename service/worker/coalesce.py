@@ -27,7 +27,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.engine.connection import exchange
+from service.engine.connection import pooled_exchange
 from service.engine.scripts import (
     IndexTouch,
     Mark,
@@ -92,21 +92,13 @@ class CoalescingScriptRunner(ScriptRunner):
         if not batch:
             return
         commands = [command for group, _ in batch for command in group]
-        pool: Any = self.client.connection_pool  # type: ignore[union-attr]
+        client: Any = self.client
         try:
-            connection: Any = await pool.get_connection()
-        except BaseException as error:  # nothing was sent
+            replies = await pooled_exchange(client, commands)
+        except BaseException as error:  # none sent, or cut: each call fails as a lone one would
             _fail(batch, error)
             raise_if_fatal(error)
             return
-        try:
-            replies = await exchange(connection, commands)  # closes it when interrupted
-        except BaseException as error:  # the exchange was cut: its outcome is unknown
-            _fail(batch, error)
-            raise_if_fatal(error)
-            return
-        finally:
-            await pool.release(connection)
         at = 0
         for group, future in batch:
             if not future.done():

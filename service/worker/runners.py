@@ -58,8 +58,8 @@ from service.engine.batch import Batcher
 from service.engine.connection import (
     HealingConnectionPool,
     HiredisPackingConnection,
-    exchange,
     no_retry,
+    pooled_exchange,
 )
 from service.settings import Settings
 
@@ -154,7 +154,7 @@ class ActorSender:
         await self._batch.put(Enqueue(broker, message, delay))
 
     @staticmethod
-    def redis_message_id(message: Message[Any] | None = None) -> str:
+    def redis_message_id() -> str:
         """A message's id in the broker's Redis (option ``redis_message_id``) when the caller
         names none: the one place it is chosen. Unique per enqueue, as RedisBroker.enqueue
         makes it."""
@@ -210,12 +210,7 @@ class ActorSender:
         """The enqueue commands in one round trip (connection.exchange: written at once,
         replies read within one socket timeout; an error reply in its command's place)."""
         commands = [("EVALSHA", sha, 1, namespace, *item.args) for item in items]
-        pool: Any = client.connection_pool
-        connection = await pool.get_connection()
-        try:
-            return await exchange(connection, commands)
-        finally:
-            await pool.release(connection)
+        return await pooled_exchange(client, commands)
 
 
 class DramatiqRunner:
