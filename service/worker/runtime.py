@@ -12,10 +12,8 @@ import logging
 import threading
 import time
 from datetime import datetime
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
-import httpx
 import orjson
 from redis.asyncio import Redis
 
@@ -33,17 +31,11 @@ from service.worker.coalesce import CoalescingScriptRunner
 from service.worker.dispatch import Dispatcher, load_runners
 from service.worker.http_task import HttpTaskRunner
 from service.worker.lease import LeaseKeeper
+from service.worker.outbound_http import OutboundClient
 from service.worker.outcome import TaskOutcome
 from service.worker.python_tasks import PythonTaskRegistry, TaskContext
 
 log = logging.getLogger(__name__)
-
-
-def no_cookies() -> CookieJar:
-    """A cookie jar that keeps nothing: the worker's one HTTP client calls every session's task
-    endpoints and webhooks, so a cookie one endpoint sets must never ride along on another
-    session's request (nor cost the parsing of keeping it)."""
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def quiet_http_client_log() -> None:
@@ -66,7 +58,7 @@ class WorkerRuntime:
             self.engine.scripts = CoalescingScriptRunner(self.engine.client)
         self.dispatcher = Dispatcher(self.engine, load_runners(), settings)
         secret = deployment_secret(settings)
-        self.http = httpx.AsyncClient(follow_redirects=False, cookies=no_cookies())
+        self.http = OutboundClient()  # no cookies kept, plain asyncio (outbound_http.py)
         tracing.instrument_httpx(self.http)  # sends traceparent on to HTTP tasks and webhooks
         self.http_tasks = HttpTaskRunner(
             self.http, OutboundPolicy(settings.outbound_allow), Signer(secret),
