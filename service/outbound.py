@@ -5,9 +5,9 @@ allow-list (``TRIGGERS_OUTBOUND_ALLOW``) names it. Private, loopback, link-local
 metadata), CGNAT, multicast, reserved and IPv6 unique-local addresses are closed by default,
 and so is every IPv6 address that embeds such an IPv4 address (IPv4-mapped, -compatible and
 -translated, 6to4, Teredo, NAT64, ISATAP): the network may route those to the embedded address.
-The host is resolved once and the connection goes to that checked address (the Host header
-and TLS server name stay the original host), so DNS rebinding cannot swap it; redirects are
-never followed (the callers' httpx clients have follow_redirects off).
+The host is resolved once and the connection goes to that checked address (the URL, its Host
+header and TLS server name keep the host name: service/outbound_http.py), so DNS rebinding
+cannot swap it; redirects are never followed (the worker's client has follow_redirects off).
 
 URLs are parsed once, here, and what is checked is what is sent: a URL with userinfo
 (``user@host``) is refused outright (``http://allowed:9000@169.254.169.254/`` reads as the
@@ -48,18 +48,12 @@ class OutboundRefused(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """Where to connect: ``url`` with the checked address in place of the host."""
+    """A checked URL: send ``url`` (the host name kept, the path normalized) connected to
+    ``address``, the address checked for ``host`` (service/outbound_http.py connecting_to)."""
 
     url: str
     host: str
     address: str
-    netloc: str
-    """The original ``host[:port]``: the Host header to send."""
-
-    @property
-    def extensions(self) -> dict[str, str]:
-        """httpx request extensions: TLS checks the original host, not the address."""
-        return {"sni_hostname": self.host} if self.url.startswith("https") else {}
 
 
 @dataclass(frozen=True)
@@ -262,12 +256,7 @@ class OutboundPolicy:
                     f"{host} resolves to {address}, a private, loopback, link-local or "
                     "otherwise internal address; TRIGGERS_OUTBOUND_ALLOW must name it"
                 )
-        chosen = str(addresses[0])
-        literal = f"[{chosen}]" if ":" in chosen else chosen
-        port = parsed.parts.port
-        netloc = f"{literal}:{port}" if port else literal
-        return Target(urlunsplit(parsed.parts._replace(netloc=netloc)), host, chosen,
-                      parsed.parts.netloc)  # fmt: skip
+        return Target(urlunsplit(parsed.parts), host, str(addresses[0]))
 
 
 async def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:

@@ -11,6 +11,8 @@ from typing import ClassVar
 
 import pytest
 
+from service.outbound import OutboundPolicy
+from service.outbound_http import connecting_to
 from service.settings import Settings
 from service.worker.runtime import WorkerRuntime
 
@@ -46,8 +48,10 @@ async def test_a_cookie_set_by_one_endpoint_is_not_sent_again(
 ) -> None:
     runtime = WorkerRuntime(Settings(redis_url=redis_url, data_dir=str(tmp_path)))
     try:
+        target = await OutboundPolicy("127.0.0.1").resolve(endpoint)
         for _ in range(2):
-            answer = await runtime.http.post(endpoint, json={})
+            with connecting_to(target):
+                answer = await runtime.http.post(target.url, json={})
             assert answer.headers["set-cookie"].startswith("session=tenant-a")
         assert CookieSetter.seen == [None, None]
         assert not runtime.http.cookies

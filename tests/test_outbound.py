@@ -82,10 +82,12 @@ async def test_what_the_allow_list_does_not_name_stays_closed(allow: str, url: s
         await OutboundPolicy(allow).resolve(url)
 
 
-async def test_target_keeps_the_path_and_puts_the_address_in_place_of_the_host() -> None:
-    target = await OutboundPolicy("localhost").resolve("http://localhost:8123/a/b?c=d")
+async def test_target_keeps_the_host_name_and_path_and_names_the_checked_address() -> None:
+    """The name stays in the URL (Host header, TLS name, connection reuse are by name); the
+    connection goes to ``address`` (tests/test_outbound_http.py)."""
+    target = await OutboundPolicy("localhost").resolve("http://LocalHost:8123/a/./b?c=d#f")
     assert target.host == "localhost"
-    assert target.url.endswith(":8123/a/b?c=d")
+    assert target.url == "http://LocalHost:8123/a/b?c=d"
     assert target.address in ("127.0.0.1", "::1")
 
 
@@ -288,5 +290,5 @@ async def test_a_plain_ip_address_is_taken_as_it_is_and_other_forms_are_resolved
     with pytest.raises(OutboundRefused):
         await OutboundPolicy().resolve("http://127.0.0.1:8080/task")
     allowed = OutboundPolicy("127.0.0.1")
-    assert (await allowed.resolve("http://127.0.0.1:8080/task")).url == "http://127.0.0.1:8080/task"
-    assert (await allowed.resolve("http://127.1:8080/task")).url == "http://127.0.0.1:8080/task"
+    assert (await allowed.resolve("http://127.0.0.1:8080/task")).address == "127.0.0.1"
+    assert (await allowed.resolve("http://127.1:8080/task")).address == "127.0.0.1"

@@ -1,6 +1,7 @@
-"""The worker's HTTP client on plain asyncio (service/worker/outbound_http.py), against real
-loopback servers: requests and connection reuse, a pooled connection the server closed, the
-errors httpx names (task outcomes carry them), TLS with the checked host name, no cookies."""
+"""The worker's HTTP client on plain asyncio (service/outbound_http.py), against real loopback
+servers: connections only to checked addresses, reuse by host name (never across two names
+served from one address), a pooled connection the server closed, the errors httpx names (task
+outcomes carry them), TLS with the host name, no cookies."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ import httpx
 import pytest
 import trustme
 
-from service.worker.outbound_http import AsyncioBackend, OutboundClient, OutboundTransport
+from service.outbound import Target
+from service.outbound_http import (
+    AsyncioBackend,
+    OutboundClient,
+    OutboundTransport,
+    connecting_to,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -39,6 +46,13 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
     return head, await reader.readexactly(length)
+
+
+async def post(client: httpx.AsyncClient, url: str, **options: object) -> httpx.Response:
+    """POST to ``url`` connected to 127.0.0.1, as if the outbound policy had checked it."""
+    target = Target(url, httpx.URL(url).host, "127.0.0.1")
+    with connecting_to(target):
+        return await client.post(url, **options)  # type: ignore[arg-type]
 
 
 def answer(body: bytes, extra: bytes = b"") -> bytes:
@@ -71,7 +85,7 @@ async def test_requests_go_through_asyncio_and_reuse_the_connection() -> None:
     client = OutboundClient(OutboundTransport(backend=backend))
     async with serving(echo_forever) as port, client:
         for n in range(3):
-            reply = await client.post(f"http://127.0.0.1:{port}/t", content=b'{"n":%d}' % n)
+            reply = await post(client, f"http://127.0.0.1:{port}/t", content=b'{"n":%d}' % n)
             assert reply.status_code == 200
             assert reply.json() == {"n": n}
         assert backend.opened == 1
@@ -87,7 +101,7 @@ async def test_a_connection_the_server_closed_is_not_reused() -> None:
     backend = Recording()
     async with serving(once) as port, OutboundClient(OutboundTransport(backend=backend)) as client:
         for _ in range(3):
-            assert (await client.post(f"http://127.0.0.1:{port}/t", content=b"{}")).json() == {}
+            assert (await post(client, f"http://127.0.0.1:{port}/t", content=b"{}")).json() == {}
             await asyncio.sleep(0.05)  # the close reaches the client's idle connection
         assert backend.opened == 3
 
@@ -100,7 +114,7 @@ async def test_a_silent_server_is_a_read_timeout() -> None:
 
     async with serving(silent) as port, OutboundClient() as client:
         with pytest.raises(httpx.ReadTimeout):
-            await client.post(f"http://127.0.0.1:{port}/t", content=b"{}", timeout=0.3)
+            await post(client, f"http://127.0.0.1:{port}/t", content=b"{}", timeout=0.3)
 
 
 async def test_a_reset_mid_answer_is_a_read_error() -> None:
@@ -114,7 +128,7 @@ async def test_a_reset_mid_answer_is_a_read_error() -> None:
 
     async with serving(reset) as port, OutboundClient() as client:
         with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
-            await client.post(f"http://127.0.0.1:{port}/t", content=b"{}")
+            await post(client, f"http://127.0.0.1:{port}/t", content=b"{}")
 
 
 async def test_a_closed_port_is_a_connect_error() -> None:
@@ -123,7 +137,7 @@ async def test_a_closed_port_is_a_connect_error() -> None:
         port = probe.getsockname()[1]  # nothing listens on it once closed
     async with OutboundClient() as client:
         with pytest.raises(httpx.ConnectError):
-            await client.post(f"http://127.0.0.1:{port}/t", content=b"{}")
+            await post(client, f"http://127.0.0.1:{port}/t", content=b"{}")
 
 
 @pytest.fixture(scope="module")
@@ -138,45 +152,86 @@ def server_tls(authority: trustme.CA) -> Iterator[ssl.SSLContext]:
     yield context
 
 
-async def test_tls_checks_the_name_given_for_the_address(
+async def test_tls_checks_the_host_name_over_the_checked_address(
     authority: trustme.CA, server_tls: ssl.SSLContext
 ) -> None:
-    """As service/outbound.py sends it: the URL holds the checked address, the Host header and
-    the TLS server name the original host."""
     trusting = ssl.create_default_context()
     authority.configure_trust(trusting)
     client = OutboundClient(OutboundTransport(verify=trusting))
     async with serving(echo_forever, server_tls) as port, client:
-        url = f"https://127.0.0.1:{port}/t"
-        named = {"sni_hostname": "tasks.example"}
-        reply = await client.post(url, content=b'{"tls":1}', headers={"Host": "tasks.example"},
-                                  extensions=named)  # fmt: skip
+        reply = await post(client, f"https://tasks.example:{port}/t", content=b'{"tls":1}')
         assert reply.json() == {"tls": 1}
         stream = reply.extensions["network_stream"]
         assert stream.get_extra_info("ssl_object").server_hostname == "tasks.example"
-    fresh = OutboundClient(OutboundTransport(verify=trusting))  # no pooled connection
-    async with serving(echo_forever, server_tls) as port, fresh:
-        with pytest.raises(httpx.ConnectError):  # the certificate does not name this host
-            await fresh.post(f"https://127.0.0.1:{port}/t", content=b"{}",
-                             extensions={"sni_hostname": "other.example"})  # fmt: skip
+
+
+async def test_two_names_on_one_address_never_share_a_connection(
+    authority: trustme.CA, server_tls: ssl.SSLContext
+) -> None:
+    """The certificate names tasks.example only: other.example, served from the same address
+    and port, gets its own connection and its own (failing) certificate check instead of
+    riding on tasks.example's open TLS session."""
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    backend = Recording()
+    client = OutboundClient(OutboundTransport(backend=backend, verify=trusting))
+    async with serving(echo_forever, server_tls) as port, client:
+        assert (await post(client, f"https://tasks.example:{port}/t", content=b"{}")).json() == {}
+        with pytest.raises(httpx.ConnectError):
+            await post(client, f"https://other.example:{port}/t", content=b"{}")
+        assert backend.opened == 2
 
 
 async def test_tls_refuses_an_unknown_authority(server_tls: ssl.SSLContext) -> None:
     async with serving(echo_forever, server_tls) as port, OutboundClient() as client:
         with pytest.raises(httpx.ConnectError):
-            await client.post(f"https://127.0.0.1:{port}/t", content=b"{}",
-                              extensions={"sni_hostname": "tasks.example"})  # fmt: skip
+            await post(client, f"https://tasks.example:{port}/t", content=b"{}")
+
+
+async def test_the_host_header_is_the_host_name() -> None:
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(reader)
+        seen.append(head)
+        writer.write(answer(b"{}"))
+        await writer.drain()
+        writer.close()
+
+    async with serving(record) as port, OutboundClient() as client:
+        await post(client, f"http://tasks.example:{port}/t", content=b"{}")
+    assert f"\r\nhost: tasks.example:{port}\r\n".encode() in seen[0].lower()
+
+
+async def test_nothing_connects_without_a_checked_address() -> None:
+    """Outside connecting_to, or for another host than the checked one, the client refuses
+    before connecting: nothing reaches the server."""
+    arrived: list[int] = []
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        arrived.append(1)
+        writer.close()
+
+    async with serving(count) as port, OutboundClient() as client:
+        url = f"http://127.0.0.1:{port}/t"
+        with pytest.raises(httpx.ConnectError, match="outbound policy"):
+            await client.post(url, content=b"{}")
+        other = Target(f"http://other.example:{port}/t", "other.example", "127.0.0.1")
+        with connecting_to(other), pytest.raises(httpx.ConnectError, match="outbound policy"):
+            await client.post(url, content=b"{}")
+        await asyncio.sleep(0.05)
+    assert arrived == []
 
 
 async def test_no_cookie_is_kept_sent_or_settable() -> None:
     async with serving(echo_forever) as port, OutboundClient() as client:
         for _ in range(2):
-            reply = await client.post(f"http://127.0.0.1:{port}/t", content=b"{}")
+            reply = await post(client, f"http://127.0.0.1:{port}/t", content=b"{}")
             assert reply.headers["set-cookie"].startswith("a=b")
             assert "x-saw-cookie" not in reply.headers
         client.cookies = {"forced": "1"}
         client.cookies.set("also", "2")
-        reply = await client.post(f"http://127.0.0.1:{port}/t", content=b"{}")
+        reply = await post(client, f"http://127.0.0.1:{port}/t", content=b"{}")
         assert "x-saw-cookie" not in reply.headers
         assert not client.cookies
 

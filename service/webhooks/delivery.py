@@ -31,6 +31,7 @@ import orjson
 
 from service import metrics
 from service.outbound import OutboundPolicy, OutboundRefused
+from service.outbound_http import connecting_to
 from service.signing import Signer
 from service.webhooks.store import Attempt, Begun, DeliveryStore
 
@@ -118,14 +119,13 @@ class Deliverer:
         target = await self.policy.resolve(begun.url)
         headers = {
             "Content-Type": "application/json",
-            "Host": target.netloc,
             **self.signer_for(begun).headers(delivery_id, begun.body),
         }
         request = self.client.build_request(
-            "POST", target.url, content=begun.body, headers=headers, timeout=self.timeout,
-            extensions=target.extensions,
-        )  # fmt: skip
-        response = await self.client.send(request, stream=True)
+            "POST", target.url, content=begun.body, headers=headers, timeout=self.timeout
+        )
+        with connecting_to(target):
+            response = await self.client.send(request, stream=True)
         try:
             read = 0
             async for chunk in response.aiter_raw():

@@ -28,6 +28,7 @@ import orjson
 
 from service.engine import Claim
 from service.outbound import OutboundPolicy, OutboundRefused
+from service.outbound_http import connecting_to
 from service.signing import Signer
 from service.worker.outcome import TaskOutcome
 
@@ -134,7 +135,6 @@ class HttpTaskRunner:
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": key,
-            "Host": target.netloc,
             **self.signer.headers(f"task_{key}/{claim.attempt or 1}", body),
         }
         extra = task.model_extra or {}
@@ -144,10 +144,10 @@ class HttpTaskRunner:
         )
         try:
             request = self.client.build_request(
-                "POST", target.url, content=body, headers=headers, timeout=timeout,
-                extensions=target.extensions,
-            )  # fmt: skip
-            response = await self.client.send(request, stream=True)
+                "POST", target.url, content=body, headers=headers, timeout=timeout
+            )
+            with connecting_to(target):
+                response = await self.client.send(request, stream=True)
             try:
                 content = await _read_capped(response, self.max_response_bytes)
             finally:

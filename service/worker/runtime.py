@@ -23,6 +23,7 @@ from service.factory import build_engine, build_manager
 from service.logs import bind_contextvars
 from service.managers import Manager
 from service.outbound import OutboundPolicy
+from service.outbound_http import OutboundClient
 from service.settings import Settings
 from service.signing import Signer, deployment_secret
 from service.webhooks.delivery import Deliverer, parse_schedule
@@ -31,7 +32,6 @@ from service.worker.coalesce import CoalescingScriptRunner
 from service.worker.dispatch import Dispatcher, load_runners
 from service.worker.http_task import HttpTaskRunner
 from service.worker.lease import LeaseKeeper
-from service.worker.outbound_http import OutboundClient
 from service.worker.outcome import TaskOutcome
 from service.worker.python_tasks import PythonTaskRegistry, TaskContext
 

@@ -15,8 +15,14 @@ about a tenth more. Here:
   nothing: one session's task endpoint must never see a cookie another endpoint set (the
   client is shared by every session), and nothing is parsed to be thrown away.
 
-Environment proxies (``HTTP_PROXY``...) are not used: the outbound policy checks the address
-the worker connects to (service/outbound.py), which a proxy would make meaningless.
+Connections go only to addresses the outbound policy checked (service/outbound.py): a request
+is sent inside ``connecting_to(target)``, and the backend connects the target's host to the
+target's checked address, or refuses (``httpx.ConnectError``) a host nothing checked. The URL
+keeps the host name, so the Host header, the TLS server name and certificate check, and the
+pool's reuse of connections are all by name: two names served from one address never share a
+connection (with the address in the URL they did, and the second name's requests went over a
+TLS session whose certificate named only the first). Environment proxies (``HTTP_PROXY``...)
+are not used: a proxy would connect to an address the check never saw.
 
 httpx internal relied on (tests/test_outbound_http.py checks it on the installed httpx):
 ``AsyncHTTPTransport`` sends through its ``_pool`` attribute (an httpcore connection pool);
@@ -28,12 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpcore
 import httpx
 from httpcore._utils import is_socket_readable
+
+from service.outbound import Target
 
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -47,6 +57,32 @@ async def _within(timeout: float | None, operation: Any) -> Any:
         return await operation
     async with asyncio.timeout(timeout):
         return await operation
+
+
+PINNED: ContextVar[tuple[str, str] | None] = ContextVar("outbound_pinned", default=None)
+"""(host as httpcore names it, checked address) of the request being sent in this context."""
+
+
+@contextmanager
+def connecting_to(target: Target) -> Iterator[None]:
+    """Requests sent within connect ``target``'s host to its checked address (a pooled
+    connection to that host, opened under an earlier check, may be reused)."""
+    host = httpx.URL(target.url).raw_host.decode("ascii")
+    token = PINNED.set((host, target.address))
+    try:
+        yield
+    finally:
+        PINNED.reset(token)
+
+
+def checked_address(host: str) -> str:
+    """The address the outbound policy checked for ``host`` in this context; refuses others."""
+    pinned = PINNED.get()
+    if pinned is None or pinned[0] != host:
+        raise httpcore.ConnectError(
+            f"{host}: no address checked by the outbound policy for it; not connected"
+        )
+    return pinned[1]
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
@@ -116,7 +152,8 @@ def _apply(writer: asyncio.StreamWriter, options: Iterable[SocketOption] | None)
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend on asyncio streams (asyncio sets TCP_NODELAY itself)."""
+    """httpcore's network backend on asyncio streams (asyncio sets TCP_NODELAY itself); TCP
+    connections go to the checked address of their host (``connecting_to``), never elsewhere."""
 
     async def connect_tcp(
         self,
@@ -126,10 +163,11 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        address = checked_address(host)
         local = (local_address, 0) if local_address else None
         try:
             reader, writer = await _within(
-                timeout, asyncio.open_connection(host, port, local_addr=local)
+                timeout, asyncio.open_connection(address, port, local_addr=local)
             )
         except TimeoutError as error:
             raise httpcore.ConnectTimeout(str(error)) from error
@@ -144,14 +182,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        try:
-            reader, writer = await _within(timeout, asyncio.open_unix_connection(path))
-        except TimeoutError as error:
-            raise httpcore.ConnectTimeout(str(error)) from error
-        except OSError as error:
-            raise httpcore.ConnectError(str(error) or type(error).__name__) from error
-        _apply(writer, socket_options)
-        return AsyncioStream(reader, writer)
+        raise httpcore.ConnectError(f"{path}: Unix sockets are not outbound targets")
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
