@@ -163,7 +163,19 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=1024, description="HTTP tasks: largest answer body read."
     )
     worker_processes: int = Field(default=2, ge=1, description="`triggers worker` processes.")
-    worker_threads: int = Field(default=8, ge=1, description="Worker threads per process.")
+    worker_threads: int = Field(
+        default=8,
+        ge=1,
+        description="Worker threads per process: the runs one process has in "
+        "flight at once (and the thread pool of its `def` Python tasks).",
+    )
+    worker_consumer: Literal["asyncio", "dramatiq"] = Field(
+        default="asyncio",
+        description="How a worker consumes a Redis broker: `asyncio` fetches, runs and acks on "
+        "one event loop (service/worker/consumer.py), about twice the throughput of "
+        "`dramatiq`, Dramatiq's own thread-per-message Worker. Both take the same messages "
+        "from the same queues; a RabbitMQ broker always uses Dramatiq's Worker.",
+    )
     worker_poll_ms: int = Field(
         default=20,
         ge=1,

@@ -1,15 +1,21 @@
-"""The Dramatiq actor that runs instances.
+"""The Dramatiq actors that run instances and deliver webhooks.
 
 Importing this module sets up the broker from the settings (as Dramatiq apps do); ``triggers
 worker`` and the in-process worker of ``triggers serve`` load it. Messages carry
 ``(uid, instance)``; the claim script decides whether there is anything to do, so duplicate or
 late messages are harmless, and Dramatiq's own retries are off (retries are the engine's).
+
+The actors' bodies are plain coroutine functions (``HANDLERS``, by actor name): the asyncio
+consumer (service/worker/consumer.py) awaits them on its own loop; Dramatiq's worker (RabbitMQ,
+or TRIGGERS_WORKER_CONSUMER=dramatiq) runs them through the actors and the AsyncIO middleware.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import dramatiq
 
@@ -43,8 +49,14 @@ def runtime() -> WorkerRuntime:
         return _runtime
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
-async def run_instance(uid: str, name: str) -> None:
+def forget_runtime() -> None:
+    """Drop the runtime (closed by its worker, whose event loop it belonged to)."""
+    global _runtime
+    with _runtime_lock:
+        _runtime = None
+
+
+async def run_instance_body(uid: str, name: str) -> None:
     bind_contextvars(uid=uid, instance=name, task=name.rpartition("#")[0])  # this run's lines
     try:
         with tracing.consuming("run_instance", uid=uid, instance=name):
@@ -53,13 +65,30 @@ async def run_instance(uid: str, name: str) -> None:
         log.info("%s %s: dropped, the session or instance is gone (%s)", uid, name, gone)
         return
     if delay is not None:  # early: cooling down; come back when due
-        run_instance.send_with_options(args=(uid, name), delay=delay)
+        await resend(run_instance, (uid, name), delay)
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=DAY_MS)
-async def deliver_webhook(uid: str, delivery_id: str, chain: int = 0) -> None:
+async def deliver_webhook_body(uid: str, delivery_id: str, chain: int = 0) -> None:
     bind_contextvars(uid=uid, delivery=delivery_id)
     with tracing.consuming("deliver_webhook", uid=uid, delivery=delivery_id):
         delay = await runtime().deliver(uid, delivery_id, chain)
     if delay is not None:  # not taken: try again on the schedule
-        deliver_webhook.send_with_options(args=(uid, delivery_id, chain), delay=int(delay * 1000))
+        await resend(deliver_webhook, (uid, delivery_id, chain), int(delay * 1000))
+
+
+async def resend(actor: Any, args: tuple[Any, ...], delay_ms: int) -> None:
+    """The message again, delayed, sent before this one is acked (from the event loop: a
+    blocking send would stall every run of the asyncio consumer's loop)."""
+    sender = runtime().sender
+    await sender.send(actor, args, delay_ms)
+    await sender.drain()
+
+
+run_instance = dramatiq.actor(actor_name="run_instance", queue_name=QUEUE, max_retries=0,
+                              time_limit=DAY_MS)(run_instance_body)  # fmt: skip
+deliver_webhook = dramatiq.actor(actor_name="deliver_webhook", queue_name=QUEUE, max_retries=0,
+                                 time_limit=DAY_MS)(deliver_webhook_body)  # fmt: skip
+HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {
+    "run_instance": run_instance_body,
+    "deliver_webhook": deliver_webhook_body,
+}

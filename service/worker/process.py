@@ -14,8 +14,10 @@ import multiprocessing
 import os
 import signal
 from multiprocessing import resource_tracker
+from typing import Protocol
 
 from dramatiq import Worker
+from dramatiq.broker import Broker
 
 from service.settings import Settings
 
@@ -31,20 +33,43 @@ messages a third of the time under a backlog (py-spy of bench/pipeline.py's work
 work queued across the sleep. Dramatiq's ``dramatiq_queue_prefetch`` variable, if set, wins."""
 
 
-def start_worker(settings: Settings, threads: int | None = None) -> Worker:
-    """A started Dramatiq worker in this process (the actors module sets up the broker)."""
+class Stoppable(Protocol):
+    """A started worker: Dramatiq's ``Worker`` or the asyncio consumer's ``AsyncWorker``."""
+
+    worker_threads: int
+
+    def stop(self, timeout: int = ...) -> None: ...
+
+
+def start_worker(settings: Settings, threads: int | None = None) -> Stoppable:
+    """A started worker in this process (the actors module sets up the broker): the asyncio
+    consumer on a Redis broker (service/worker/consumer.py) unless TRIGGERS_WORKER_CONSUMER
+    says ``dramatiq``; Dramatiq's Worker on RabbitMQ."""
+    from dramatiq.brokers.redis import RedisBroker
+
     from service.worker import actors
 
-    worker = Worker(
-        actors.broker,
-        worker_threads=threads or settings.worker_threads,
-        worker_timeout=settings.worker_poll_ms,
-    )
+    count = threads or settings.worker_threads
+    worker: Stoppable
+    if isinstance(actors.broker, RedisBroker) and settings.worker_consumer == "asyncio":
+        from service.worker.consumer import AsyncWorker
+
+        worker = AsyncWorker(settings, count)
+        worker.start()
+        kind = "asyncio consumer"
+    else:
+        worker = dramatiq_worker(actors.broker, settings, count)
+        kind = "Dramatiq worker"
+    log.info("worker started (%s): %d runs at once, %d ms idle poll", kind, count,
+             settings.worker_poll_ms)  # fmt: skip
+    return worker
+
+
+def dramatiq_worker(broker: Broker, settings: Settings, threads: int) -> Worker:
+    worker = Worker(broker, worker_threads=threads, worker_timeout=settings.worker_poll_ms)
     if not os.environ.get("dramatiq_queue_prefetch"):  # noqa: SIM112 (Dramatiq spells it so)
         worker.queue_prefetch = PREFETCH_PER_THREAD * worker.worker_threads
     worker.start()
-    log.info("worker started: %d threads, %d ms idle poll", worker.worker_threads,
-             settings.worker_poll_ms)  # fmt: skip
     return worker
 
 

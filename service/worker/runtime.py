@@ -34,6 +34,7 @@ from service.worker.http_task import HttpTaskRunner
 from service.worker.lease import LeaseKeeper
 from service.worker.outcome import TaskOutcome
 from service.worker.python_tasks import PythonTaskRegistry, TaskContext
+from service.worker.runners import ActorSender
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class WorkerRuntime:
         )  # fmt: skip
         modules = [m.strip() for m in (settings.task_modules or "").split(",") if m.strip()]
         self.python_tasks = PythonTaskRegistry(modules)
+        self.sender = ActorSender()  # the actors' own re-sends (not due yet, retry later)
 
     async def after(self, uid: str, outcome: Outcome) -> None:
         """Hand what the change scheduled to its runners, then call the manager's hooks."""

@@ -289,6 +289,22 @@ class QueuedMessages:
             await self._client.aclose()
 
 
+async def sweep_until(runtime: WorkerRuntime, stop: threading.Event) -> None:
+    """The sweeper on the caller's event loop and runtime (the asyncio consumer's), until
+    ``stop`` is set or the task is cancelled; the lock is given back either way, so another
+    worker's sweeper takes over at once."""
+    sweeper = Sweeper(runtime)
+    try:
+        await sweeper.run(stop)
+    finally:
+        try:
+            if await sweeper.lock.owned():
+                await sweeper.lock.release()
+        except Exception as error:  # it lapses by itself
+            log.warning("sweeper lock not released: %s", one_line(error))
+        await sweeper.queued.aclose()
+
+
 class SweeperMiddleware(Middleware):
     """Starts the sweeper loop in its own thread when a worker boots, stops it on shutdown."""
 

@@ -1,0 +1,382 @@
+"""The asyncio worker for the Redis broker: messages fetched and runs made on one event loop.
+
+Dramatiq's worker hands every message through threads: a consumer thread per queue fetches it,
+a worker thread takes it from a queue, the AsyncIO middleware carries our coroutine over to its
+event loop thread and the thread waits for it, then the consumer thread acks it. Our runs are
+coroutines already (claim, run, complete on one loop: service/worker/runtime.py), so those
+hand-offs were most of a no-op task's worker CPU (py-spy of bench/pipeline.py: the thread bridge
+11 %, acks 7 %, consumer 4 %, hand-offs 5 %). Here one loop fetches a batch of messages
+(dispatch.lua's ``fetch``, service/worker/redis_queue.py), runs up to ``threads`` of them at
+once as tasks, and acks the ones that ended during one loop iteration in one round trip.
+``def`` Python tasks run in the loop's default executor, a pool of ``threads`` threads.
+
+Messages stay Dramatiq's (same queues, same script, same commands), so this worker and a
+Dramatiq worker can share a queue, and crash recovery is the broker's and the engine's as
+before: a message fetched by a process that dies stays in its ack set until another process's
+maintenance (once the dead one's heartbeat is older than the broker's heartbeat timeout) puts
+it back, and the engine's lease, outbox and sweeper re-dispatch the instance much sooner.
+
+What the Dramatiq middleware did is done here: the worker heartbeat (HeartbeatMiddleware,
+reused as is), the sweeper (service/worker/sweeper.py, on this loop and runtime), the message's
+trace context (tracing.received), a clean log context per message (each run is a task with a
+fresh copy of the loop's context, so ``bind_contextvars`` of one run never shows in another).
+A handler's exception is logged and the message dead-lettered (``nack``), as Dramatiq does for
+an actor with ``max_retries=0``. Dramatiq's middleware hooks are not emitted: the broker's
+other middleware (age and time limits, callbacks, pipelines, retries) has nothing to do for our
+actors (no limits, no callbacks, no retries).
+
+Graceful stop: fetching stops, messages fetched but not started (and delayed ones held until
+their eta) are requeued at once, runs in flight get the stop timeout to end (then they are
+cancelled and requeued; their leases lapse and the sweeper re-dispatches), acks are flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import compute_backoff, dq_name
+from dramatiq.message import Message
+
+from service import tracing
+from service.settings import Settings
+from service.worker.backoff import Backoff, one_line
+from service.worker.redis_queue import BrokerQueues
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[Any]]
+
+PREFETCH_PER_RUN = 2
+"""Messages held per run slot (running and ready to run). Unlike Dramatiq's consumer thread,
+which sleeps its idle backoff while the window is full, the fetch here waits for room and
+fetches as soon as a quarter of the window is free, so twice the runs keep work ready."""
+FETCH_SHARE = 4
+"""A fetch waits until at least 1/FETCH_SHARE of the window is free (a batch, not a message
+per fetch)."""
+BEAT_SECONDS = 10.0
+"""A window full for this long still sends a fetch of nothing: every dispatch.lua command
+refreshes this worker's broker heartbeat, and runs that hold the window longer than the
+broker's heartbeat timeout (60 s) must not make it look dead."""
+DELAY_PREFETCH_PER_RUN = 1000
+"""Delayed messages held per run slot, as Dramatiq's worker holds (``delay_prefetch``)."""
+
+
+class AsyncConsumer:
+    """Consumes the broker's ``queue`` and its delay queue on the running event loop."""
+
+    def __init__(
+        self,
+        broker: RedisBroker,
+        queues: BrokerQueues,
+        handlers: Mapping[str, Handler],
+        queue: str,
+        runs: int,
+        poll_ms: int,
+    ) -> None:
+        self.broker = broker
+        self.queues = queues
+        self.handlers = handlers
+        self.queue = queue
+        self.delay_queue = dq_name(queue)
+        self.runs = runs
+        self.poll_ms = poll_ms
+        self.prefetch = PREFETCH_PER_RUN * runs
+        self.least = max(1, self.prefetch // FETCH_SHARE)
+        self.delay_prefetch = min(DELAY_PREFETCH_PER_RUN * runs, 65535)
+        self.ready: deque[tuple[str, Message[Any]]] = deque()
+        self.delayed: list[tuple[float, int, str, Message[Any]]] = []  # (eta, n, queue, msg)
+        self._order = itertools.count()
+        self.running: dict[asyncio.Task[None], tuple[str, Message[Any]]] = {}
+        self.acks: list[tuple[str, str]] = []
+        self.nacks: list[tuple[str, str]] = []
+        self.stopping = asyncio.Event()
+        self.room = asyncio.Event()
+        self._flush: asyncio.Task[None] | None = None
+        self._flush_due = False
+        self._context = contextvars.copy_context()
+
+    @property
+    def held(self) -> int:
+        return len(self.ready) + len(self.running)
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    async def consume(self) -> None:
+        """Fetch from the queue until stopped: a batch whenever the window has room for one,
+        the idle backoff of Dramatiq's consumer (up to the poll) when the queue is empty."""
+        misses = 0
+        trouble = Backoff(1.0)
+        while not self.stopping.is_set():
+            room = self.prefetch - self.held
+            if room < self.least:
+                self.room.clear()
+                if not await self._wait(self.room, BEAT_SECONDS):
+                    room = 0  # only a heartbeat
+                else:
+                    continue
+            try:
+                messages = await self.queues.fetch(self.queue, room)
+            except Exception as error:
+                log.warning("fetching from %s failed: %s", self.queue, one_line(error))
+                await self._wait(self.stopping, trouble.next_delay())
+                continue
+            trouble.reset()
+            for message in messages:
+                self.take(self.queue, message)
+            if messages:
+                misses = 0
+            elif room:
+                misses, backoff_ms = compute_backoff(misses, max_backoff=self.poll_ms)
+                await self._wait(self.stopping, backoff_ms / 1000)
+
+    async def consume_delayed(self) -> None:
+        """Fetch delayed messages and hold them until their eta, then move them to the queue
+        (as Dramatiq's consumer of a delay queue does)."""
+        misses = 0
+        trouble = Backoff(1.0)
+        while not self.stopping.is_set():
+            messages: list[Message[Any]] = []
+            room = self.delay_prefetch - len(self.delayed)
+            if room > 0:
+                try:
+                    messages = await self.queues.fetch(self.delay_queue, room)
+                    trouble.reset()
+                except Exception as error:
+                    log.warning("fetching from %s failed: %s", self.delay_queue, one_line(error))
+                    await self._wait(self.stopping, trouble.next_delay())
+                    continue
+            for message in messages:
+                self.take(self.delay_queue, message)
+            await self.release_due()
+            if messages:
+                misses = 0
+                continue
+            misses, backoff_ms = compute_backoff(misses, max_backoff=self.poll_ms)
+            pause = backoff_ms / 1000
+            if self.delayed:
+                pause = min(pause, max(0.0, self.delayed[0][0] / 1000 - time.time()))
+            await self._wait(self.stopping, pause)
+
+    def take(self, queue: str, message: Message[Any]) -> None:
+        """A fetched message: held until its eta if it has one, else ready to run."""
+        eta = message.options.get("eta")
+        if eta is None:
+            self.ready.append((queue, message))
+            self._start_ready()
+            return
+        if not isinstance(eta, int | float):
+            log.warning("message %s: invalid eta %r, taken as now", message.message_id, eta)
+            eta = time.time() * 1000
+        heapq.heappush(self.delayed, (eta, next(self._order), queue, message))
+
+    async def release_due(self) -> None:
+        """Delayed messages whose eta passed go to their queue (and are acked here)."""
+        now = time.time() * 1000
+        due: dict[str, list[Message[Any]]] = {}
+        while self.delayed and self.delayed[0][0] <= now:
+            _, _, queue, message = heapq.heappop(self.delayed)
+            due.setdefault(queue, []).append(message)
+        for queue, messages in due.items():
+            try:
+                await self.queues.release_due(queue, messages)
+            except Exception as error:  # kept, tried again on the next turn
+                log.warning("moving %d due messages from %s failed: %s", len(messages), queue,
+                            one_line(error))  # fmt: skip
+                for message in messages:
+                    heapq.heappush(self.delayed, (now, next(self._order), queue, message))
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        while self.ready and len(self.running) < self.runs and not self.stopping.is_set():
+            queue, message = self.ready.popleft()
+            task = asyncio.get_running_loop().create_task(
+                self._run(message), context=self._context.copy()
+            )
+            self.running[task] = (queue, message)
+            task.add_done_callback(self._ended)
+
+    async def _run(self, message: Message[Any]) -> None:
+        """The message's handler; its exception is logged and fails the message (nack)."""
+        handler = self.handlers.get(message.actor_name)
+        if handler is None:
+            raise LookupError(f"no actor {message.actor_name!r} in this worker")
+        tracing.received(message.options)
+        await handler(*message.args, **message.kwargs)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        queue, message = self.running.pop(task)
+        message_id = message.options["redis_message_id"]
+        if task.cancelled():  # stopped past the stop timeout: back on its queue
+            self.ready.appendleft((queue, message))
+        elif (error := task.exception()) is not None:
+            log.error("message %s (%s) failed; moved to the dead-letter queue",
+                      message.message_id, message.actor_name, exc_info=error)  # fmt: skip
+            self.nacks.append((queue, message_id))
+        else:
+            self.acks.append((queue, message_id))
+        self._settle_soon()
+        self._start_ready()
+        if self.prefetch - self.held >= self.least:
+            self.room.set()
+
+    # -- acknowledging -------------------------------------------------------------------------
+
+    def _settle_soon(self) -> None:
+        """Acks go out once per loop iteration (the runs that ended meanwhile share it), one
+        batch at a time: those that end during a batch's round trip make the next one."""
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._settle())
+
+    async def _settle(self) -> None:
+        trouble = Backoff(1.0)
+        await asyncio.sleep(0)  # the runs ending in this iteration join the batch
+        while self.acks or self.nacks:
+            acks, nacks = self.acks, self.nacks
+            self.acks, self.nacks = [], []
+            try:
+                await self.queues.settle(acks, nacks)
+                trouble.reset()
+            except Exception as error:  # acks are idempotent: the whole batch again later
+                self.acks[:0], self.nacks[:0] = acks, nacks
+                log.warning("acknowledging %d messages failed: %s; retrying",
+                            len(acks) + len(nacks), one_line(error))  # fmt: skip
+                await asyncio.sleep(trouble.next_delay())
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def finish(self, timeout: float) -> None:
+        """Stop: fetching ends, held messages go back, runs get ``timeout`` seconds, acks go
+        out. Called once the fetch loops have returned (``stopping`` set)."""
+        await self._requeue_held()
+        if self.running:
+            log.info("waiting up to %.0f s for %d runs", timeout, len(self.running))
+            await asyncio.wait(list(self.running), timeout=timeout)
+        if self.running:
+            log.warning("%d runs did not end within the stop timeout: cancelled, requeued",
+                        len(self.running))  # fmt: skip
+            tasks = list(self.running)
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            await self._requeue_held()
+        if self._flush is not None:
+            await self._flush
+        if self.acks or self.nacks:
+            await self._settle()
+
+    async def _requeue_held(self) -> None:
+        by_queue: dict[str, list[str]] = {}
+        for queue, message in self.ready:
+            by_queue.setdefault(queue, []).append(message.options["redis_message_id"])
+        for _, _, queue, message in self.delayed:
+            by_queue.setdefault(queue, []).append(message.options["redis_message_id"])
+        self.ready.clear()
+        self.delayed.clear()
+        for queue, message_ids in by_queue.items():
+            try:
+                await self.queues.requeue(queue, message_ids)
+            except Exception as error:  # the broker's maintenance requeues them later
+                log.warning("requeueing %d messages on %s failed: %s", len(message_ids), queue,
+                            one_line(error))  # fmt: skip
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
+        """Wait for ``event`` up to ``seconds``; whether it was set."""
+        if event.is_set():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        except TimeoutError:
+            return event.is_set()
+        return True
+
+
+class AsyncWorker:
+    """``AsyncConsumer`` on an event loop thread of its own, with the worker's heartbeat and
+    sweeper: started and stopped like Dramatiq's ``Worker`` (``start()``, ``stop(timeout)``)."""
+
+    def __init__(self, settings: Settings, threads: int) -> None:
+        self.settings = settings
+        self.worker_threads = threads
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, name="triggers-worker", daemon=True)
+        self._stop_timeout = 30.0
+        self._stopping: asyncio.Event | None = None
+        self._started = threading.Event()
+
+    def start(self) -> None:
+        self.thread.start()
+        self._started.wait()
+
+    def stop(self, timeout: int = 30_000) -> None:
+        """Stop gracefully within ``timeout`` ms (plus the time to requeue and ack)."""
+        self._stop_timeout = timeout / 1000
+        if self._stopping is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stopping.set)
+        self.thread.join(self._stop_timeout + 15)
+
+    def _main(self) -> None:
+        self.loop.set_default_executor(
+            ThreadPoolExecutor(self.worker_threads, thread_name_prefix="triggers-task")
+        )
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve())
+        except Exception:
+            log.exception("the worker's event loop failed")
+        finally:
+            self._started.set()
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        from service.worker import actors
+        from service.worker.broker import QUEUE
+        from service.worker.liveness import HeartbeatMiddleware
+        from service.worker.runners import ActorSender, broker_client
+        from service.worker.sweeper import sweep_until
+
+        broker = actors.broker
+        assert isinstance(broker, RedisBroker)
+        self._stopping = asyncio.Event()
+        runtime = actors.runtime()
+        client = broker_client(broker)
+        consumer = AsyncConsumer(broker, BrokerQueues(broker, client), actors.HANDLERS,
+                                 QUEUE, self.worker_threads,
+                                 self.settings.worker_poll_ms)  # fmt: skip
+        heartbeat = HeartbeatMiddleware()
+        heartbeat.after_worker_boot(broker, self)
+        sweep_stop = threading.Event()
+        sweeper = asyncio.create_task(sweep_until(runtime, sweep_stop), name="sweeper")
+        fetchers = [
+            asyncio.create_task(consumer.consume(), name="consume"),
+            asyncio.create_task(consumer.consume_delayed(), name="consume delayed"),
+        ]
+        self._started.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            consumer.stopping.set()
+            consumer.room.set()
+            await asyncio.wait(fetchers)
+            await consumer.finish(self._stop_timeout)
+            sweep_stop.set()
+            sweeper.cancel()
+            await asyncio.wait([sweeper])
+            heartbeat.before_worker_shutdown(broker, self)
+            await ActorSender.drain_all()
+            await client.aclose()
+            await runtime.aclose()
+            actors.forget_runtime()
