@@ -101,6 +101,7 @@ class AsyncConsumer:
         self.acks: list[tuple[str, str]] = []
         self.nacks: list[tuple[str, str]] = []
         self.stopping = asyncio.Event()
+        self.stop_timeout = 30.0
         self.room = asyncio.Event()
         self._flush: asyncio.Task[None] | None = None
         self._flush_due = False
@@ -256,9 +257,30 @@ class AsyncConsumer:
 
     # -- stopping ------------------------------------------------------------------------------
 
+    async def run(self) -> None:
+        """Consume until ``stop``; then fetching ends, held messages go back, the runs in
+        flight get the stop timeout, acks go out."""
+        fetchers = [
+            asyncio.create_task(self.consume(), name="consume"),
+            asyncio.create_task(self.consume_delayed(), name="consume delayed"),
+        ]
+        try:
+            await self.stopping.wait()
+        finally:
+            self.stopping.set()
+            self.room.set()
+            await asyncio.wait(fetchers)
+            await self.finish(self.stop_timeout)
+
+    def stop(self, timeout: float) -> None:
+        """Ask ``run`` to stop, giving runs in flight ``timeout`` seconds (on the loop)."""
+        self.stop_timeout = timeout
+        self.stopping.set()
+        self.room.set()
+
     async def finish(self, timeout: float) -> None:
-        """Stop: fetching ends, held messages go back, runs get ``timeout`` seconds, acks go
-        out. Called once the fetch loops have returned (``stopping`` set)."""
+        """Held messages go back, runs get ``timeout`` seconds, acks go out (once the fetch
+        loops have returned)."""
         await self._requeue_held()
         if self.running:
             log.info("waiting up to %.0f s for %d runs", timeout, len(self.running))
@@ -312,8 +334,7 @@ class AsyncWorker:
         self.worker_threads = threads
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._main, name="triggers-worker", daemon=True)
-        self._stop_timeout = 30.0
-        self._stopping: asyncio.Event | None = None
+        self.consumer: AsyncConsumer | None = None
         self._started = threading.Event()
 
     def start(self) -> None:
@@ -321,11 +342,10 @@ class AsyncWorker:
         self._started.wait()
 
     def stop(self, timeout: int = 30_000) -> None:
-        """Stop gracefully within ``timeout`` ms (plus the time to requeue and ack)."""
-        self._stop_timeout = timeout / 1000
-        if self._stopping is not None and self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self._stopping.set)
-        self.thread.join(self._stop_timeout + 15)
+        """Stop gracefully: runs in flight get ``timeout`` ms (then requeueing and acks)."""
+        if self.consumer is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.consumer.stop, timeout / 1000)
+        self.thread.join(timeout / 1000 + 15)
 
     def _main(self) -> None:
         self.loop.set_default_executor(
@@ -350,28 +370,19 @@ class AsyncWorker:
 
         broker = actors.broker
         assert isinstance(broker, RedisBroker)
-        self._stopping = asyncio.Event()
         runtime = actors.runtime()
         client = broker_client(broker)
-        consumer = AsyncConsumer(broker, BrokerQueues(broker, client), actors.HANDLERS,
-                                 QUEUE, self.worker_threads,
-                                 self.settings.worker_poll_ms)  # fmt: skip
+        self.consumer = AsyncConsumer(broker, BrokerQueues(broker, client), actors.HANDLERS,
+                                      QUEUE, self.worker_threads,
+                                      self.settings.worker_poll_ms)  # fmt: skip
         heartbeat = HeartbeatMiddleware()
         heartbeat.after_worker_boot(broker, self)
         sweep_stop = threading.Event()
         sweeper = asyncio.create_task(sweep_until(runtime, sweep_stop), name="sweeper")
-        fetchers = [
-            asyncio.create_task(consumer.consume(), name="consume"),
-            asyncio.create_task(consumer.consume_delayed(), name="consume delayed"),
-        ]
         self._started.set()
         try:
-            await self._stopping.wait()
+            await self.consumer.run()
         finally:
-            consumer.stopping.set()
-            consumer.room.set()
-            await asyncio.wait(fetchers)
-            await consumer.finish(self._stop_timeout)
             sweep_stop.set()
             sweeper.cancel()
             await asyncio.wait([sweeper])
