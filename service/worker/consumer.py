@@ -33,6 +33,7 @@ cancelled and requeued; their leases lapse and the sweeper re-dispatches), acks 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import heapq
 import itertools
@@ -335,6 +336,8 @@ class AsyncWorker:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._main, name="triggers-worker", daemon=True)
         self.consumer: AsyncConsumer | None = None
+        self._stop_timeout = 30.0
+        self._stopping = asyncio.Event()
         self._started = threading.Event()
 
     def start(self) -> None:
@@ -343,9 +346,15 @@ class AsyncWorker:
 
     def stop(self, timeout: int = 30_000) -> None:
         """Stop gracefully: runs in flight get ``timeout`` ms (then requeueing and acks)."""
-        if self.consumer is not None and self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.consumer.stop, timeout / 1000)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop, timeout / 1000)
         self.thread.join(timeout / 1000 + 15)
+
+    def _stop(self, timeout: float) -> None:
+        self._stop_timeout = timeout
+        self._stopping.set()
+        if self.consumer is not None:
+            self.consumer.stop(timeout)
 
     def _main(self) -> None:
         self.loop.set_default_executor(
@@ -361,6 +370,25 @@ class AsyncWorker:
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 
+    async def _ready(self, broker: RedisBroker, client: Any) -> tuple[Any, BrokerQueues] | None:
+        """The runtime and the queues, once Redis answers (both read from it when made: the
+        signing secret, the broker's Lua stack size); None if stopped meanwhile. Until then
+        nothing is fetched: the messages wait in the queue (Dramatiq's worker took them and
+        dead-lettered each one whose run could not start)."""
+        from service.worker import actors
+
+        backoff = Backoff(1.0)
+        while not self._stopping.is_set():
+            try:
+                return actors.runtime(), BrokerQueues(broker, client)
+            except Exception as error:
+                log.warning("worker failed to start (its runs and sweeper need Redis): %s; "
+                            "next try in %.1f s", one_line(error), backoff.current)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff.next_delay()):
+                        await self._stopping.wait()
+        return None
+
     async def _serve(self) -> None:
         from service.worker import actors
         from service.worker.broker import QUEUE
@@ -370,16 +398,23 @@ class AsyncWorker:
 
         broker = actors.broker
         assert isinstance(broker, RedisBroker)
-        runtime = actors.runtime()
-        client = broker_client(broker)
-        self.consumer = AsyncConsumer(broker, BrokerQueues(broker, client), actors.HANDLERS,
-                                      QUEUE, self.worker_threads,
-                                      self.settings.worker_poll_ms)  # fmt: skip
+        self._started.set()  # as Dramatiq's Worker.start: the rest may wait for Redis
         heartbeat = HeartbeatMiddleware()
         heartbeat.after_worker_boot(broker, self)
+        client = broker_client(broker)
+        ready = await self._ready(broker, client)
+        if ready is None:
+            heartbeat.before_worker_shutdown(broker, self)
+            await client.aclose()
+            return
+        runtime, queues = ready
+        poll = self.settings.worker_poll_ms
+        self.consumer = AsyncConsumer(broker, queues, actors.HANDLERS, QUEUE,
+                                      self.worker_threads, poll)  # fmt: skip
+        if self._stopping.is_set():
+            self.consumer.stop(self._stop_timeout)
         sweep_stop = threading.Event()
         sweeper = asyncio.create_task(sweep_until(runtime, sweep_stop), name="sweeper")
-        self._started.set()
         try:
             await self.consumer.run()
         finally:

@@ -50,6 +50,7 @@ import logging
 import threading
 import time
 from contextlib import nullcontext
+from typing import Any
 
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
@@ -57,6 +58,7 @@ from dramatiq.middleware import Middleware
 from redis.asyncio import Redis
 
 from service import metrics
+from service.engine.connection import pooled_exchange
 from service.engine.engine import PREMARK_MS
 from service.engine.keys import DELIVERY_KEY_NAMES, KEY_NAMES, delivery_keys, session_keys
 from service.engine.models import Dispatch, SweepResult
@@ -175,15 +177,12 @@ class Sweeper:
         return not await self.runtime.engine.client.exists(*self._watched(uid))
 
     async def idle_among(self, uids: list[str]) -> set[str]:
-        """``idle`` for many sessions: one pipeline of EXISTS on a standalone Redis."""
+        """``idle`` for many sessions: one round trip of EXISTS on a standalone Redis."""
         client = self.runtime.engine.client
         if not isinstance(client, Redis):  # a cluster: each looks on its own node
             looks = await asyncio.gather(*(self.idle(uid) for uid in uids))
             return {uid for uid, quiet in zip(uids, looks, strict=True) if quiet}
-        pipe = client.pipeline(transaction=False)
-        for uid in uids:
-            pipe.exists(*self._watched(uid))
-        found = await pipe.execute()
+        found = await asked(client, [("EXISTS", *self._watched(uid)) for uid in uids])
         return {uid for uid, count in zip(uids, found, strict=True) if not count}
 
     def _watched(self, uid: str) -> tuple[str, str, str]:
@@ -265,22 +264,19 @@ class QueuedMessages:
         queues = (run_instance.queue_name, dq_name(run_instance.queue_name))
         names = [entry.name for entry in entries]
         ids = {e.name: instance_message_id(uid, e.name, e.scheduled) for e in entries}
-        pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            for name in names:
-                pipe.hexists(f"{space}:{queue}.msgs", ids[name])
         dead_since = int(time.time() * 1000) - broker.heartbeat_timeout
-        pipe.zrangebyscore(f"{space}:__heartbeats__", 0, dead_since)
-        *found, dead = await pipe.execute()
+        commands: list[tuple[Any, ...]] = [
+            ("HEXISTS", f"{space}:{queue}.msgs", ids[name]) for queue in queues for name in names
+        ]
+        commands.append(("ZRANGEBYSCORE", f"{space}:__heartbeats__", 0, dead_since))
+        *found, dead = await asked(client, commands)
         held = {name for i, name in enumerate(names * len(queues)) if found[i]}
         if not held or not dead:
             return held
-        pipe = client.pipeline(transaction=False)
         workers = [w.decode() if isinstance(w, bytes) else str(w) for w in dead]
         checks = [(name, worker, queue) for name in held for worker in workers for queue in queues]
-        for name, worker, queue in checks:
-            pipe.sismember(f"{space}:__acks__.{worker}.{queue}", ids[name])
-        hits = await pipe.execute()
+        hits = await asked(client, [("SISMEMBER", f"{space}:__acks__.{worker}.{queue}", ids[name])
+                                    for name, worker, queue in checks])  # fmt: skip
         in_dead_hands = {name for (name, _, _), hit in zip(checks, hits, strict=True) if hit}
         return held - in_dead_hands
 
@@ -303,6 +299,19 @@ async def sweep_until(runtime: WorkerRuntime, stop: threading.Event) -> None:
         except Exception as error:  # it lapses by itself
             log.warning("sweeper lock not released: %s", one_line(error))
         await sweeper.queued.aclose()
+
+
+async def asked(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Read-only commands in one round trip (connection.exchange: hiredis packing, no
+    redis-py pipeline objects, which were most of a backlogged sweep's CPU); the first error
+    reply raised."""
+    if not commands:
+        return []
+    replies = await pooled_exchange(client, commands)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 class SweeperMiddleware(Middleware):
