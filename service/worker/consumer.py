@@ -69,6 +69,10 @@ BEAT_SECONDS = 10.0
 """A window full for this long still sends a fetch of nothing: every dispatch.lua command
 refreshes this worker's broker heartbeat, and runs that hold the window longer than the
 broker's heartbeat timeout (60 s) must not make it look dead."""
+SETTLE_SECONDS = 10.0
+"""At a stop, the longest wait for the last acks (Redis away: the messages stay fetched, and
+the broker's maintenance puts them back once this worker's heartbeat is old; their runs ended,
+so the claims refuse to run them again)."""
 DELAY_PREFETCH_PER_RUN = 1000
 """Delayed messages held per run slot, as Dramatiq's worker holds (``delay_prefetch``)."""
 
@@ -220,8 +224,12 @@ class AsyncConsumer:
     def _ended(self, task: asyncio.Task[None]) -> None:
         queue, message = self.running.pop(task)
         message_id = message.options["redis_message_id"]
-        if task.cancelled():  # stopped past the stop timeout: back on its queue
+        if task.cancelled() and self.stopping.is_set():  # past the stop timeout: requeued
             self.ready.appendleft((queue, message))
+        elif task.cancelled():  # not by us: a failure like any other
+            log.error("message %s (%s) was cancelled; moved to the dead-letter queue",
+                      message.message_id, message.actor_name)  # fmt: skip
+            self.nacks.append((queue, message_id))
         elif (error := task.exception()) is not None:
             log.error("message %s (%s) failed; moved to the dead-letter queue",
                       message.message_id, message.actor_name, exc_info=error)  # fmt: skip
@@ -294,10 +302,12 @@ class AsyncConsumer:
                 task.cancel()
             await asyncio.wait(tasks)
             await self._requeue_held()
-        if self._flush is not None:
-            await self._flush
-        if self.acks or self.nacks:
-            await self._settle()
+        with contextlib.suppress(TimeoutError):  # Redis away: the broker's maintenance
+            async with asyncio.timeout(SETTLE_SECONDS):  # requeues them; claims refuse reruns
+                if self._flush is not None:
+                    await self._flush
+                if self.acks or self.nacks:
+                    await self._settle()
 
     async def _requeue_held(self) -> None:
         by_queue: dict[str, list[str]] = {}
