@@ -359,6 +359,7 @@ class AsyncWorker:
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self._stop, timeout / 1000)
         self.thread.join(timeout / 1000 + 15)
+        log.info("Worker has been shut down.")  # Dramatiq's Worker's words: logs read alike
 
     def _stop(self, timeout: float) -> None:
         self._stop_timeout = timeout
