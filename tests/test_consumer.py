@@ -20,10 +20,11 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.message import Message
 from dramatiq.worker import ConsumerThread
 
 from service.worker.consumer import AsyncConsumer
-from service.worker.redis_queue import BrokerQueues
+from service.worker.redis_queue import BrokerQueues, decode
 from service.worker.runners import broker_client
 
 QUEUE = "cq"
@@ -227,3 +228,23 @@ async def test_a_dead_workers_fetched_message_is_put_back_and_run(broker: RedisB
         await until(lambda: seen == [7])
         await until(lambda: left(broker) == 0)
     assert held_by_workers(broker) == 0
+
+
+def test_messages_decode_as_dramatiq_decodes_them(broker: RedisBroker) -> None:
+    sender = actor(broker, "record")
+    message = sender.message_with_options(args=(1, "two", [3], {"4": None}), delay=5)
+    data = message.encode()
+    assert decode(data) == Message.decode(data)
+    assert decode(data).args == (1, "two", [3], {"4": None})
+
+
+async def test_an_undecodable_message_does_not_hold_up_the_others(broker: RedisBroker) -> None:
+    seen: list[int] = []
+
+    async def record(value: int) -> None:
+        seen.append(value)
+
+    broker.do_enqueue(QUEUE, "poison", b"not a message")  # type: ignore[attr-defined]
+    actor(broker, "record").send(1)
+    async with consuming(broker, {"record": record}):
+        await until(lambda: seen == [1])
