@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -26,6 +30,7 @@ from dramatiq.worker import ConsumerThread
 from service.worker.consumer import AsyncConsumer
 from service.worker.redis_queue import BrokerQueues, decode
 from service.worker.runners import broker_client
+from tests.test_worker_stop import wait_logged, worker, worker_env
 
 QUEUE = "cq"
 
@@ -248,3 +253,32 @@ async def test_an_undecodable_message_does_not_hold_up_the_others(broker: RedisB
     actor(broker, "record").send(1)
     async with consuming(broker, {"record": record}):
         await until(lambda: seen == [1])
+
+
+@pytest.mark.parametrize("consumer", ["asyncio", "dramatiq"])
+def test_triggers_worker_runs_a_dramatiq_message_with_either_consumer(
+    tmp_path: Path, consumer: str
+) -> None:
+    """`triggers worker` (real processes) takes a run_instance message that Dramatiq's own
+    broker sent, runs it (the session does not exist: dropped, as it should be) and acks it;
+    TRIGGERS_WORKER_CONSUMER picks the consumer, and a SIGTERM stops either with exit 0."""
+    log = tmp_path / "worker.log"
+    with worker_env(tmp_path) as env:
+        env["TRIGGERS_WORKER_CONSUMER"] = consumer
+        namespace = f"{env['TRIGGERS_KEY_PREFIX']}-dramatiq"
+        sender = RedisBroker(url=env["TRIGGERS_REDIS_URL"], namespace=namespace)  # type: ignore[no-untyped-call]
+        try:
+            with worker(env, log, 1) as process:
+                kind = "asyncio consumer" if consumer == "asyncio" else "Dramatiq worker"
+                assert f"worker started ({kind})" in log.read_text()
+                dramatiq.actor(print, actor_name="run_instance", broker=sender,
+                               queue_name="triggers").send("nobody", "t#0")  # fmt: skip
+                wait_logged(log, "nobody t#0: dropped", 1, process)
+                deadline = time.monotonic() + 30
+                while sender.client.hlen(f"{namespace}:triggers.msgs"):
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.05)
+                os.killpg(process.pid, signal.SIGTERM)
+                assert process.wait(60) == 0, log.read_text()
+        finally:
+            sender.close()
