@@ -282,3 +282,30 @@ def test_triggers_worker_runs_a_dramatiq_message_with_either_consumer(
                 assert process.wait(60) == 0, log.read_text()
         finally:
             sender.close()
+
+
+async def test_messages_of_a_fetch_whose_answer_was_lost_are_put_back(
+    broker: RedisBroker,
+) -> None:
+    """A fetch that Redis ran but whose answer never arrived (the connection failed) left its
+    messages in this worker's ack set; the next fetch first puts them back, so they run (the
+    sweeper would not re-send them: a live worker holds them)."""
+    seen: list[int] = []
+
+    async def record(value: int) -> None:
+        seen.append(value)
+
+    sender = actor(broker, "record")
+    for n in range(3):
+        sender.send(n)
+    client = broker_client(broker)
+    try:
+        taken = await BrokerQueues(broker, client).fetch(QUEUE, 2)  # the answer "lost"
+    finally:
+        await client.aclose()
+    assert len(taken) == 2 and held_by_workers(broker) == 2
+    async with consuming(broker, {"record": record}) as consumer:
+        consumer._unsure.add(QUEUE)  # what a failed fetch marks
+        await until(lambda: sorted(seen) == [0, 1, 2])
+        await until(lambda: left(broker) == 0)
+    assert held_by_workers(broker) == 0

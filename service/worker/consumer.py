@@ -109,7 +109,8 @@ class AsyncConsumer:
         self.stop_timeout = 30.0
         self.room = asyncio.Event()
         self._flush: asyncio.Task[None] | None = None
-        self._flush_due = False
+        self._settling: set[str] = set()  # ids of the acks and nacks in flight
+        self._unsure: set[str] = set()  # queues whose latest fetch answer was lost
         self._context = contextvars.copy_context()
 
     @property
@@ -132,8 +133,10 @@ class AsyncConsumer:
                 else:
                     continue
             try:
+                await self._recover(self.queue)
                 messages = await self.queues.fetch(self.queue, room)
             except Exception as error:
+                self._unsure.add(self.queue)
                 log.warning("fetching from %s failed: %s", self.queue, one_line(error))
                 await self._wait(self.stopping, trouble.next_delay())
                 continue
@@ -156,9 +159,11 @@ class AsyncConsumer:
             room = self.delay_prefetch - len(self.delayed)
             if room > 0:
                 try:
+                    await self._recover(self.delay_queue)
                     messages = await self.queues.fetch(self.delay_queue, room)
                     trouble.reset()
                 except Exception as error:
+                    self._unsure.add(self.delay_queue)
                     log.warning("fetching from %s failed: %s", self.delay_queue, one_line(error))
                     await self._wait(self.stopping, trouble.next_delay())
                     continue
@@ -173,6 +178,24 @@ class AsyncConsumer:
             if self.delayed:
                 pause = min(pause, max(0.0, self.delayed[0][0] / 1000 - time.time()))
             await self._wait(self.stopping, pause)
+
+    async def _recover(self, queue: str) -> None:
+        """After a fetch whose answer was lost (the connection failed once Redis had run it),
+        the messages it took sit in this worker's ack set with nobody to run them, and the
+        sweeper leaves them alone (a live worker holds them): they are put back on the queue.
+        Every id the set holds that this consumer does not know of is such a message."""
+        if queue not in self._unsure:
+            return
+        known = {m.options["redis_message_id"] for q, m in self.ready if q == queue}
+        known |= {m.options["redis_message_id"] for q, m in self.running.values() if q == queue}
+        known |= {m.options["redis_message_id"] for _, _, q, m in self.delayed if q == queue}
+        known |= {mid for q, mid in self.acks + self.nacks if q == queue} | self._settling
+        lost = sorted((await self.queues.fetched(queue)) - known)
+        if lost:
+            log.warning("%d messages fetched from %s with a lost answer: requeued", len(lost),
+                        queue)  # fmt: skip
+            await self.queues.requeue(queue, lost)
+        self._unsure.discard(queue)
 
     def take(self, queue: str, message: Message[Any]) -> None:
         """A fetched message: held until its eta if it has one, else ready to run."""
@@ -255,6 +278,7 @@ class AsyncConsumer:
         while self.acks or self.nacks:
             acks, nacks = self.acks, self.nacks
             self.acks, self.nacks = [], []
+            self._settling = {mid for _, mid in acks + nacks}
             try:
                 await self.queues.settle(acks, nacks)
                 trouble.reset()
@@ -263,6 +287,8 @@ class AsyncConsumer:
                 log.warning("acknowledging %d messages failed: %s; retrying",
                             len(acks) + len(nacks), one_line(error))  # fmt: skip
                 await asyncio.sleep(trouble.next_delay())
+            finally:
+                self._settling = set()
 
     # -- stopping ------------------------------------------------------------------------------
 

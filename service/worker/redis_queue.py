@@ -22,6 +22,8 @@ tests/test_consumer_internals.py):
   data), ``ack <id>`` (drops the id from the ack set and its data), ``nack <id>`` (moves the
   data to the dead-letter queue ``<ns>:<queue>.XQ``), ``requeue <id>...`` (puts fetched ids
   back on their queue), ``enqueue <id> <data>``;
+* this worker's ack set of a queue is ``<ns>:__acks__.<broker_id>.<queue>`` (read after a
+  fetch whose answer was lost, to put back what it took);
 * a message is ``Message.decode(data)`` (the JSON encoder's value, ``args`` a tuple, as
   ``decode`` here builds it) / ``Message.encode()`` (runners.encode) and is known
   in Redis by its option ``redis_message_id``; a delayed message sits in ``<queue>.DQ``
@@ -117,6 +119,13 @@ class BrokerQueues:
             except DecodeError as error:  # the others still run; this one stays fetched
                 log.error("an undecodable message on %s was skipped: %s", queue, error)
         return messages
+
+    async def fetched(self, queue: str) -> set[str]:
+        """The ids of the messages this worker fetched from ``queue`` and has not acked,
+        nacked or requeued (its ack set)."""
+        key = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{queue}"
+        (members,) = await self.send([("SMEMBERS", key)])
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
     async def settle(
         self, acks: Sequence[tuple[str, str]], nacks: Sequence[tuple[str, str]]
