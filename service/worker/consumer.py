@@ -16,6 +16,11 @@ before: a message fetched by a process that dies stays in its ack set until anot
 maintenance (once the dead one's heartbeat is older than the broker's heartbeat timeout) puts
 it back, and the engine's lease, outbox and sweeper re-dispatch the instance much sooner.
 
+A fetch whose answer is lost (Redis ran it, then the connection failed) would leave its
+messages in this worker's ack set for as long as the worker lives (Dramatiq's consumer does,
+and the sweeper leaves messages a live worker holds alone): the next fetch first requeues every
+id of the set that this consumer does not hold.
+
 What the Dramatiq middleware did is done here: the worker heartbeat (HeartbeatMiddleware,
 reused as is), the sweeper (service/worker/sweeper.py, on this loop and runtime), the message's
 trace context (tracing.received), a clean log context per message (each run is a task with a
