@@ -172,8 +172,9 @@ class Settings(BaseSettings):
     worker_consumer: Literal["asyncio", "dramatiq"] = Field(
         default="asyncio",
         description="How a worker consumes a Redis broker: `asyncio` fetches, runs and acks on "
-        "one event loop (service/worker/consumer.py), about twice the throughput of "
-        "`dramatiq`, Dramatiq's own thread-per-message Worker. Both take the same messages "
+        "one event loop (service/worker/consumer.py; 1.4-1.8 times the tasks/s of `dramatiq` "
+        "for no-op Python tasks in bench/pipeline.py, half the worker CPU per task), "
+        "`dramatiq` is Dramatiq's own thread-per-message Worker. Both take the same messages "
         "from the same queues; a RabbitMQ broker always uses Dramatiq's Worker.",
     )
     worker_poll_ms: int = Field(
