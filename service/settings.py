@@ -183,7 +183,9 @@ class Settings(BaseSettings):
         le=1000,
         description="Idle poll of the broker queue (Dramatiq's worker_timeout). Dramatiq's "
         "1000 ms default adds up to a second per hop; 20 ms costs one cheap Lua call per "
-        "queue every 20 ms per idle worker process.",
+        "queue every 20 ms per idle worker process. The asyncio consumer waits the poll in "
+        "BLPOP for our producers' wake-ups, so it starts what they send at once and the poll "
+        "only bounds the wait for messages sent otherwise (service/worker/wakeup.py).",
     )
     sweep_interval: float = Field(
         default=2.0, gt=0, description="Seconds between sweeps for stranded work."

@@ -21,6 +21,10 @@ messages in this worker's ack set for as long as the worker lives (Dramatiq's co
 and the sweeper leaves messages a live worker holds alone): the next fetch first requeues every
 id of the set that this consumer does not hold.
 
+An idle consumer does not sleep its poll: it waits in BLPOP for a wake-up that our producers
+push beside the queue with every enqueue (service/worker/wakeup.py), so a message sent to an
+idle worker runs at once; it still fetches at least once per poll.
+
 What the Dramatiq middleware did is done here: the worker heartbeat (HeartbeatMiddleware,
 reused as is), the sweeper (service/worker/sweeper.py, on this loop and runtime), the message's
 trace context (tracing.received), a clean log context per message (each run is a task with a
@@ -58,6 +62,7 @@ from service import tracing
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
 from service.worker.redis_queue import BrokerQueues
+from service.worker.wakeup import Waiter, waiter_client
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +98,10 @@ class AsyncConsumer:
         queue: str,
         runs: int,
         poll_ms: int,
+        waiter: Waiter | None = None,
     ) -> None:
         self.broker = broker
+        self.waiter = waiter
         self.queues = queues
         self.handlers = handlers
         self.queue = queue
@@ -125,8 +132,9 @@ class AsyncConsumer:
     # -- fetching ------------------------------------------------------------------------------
 
     async def consume(self) -> None:
-        """Fetch from the queue until stopped: a batch whenever the window has room for one,
-        the idle backoff of Dramatiq's consumer (up to the poll) when the queue is empty."""
+        """Fetch from the queue until stopped: a batch whenever the window has room for one;
+        when the queue is empty, wait for a producer's wake-up up to the poll (wakeup.py; no
+        waiter: the idle backoff of Dramatiq's consumer, up to the poll)."""
         misses = 0
         trouble = Backoff(1.0)
         while not self.stopping.is_set():
@@ -150,9 +158,20 @@ class AsyncConsumer:
                 self.take(self.queue, message)
             if messages:
                 misses = 0
+            elif room and self.waiter is not None:
+                await self._wait_for_wakeup(self.waiter)
             elif room:
                 misses, backoff_ms = compute_backoff(misses, max_backoff=self.poll_ms)
                 await self._wait(self.stopping, backoff_ms / 1000)
+
+    async def _wait_for_wakeup(self, waiter: Waiter) -> None:
+        """An empty queue: wait for a producer's wake-up, at most the poll (wakeup.py), or the
+        stop."""
+        woken = asyncio.ensure_future(waiter.wait(self.poll_ms / 1000))
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in (woken, stopped):
+            waiting.cancel()
 
     async def consume_delayed(self) -> None:
         """Fetch delayed messages and hold them until their eta, then move them to the queue
@@ -435,7 +454,7 @@ class AsyncWorker:
         from service.worker import actors
         from service.worker.broker import QUEUE
         from service.worker.liveness import HeartbeatMiddleware
-        from service.worker.runners import ActorSender, broker_client
+        from service.worker.runners import ActorSender, broker_client, broker_options
         from service.worker.sweeper import sweep_until
 
         broker = actors.broker
@@ -451,8 +470,10 @@ class AsyncWorker:
             return
         runtime, queues = ready
         poll = self.settings.worker_poll_ms
+        waiter = Waiter(waiter_client(broker_options(broker), poll / 1000), broker.namespace,
+                        QUEUE)  # fmt: skip
         self.consumer = AsyncConsumer(broker, queues, actors.HANDLERS, QUEUE,
-                                      self.worker_threads, poll)  # fmt: skip
+                                      self.worker_threads, poll, waiter)  # fmt: skip
         if self._stopping.is_set():
             self.consumer.stop(self._stop_timeout)
         sweep_stop = threading.Event()
@@ -466,5 +487,6 @@ class AsyncWorker:
             heartbeat.before_worker_shutdown(broker, self)
             await ActorSender.drain_all()
             await client.aclose()
+            await waiter.aclose()
             await runtime.aclose()
             actors.forget_runtime()

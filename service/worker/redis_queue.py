@@ -50,6 +50,7 @@ from redis.exceptions import NoScriptError
 
 from service.engine.connection import pooled_exchange
 from service.worker.runners import ActorSender, encode
+from service.worker.wakeup import wake_commands
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,9 @@ class BrokerQueues:
 
     async def release_due(self, queue: str, messages: Sequence[Message[Any]]) -> None:
         """Delayed messages whose eta passed: each enqueued on its canonical queue under a new
-        id, without ``eta``, then acked on the delay queue ``queue``; all in one round trip,
-        enqueues first (a cut between the two leaves a duplicate, which the claim refuses,
-        never a loss)."""
+        id, without ``eta``, then acked on the delay queue ``queue``, and idle consumers woken;
+        all in one round trip, enqueues first (a cut between the two leaves a duplicate, which
+        the claim refuses, never a loss)."""
         commands = []
         for message in messages:
             options = {k: v for k, v in message.options.items() if k != "eta"}
@@ -156,4 +157,10 @@ class BrokerQueues:
             commands.append(self.command("enqueue", due.queue_name,
                                          due.options["redis_message_id"], encode(due)))  # fmt: skip
         commands += [self.command("ack", queue, m.options["redis_message_id"]) for m in messages]
+        woken: dict[str, int] = {}
+        for message in messages:
+            canonical = q_name(message.queue_name)
+            woken[canonical] = woken.get(canonical, 0) + 1
+        for canonical, count in woken.items():  # idle consumers run them now (wakeup.py)
+            commands += wake_commands(self.broker.namespace, canonical, count)
         await self.send(commands)

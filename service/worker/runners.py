@@ -62,6 +62,7 @@ from service.engine.connection import (
     pooled_exchange,
 )
 from service.settings import Settings
+from service.worker.wakeup import wake_commands
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,20 @@ class ActorSender:
     @staticmethod
     async def _pipeline(client: Redis, sha: str, namespace: str, items: list[Enqueue]) -> list[Any]:
         """The enqueue commands in one round trip (connection.exchange: written at once,
-        replies read within one socket timeout; an error reply in its command's place)."""
-        commands = [("EVALSHA", sha, 1, namespace, *item.args) for item in items]
-        return await pooled_exchange(client, commands)
+        replies read within one socket timeout; an error reply in its command's place), then
+        the wake-ups of idle asyncio consumers of the queues they fill (wakeup.py; their
+        replies are not the items' and are dropped: a lost wake-up costs one poll)."""
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", sha, 1, namespace, *item.args) for item in items
+        ]
+        ready: dict[str, int] = {}  # queue -> messages for it now (not delayed)
+        for item in items:
+            if item.delay is None:
+                queue = item.message.queue_name
+                ready[queue] = ready.get(queue, 0) + 1
+        for queue, count in ready.items():
+            commands += wake_commands(namespace, queue, count)
+        return (await pooled_exchange(client, commands))[: len(items)]
 
 
 class DramatiqRunner:
@@ -246,10 +258,13 @@ def instance_message_id(uid: str, name: str, scheduled_ms: int) -> str:
 def broker_client(broker: RedisBroker) -> Redis:
     """An asyncio client on the Redis broker's server (its connection options, our bounded
     pool): for sending messages and for asking the broker what it still holds."""
+    return Redis(connection_pool=broker_pool(broker_options(broker)))
+
+
+def broker_options(broker: RedisBroker) -> dict[str, Any]:
+    """The connection options of the Redis broker's client (server, credentials, timeouts)."""
     options = broker.client.connection_pool.connection_kwargs
-    return Redis(connection_pool=broker_pool(
-        {key: value for key, value in options.items() if key in _REDIS_OPTIONS}
-    ))  # fmt: skip
+    return {key: value for key, value in options.items() if key in _REDIS_OPTIONS}
 
 
 def broker_pool(options: dict[str, Any]) -> HealingConnectionPool:
