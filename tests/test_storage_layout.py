@@ -104,6 +104,10 @@ async def to_earlier_layout(engine: Engine, uid: str) -> None:
     for name in ("trig", "counts"):
         if ttl > 0:
             await client.pexpire(keys[name], ttl)
+    for field, raw in (await client.hgetall(keys["meta"])).items():
+        if field.startswith("#"):  # the latest kwargs, in a hash of their own
+            await client.hdel(keys["meta"], field)
+            await client.hset(keys["latest"], field[1:], raw)
     await to_stream_log(engine, uid)
     for name, raw in (await client.hgetall(keys["defs"])).items():
         definition = load_def(raw)
@@ -192,11 +196,14 @@ async def test_small_session_hashes_stay_compact(redis_url: str) -> None:
         await engine.configure(uid, {"tasks": {"t": {"after": ["a"], "andEvery": "b", "run": "P"}}})
         await engine.fire(uid, "a", {})
         keys = keys_of(engine, uid)
-        for name in ("defs", "meta", "latest"):
+        for name in ("defs", "meta"):
             encoding = await engine.client.object("encoding", keys[name])
             assert encoding in ("listpack", "ziplist"), (name, encoding)
-        # instance counts, the trigger index and short remainders live in defs
+        # instance counts, the trigger index and short remainders live in defs; the latest
+        # kwargs in meta
         assert await engine.client.exists(keys["trig"], keys["counts"], keys["tasks"]) == 0
+        assert await engine.client.exists(keys["latest"]) == 0
+        assert await engine.client.hget(keys["meta"], "#a") == "{}"
 
 
 async def test_a_long_remainder_stays_out_of_defs(redis_url: str) -> None:
@@ -232,6 +239,8 @@ async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url
         raw = await engine.client.hget(keys_of(engine, "layout:old")["inst"], "t_a#0")
         assert raw.startswith("{")
         assert await engine.client.exists(keys_of(engine, "layout:old")["counts"]) == 1
+        old_latest = keys_of(engine, "layout:old")["latest"]
+        assert await engine.client.hlen(old_latest) == 4  # go, page, t_a, stop
         old, new = await engine.snapshot("layout:old"), await engine.snapshot("layout:new")
         assert old.tasks == new.tasks
         assert without_times(old) == without_times(new)
@@ -254,6 +263,7 @@ async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url
         assert await logged(engine, "layout:old") == await logged(engine, "layout:new")
         old_keys = keys_of(engine, "layout:old")
         assert await engine.client.exists(old_keys["counts"], old_keys["trig"]) == 0
+        assert await engine.client.exists(old_keys["latest"]) == 0
         assert await engine.client.type(events_key("layout:old", engine.prefix)) == "list"
         defs = await engine.client.hgetall(old_keys["defs"])
         new_defs = await engine.client.hgetall(keys_of(engine, "layout:new")["defs"])
@@ -262,6 +272,24 @@ async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url
             return {f: v for f, v in fields.items() if f.startswith("#") and f[:2] != "#@"}
 
         assert moved(defs) == moved(new_defs)
+
+
+async def test_earlier_layout_read_in_pages(redis_url: str) -> None:
+    """A session of the earlier layout whose latest kwargs or instances pass a page: read in
+    pages (HSCAN), from the earlier layout's own hash, before any change converts it."""
+    prefix = unique_prefix()
+    async with engine_on(redis_url, prefix) as engine:
+        await build(engine, "layout:paged")
+        whole = await engine.snapshot("layout:paged")
+        views = await unresolved(engine, "layout:paged")
+        await to_earlier_layout(engine, "layout:paged")
+    async with engine_on(redis_url, prefix, page_size=2) as paged:
+        snapshot = await paged.snapshot("layout:paged")
+        assert snapshot.latestKwargs == whole.latestKwargs
+        assert without_times(snapshot) == without_times(whole)
+        assert await unresolved(paged, "layout:paged") == views
+        await paged.fire("layout:paged", "page", {"p": 9})  # converts it
+        assert (await paged.snapshot("layout:paged")).latestKwargs["page"] == {"p": 9}
 
 
 async def test_bench_memory_json_interface(redis_url: str) -> None:

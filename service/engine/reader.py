@@ -28,9 +28,11 @@ from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import (
     COUNT_MARK,
     KEY_NAMES,
+    LATEST_MARK,
     REST_MARK,
     counted_task,
     is_def_field,
+    latest_fields,
     session_keys,
 )
 from service.engine.models import TaskConfig, UnresolvedInstance, UnresolvedTask
@@ -134,6 +136,14 @@ class SessionReader:
             if int(cursor) == 0:
                 return found
 
+    async def latest(self, keys: Mapping[str, str]) -> dict[str, str]:
+        """Every trigger's latest kwargs, page by page: meta's marked fields (keys.LATEST_MARK)
+        and, for a session of the earlier layout, its own hash."""
+        found = await self.scan_hash(keys["latest"])
+        for field, value in (await self.scan_hash(keys["meta"], LATEST_MARK + "*")).items():
+            found[field[len(LATEST_MARK) :]] = value
+        return found
+
     async def hmget(self, key: str, fields: list[str]) -> list[str | None]:
         """HMGET in pages of ``page`` fields."""
         values: list[str | None] = []
@@ -143,11 +153,14 @@ class SessionReader:
 
     async def head(self, uid: str, run_script: Callable[..., Any]) -> Head:
         """The bounded readSession script; NotFoundError for an unknown session."""
-        meta, tasks, latest, count, instances = await run_script("readSession", uid, self.page)
+        flat_meta, tasks, earlier, count, instances = await run_script(
+            "readSession", uid, self.page
+        )
+        meta, latest = latest_fields(_pairs(flat_meta))
         return Head(
-            meta=_pairs(meta),
+            meta=meta,
             tasks=list(_pairs(tasks).items()),  # in configuration order (readSession)
-            latest=None if latest is None else _pairs(latest),
+            latest=None if earlier is None else {**_pairs(earlier), **latest},
             instance_count=int(count),
             instances=None if instances is None else _pairs(instances),
         )
@@ -274,7 +287,10 @@ class SessionReader:
         started = await self.hmget(keys["counts"], unknown) if unknown else []
         without = {name for name, count in zip(unknown, started, strict=True) if count is None}
         wanted = sorted({t for name in without for t in defs[name]["after"]})
-        fired = dict(zip(wanted, await self.hmget(keys["latest"], wanted), strict=True))
+        marked = await self.hmget(keys["meta"], [LATEST_MARK + t for t in wanted])
+        earlier = await self.hmget(keys["latest"], wanted)  # the earlier layout's own hash
+        pairs = zip(wanted, marked, earlier, strict=True)
+        fired = {t: m if m is not None else e for t, m, e in pairs}
         records = [(n, raw) for n, raw in zip(names, raws, strict=True) if raw is not None]
 
         def decode() -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:

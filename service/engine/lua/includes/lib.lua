@@ -7,7 +7,11 @@ unchanged on Redis Cluster):
 
   KEYS[1]  meta    hash  created, updated (ms), version, cfgv (config version), npos (next task
                          position), finalized ("1"), finalizedAt (ms), webhooks (raw JSON),
-                         sid (the sessionId of this incarnation, see new_session_id)
+                         sid (the sessionId of this incarnation, see new_session_id);
+                         "#<trigger>" -> kwargs of the trigger's most recent fire (raw JSON
+                         text; D9): one key less for a small session (each key costs ~90
+                         bytes). Trigger names have no "#" and no other field starts with it;
+                         only latest_kwargs, has_latest, set_latest and readSession know them
   KEYS[2]  tasks   hash  task name -> the rest of its configuration (raw JSON text: run,
                          withParams, custom directives; what defs does not hold) when it is
                          longer than SHORT_REST bytes; a shorter one is in defs (rest_of).
@@ -28,7 +32,7 @@ unchanged on Redis Cluster):
   KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (encode_record, below)
   KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
                          instances of one status, or of one status and one task, without scanning
-  KEYS[7]  latest  hash  trigger name -> kwargs of its most recent fire (raw JSON text)
+  KEYS[7]  latest  hash  earlier layout only: the "#" fields of meta (adopt_latest_layout)
   KEYS[8]  counts  hash  earlier layout only: the "#" fields of defs (adopt_config_layout)
   KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, until a worker claims it; and
                          events for webhooks ("@<event>") until their deliveries are queued
@@ -157,6 +161,42 @@ local function touch()
     redis.call('HSET', K.meta, 'updated', NOW)
     redis.call('HSETNX', K.meta, 'sid', new_session_id())
   end
+end
+
+-- The latest kwargs of each trigger fired (D9) are meta fields "#<trigger>" (LATEST_MARK). A
+-- session of the earlier layout kept them in a hash of their own (KEYS[7]): the first script
+-- that needs them moves them into meta, once (O(triggers)), a pure change of representation
+-- (meta exists whenever they do, and its time to live is the session's).
+local LATEST_MARK = '#'
+local latest_checked = false
+local function adopt_latest_layout()
+  if latest_checked then return end
+  latest_checked = true
+  if redis.call('EXISTS', K.latest) == 0 then return end
+  local flat = redis.call('HGETALL', K.latest)
+  for i = 1, #flat, 2 do flat[i] = LATEST_MARK .. flat[i] end
+  for first = 1, #flat, 2 * CHUNK do
+    redis.call('HSET', K.meta, unpack(flat, first, math.min(first + 2 * CHUNK - 1, #flat)))
+  end
+  redis.call('DEL', K.latest)
+end
+
+-- The latest kwargs of `triggers` (false where never fired), in order.
+local function latest_kwargs(triggers)
+  adopt_latest_layout()
+  local marked = {}
+  for i, trigger in ipairs(triggers) do marked[i] = LATEST_MARK .. trigger end
+  return hmget_all(K.meta, marked)
+end
+
+local function has_latest(trigger)
+  adopt_latest_layout()
+  return redis.call('HEXISTS', K.meta, LATEST_MARK .. trigger) == 1
+end
+
+local function set_latest(trigger, kwargs)
+  adopt_latest_layout()
+  redis.call('HSET', K.meta, LATEST_MARK .. trigger, kwargs)
 end
 
 -- The events of this change, written as ONE log entry by flush_events() (called by
@@ -695,13 +735,13 @@ local function prefill(rec, def, trigger)
     if t ~= trigger then others[#others + 1] = t end
   end
   if #others > 0 then
-    local values = hmget_all(K.latest, others)
+    local values = latest_kwargs(others)
     for i, t in ipairs(others) do
       if values[i] then rec.kwargs[t] = values[i] end
     end
   end
   for _, t in ipairs(def.unless) do
-    if t ~= trigger and redis.call('HEXISTS', K.latest, t) == 1 then
+    if t ~= trigger and has_latest(t) then
       rec.abandon[#rec.abandon + 1] = t
     end
   end
@@ -762,7 +802,7 @@ local function fire(trigger, kwargs, outcome, tasks)
   for _, task in ipairs(tasks or relevant_tasks(trigger)) do
     fire_into_task(task.name, task.def, trigger, kwargs, record)
   end
-  redis.call('HSET', K.latest, trigger, kwargs) -- D9
+  set_latest(trigger, kwargs) -- D9
   if trigger == FINAL_TRIGGER and redis.call('HSETNX', K.meta, 'finalized', '1') == 1 then
     redis.call('HSET', K.meta, 'finalizedAt', NOW)
     outcome.finalized = true
@@ -812,7 +852,7 @@ end
 -- fire, before any configuration arrived; see the engine's notes).
 local function finalize_if_ready(outcome)
   if not FINALIZE or blocked_by_this_change then return end
-  if redis.call('HEXISTS', K.latest, FINAL_TRIGGER) == 1 then return end
+  if has_latest(FINAL_TRIGGER) then return end
   adopt_config_layout()
   local fields = redis.call('HGETALL', K.defs)
   local defs, started = {}, {}
