@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from service.engine import Engine
 from service.engine.events import EventLog
 from service.engine.keys import KEY_NAMES, events_key, is_def_field, session_keys
-from service.engine.records import load_def, load_record
+from service.engine.records import META_NAMES, TS_NAMES, load_def, load_record
 from tests.conftest import engine_on, unique_prefix
 
 BIG = 9007199254740993  # 2**53 + 1: a double (Lua's number, cjson) would round it
@@ -81,14 +82,47 @@ async def to_stream_log(engine: Engine, uid: str) -> None:
         await engine.client.xadd(log, fields, id=entry_id)
 
 
-async def to_earlier_layout(engine: Engine, uid: str) -> None:
-    """Rewrites the stored records, defs and task configurations in the earlier layout."""
+def as_text(value: Any) -> str:
+    """A kwargs or metadata value as the earlier layouts keep it: raw JSON text."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def earliest_record(name: str, raw: str) -> str:
+    """A record in the earliest layout: the whole table as one JSON object."""
+    record = load_record(raw)
+    record["task"] = name.rsplit("#", 1)[0]
+    record["kwargs"] = {key: as_text(value) for key, value in record["kwargs"].items()}
+    record["meta"] = {key: as_text(value) for key, value in record["meta"].items()}
+    return orjson.dumps(record).decode()
+
+
+def array_record(raw: str) -> str:
+    """A record in the earlier compact layout: a JSON array [head, kwargs, engine meta,
+    abandon, meta, lease], created in decimal, kwargs and metadata as JSON text in strings."""
+    record = load_record(raw)
+    ts_codes = {name: code for code, name in TS_NAMES.items()}
+    meta_codes = {name: code for code, name in META_NAMES.items()}
+    created = record["ts"]["created"]
+    head = f"{ts_codes[record['status']]} {created}" + "".join(
+        f" {ts_codes[key]}{at - created}" for key, at in record["ts"].items() if key != "created"
+    )
+    engine_meta = {meta_codes[k]: as_text(v) for k, v in record["meta"].items() if k in meta_codes}
+    meta = {k: as_text(v) for k, v in record["meta"].items() if k not in meta_codes}
+    kwargs = {key: as_text(value) for key, value in record["kwargs"].items()}
+    stored = [head, kwargs, engine_meta, record["abandon"], meta]
+    if "lease" in record:
+        stored.append(record["lease"])
+    return orjson.dumps(stored).decode()
+
+
+async def to_earlier_layout(engine: Engine, uid: str, records: str = "object") -> None:
+    """Rewrites the stored records (``records``: "object", the earliest layout, or "array",
+    the earlier compact one), defs and task configurations in the earlier layout."""
     keys = keys_of(engine, uid)
     client = engine.client
     for name, raw in (await client.hgetall(keys["inst"])).items():
-        record = load_record(raw)
-        record["task"] = name.rsplit("#", 1)[0]
-        await client.hset(keys["inst"], name, orjson.dumps(record).decode())
+        stored = earliest_record(name, raw) if records == "object" else array_record(raw)
+        await client.hset(keys["inst"], name, stored)
     config = await engine.get_config(uid)
     ttl = await client.pttl(keys["defs"])
     for field, raw in (await client.hgetall(keys["defs"])).items():
@@ -162,6 +196,45 @@ async def test_answers_keep_user_json_exactly(redis_url: str) -> None:
         assert snapshot.instances["t_b#0"].abandonState == ["stop"]
 
 
+TRICKY_TRIGGERS = ('a"b\\c/d', "ключ {x}", "[]")
+TRICKY_KWARGS: list[dict[str, Any]] = [
+    {"s": 'close } and ] and "quote" and \\', "n": [[], {}, [{"}": "]"}]], "big": BIG},
+    {"": "", "e": 1e-7, "neg": -0.0, "t": True, "z": None, "u": "é\u2028"},
+    {"deep": {"a": [1, [2, [3, {"b": '\\"'}]]]}},
+]
+
+
+async def test_kwargs_spliced_unescaped_read_back_exactly(redis_url: str) -> None:
+    """The current record splices each fire's kwargs in as raw JSON, and Lua cuts them out
+    without decoding them (lib.lua raw_members): strings holding brackets, quotes and
+    backslashes, trigger names that need escaping, and numbers cjson would round all come
+    back as fired, through an absorb (Lua decodes and re-encodes the record), a claim
+    (actualKwargs stored as "=") and a retry's clone."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        uid = "layout:tricky"
+        task = {"after": list(TRICKY_TRIGGERS), "run": "P"}
+        await engine.configure(uid, {"tasks": {"t": task}})
+        for trigger, kwargs in zip(TRICKY_TRIGGERS, TRICKY_KWARGS, strict=True):
+            await engine.fire(uid, trigger, kwargs)
+        expected = dict(zip(TRICKY_TRIGGERS, TRICKY_KWARGS, strict=True))
+        raw = await engine.client.hget(keys_of(engine, uid)["inst"], "t#0")
+        assert raw[0] == "s"  # the current layout
+        assert (await engine.snapshot(uid)).instances["t#0"].kwargs == expected
+        claim = await engine.claim(uid, "t#0")
+        assert claim.state == "claimed" and claim.token and claim.kwargs == expected
+        await engine.retry(uid, "t#0", claim.token)
+        claim = await engine.claim(uid, "t#1")
+        assert claim.token and claim.kwargs == expected
+        await engine.fail(uid, "t#1", claim.token, "E", "x", {"ctx": TRICKY_KWARGS[0]})
+        replacement = {TRICKY_TRIGGERS[2]: TRICKY_KWARGS[2], TRICKY_TRIGGERS[0]: {}}
+        await engine.replay(uid, "t#1", replacement)
+        snapshot = await engine.snapshot(uid)
+        assert snapshot.instances["t#0"].metadata["actualKwargs"] == expected
+        assert snapshot.instances["t#1"].kwargs == expected
+        assert snapshot.instances["t#1"].metadata["exceptionContext"] == {"ctx": TRICKY_KWARGS[0]}
+        assert snapshot.instances["t#2"].kwargs == replacement
+
+
 async def test_actual_kwargs_kept_when_they_differ_from_the_kwargs(redis_url: str) -> None:
     """withParams merged into the kwargs: actualKwargs is stored whole, and read back whole."""
     async with engine_on(redis_url, unique_prefix()) as engine:
@@ -231,13 +304,16 @@ async def test_a_long_remainder_stays_out_of_defs(redis_url: str) -> None:
         assert sorted(await engine.client.hkeys(keys["defs"])) == ["##a", "#@v", "v"]
 
 
-async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url: str) -> None:
+@pytest.mark.parametrize("records", ["object", "array"])
+async def test_sessions_of_the_earlier_layout_read_and_change_the_same(
+    redis_url: str, records: str
+) -> None:
     async with engine_on(redis_url, unique_prefix()) as engine:
         await build(engine, "layout:new")
         await build(engine, "layout:old")
-        await to_earlier_layout(engine, "layout:old")
+        await to_earlier_layout(engine, "layout:old", records)
         raw = await engine.client.hget(keys_of(engine, "layout:old")["inst"], "t_a#0")
-        assert raw.startswith("{")
+        assert raw.startswith("{" if records == "object" else "[")
         assert await engine.client.exists(keys_of(engine, "layout:old")["counts"]) == 1
         old_latest = keys_of(engine, "layout:old")["latest"]
         assert await engine.client.hlen(old_latest) == 4  # go, page, t_a, stop

@@ -351,17 +351,26 @@ local function number_of(name)
   return tonumber(string.match(name, '#(%d+)$'))
 end
 
--- Instance records are stored compact (issue 11 item 4): a cjson array
---   [head, kwargs, engine meta, abandon, meta, lease]   (the last three only when needed)
--- head is one string: "<status code> <created ms>" then " <code><ms after created>" per time
+-- Instance records are stored compact (issue 11 item 4), as text:
+--   <head><kwargs>                                   when that is all the record holds, else
+--   <head>[<kwargs>,<engine meta>(,<abandon>,<meta>,<lease>)]    (the last three when needed)
+-- head: "<status code> <created ms, base 36>" then " <code><ms after created>" per time
 -- (codes: TS_CODE; a status is stored as the code of its time). `unstarted` is left out when
 -- it equals `created`, `lastModified` when it equals the current status's time; a code with
--- no number says the time is absent. `task` is left out (the name's part before "#"). The
--- metadata the engine writes goes apart under one-letter codes (META_CODE), so it can never
--- meet a caller's key; actualKwargs is "=" when it is the instance's kwargs as one object
--- (keys sorted, values as stored: what a claim merges when the task has no withParams). A
--- record that starts with "{" is the earlier layout (the whole table as cjson), read as it is.
--- service/engine/records.py decodes both layouts the same way.
+-- no number says the time is absent. The head never holds "{" or "[", so the first of them
+-- starts the rest. kwargs: one JSON object, trigger -> the fire's kwargs spliced in as they
+-- came (raw JSON, not escaped into a string: Lua never decodes them, raw_members splits the
+-- object without reading its values), keys sorted. The rest is cjson: engine meta, user meta
+-- (values raw JSON text), abandon, lease. `task` is left out (the name's part before "#").
+-- The metadata the engine writes goes apart under one-letter codes (META_CODE), so it can
+-- never meet a caller's key; actualKwargs is "=" when it is the instance's kwargs as one
+-- object (keys sorted, values as stored: what a claim merges when the task has no
+-- withParams). A small record (a scheduled instance with two small kwargs) stays within
+-- Redis' hash-max-listpack-value (64 bytes), so a small session's `inst` keeps the compact
+-- encoding. Two earlier layouts are read as they are: a record that starts with "[" (a cjson
+-- array [head, kwargs, engine, abandon, meta, lease], created in decimal, kwargs escaped
+-- into strings) and one that starts with "{" (the whole table as cjson); each is written in
+-- the current layout at its next change. service/engine/records.py decodes all three alike.
 local META_CODE = {
   actualKwargs = 'k', attempt = 'a', result = 'r', logLevel = 'l', exceptionType = 't',
   exceptionInfo = 'i', exceptionContext = 'x', cascade = 'c', depth = 'd', parent = 'p',
@@ -395,6 +404,68 @@ end
 
 local NO_META = {}
 
+-- Raw JSON (the lines below): the end of the string that starts at i (its closing quote).
+local function json_string_end(s, i)
+  local j = i + 1
+  while true do
+    local at = string.find(s, '["\\]', j)
+    if string.byte(s, at) == 34 then return at end
+    j = at + 2 -- past the escaped character
+  end
+end
+
+-- The end of the JSON value that starts at i, found without decoding it.
+local function json_value_end(s, i)
+  local c = string.byte(s, i)
+  if c == 34 then return json_string_end(s, i) end
+  if c ~= 123 and c ~= 91 then return (string.find(s, '[,}%]%s]', i) or #s + 1) - 1 end
+  local depth, j = 0, i
+  while true do
+    j = string.find(s, '[%[%]{}"]', j)
+    c = string.byte(s, j)
+    if c == 34 then
+      j = json_string_end(s, j)
+    elseif c == 123 or c == 91 then
+      depth = depth + 1
+    else
+      depth = depth - 1
+      if depth == 0 then return j end
+    end
+    j = j + 1
+  end
+end
+
+-- The JSON object that starts at i as {key = its value's raw JSON text}, and where it ends:
+-- the values are cut out, never decoded (cjson would round numbers and turn [] into {}).
+local function raw_members(s, i)
+  local map = {}
+  local j = string.find(s, '%S', i + 1)
+  if string.byte(s, j) == 125 then return map, j end -- "}": empty
+  while true do
+    local key_end = json_string_end(s, j)
+    local key = string.sub(s, j + 1, key_end - 1)
+    if string.find(key, '\\', 1, true) then key = cjson.decode(string.sub(s, j, key_end)) end
+    local first = string.find(s, '[^%s:]', key_end + 1)
+    local last = json_value_end(s, first)
+    map[key] = string.sub(s, first, last)
+    j = string.find(s, '[,}]', last + 1)
+    if string.byte(s, j) == 125 then return map, j end
+    j = string.find(s, '%S', j + 1)
+  end
+end
+
+local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function base36(n)
+  if n <= 0 then return '0' end
+  local digits = {}
+  while n > 0 do
+    local d = n % 36
+    table.insert(digits, 1, string.sub(B36, d + 1, d + 1))
+    n = (n - d) / 36
+  end
+  return table.concat(digits)
+end
+
 -- Numbers below 1e14 print whole as Lua's %.14g (times in ms, their differences).
 local function encode_record(rec)
   local meta, engine = NO_META, NO_META
@@ -410,7 +481,7 @@ local function encode_record(rec)
   local ts = rec.ts
   local created = ts.created or 0
   local current = ts[rec.status]
-  local head = (TS_CODE[rec.status] or rec.status) .. ' ' .. created
+  local head = (TS_CODE[rec.status] or rec.status) .. ' ' .. base36(created)
   for key, at in pairs(ts) do
     if key ~= 'created' and not ((key == 'unstarted' and at == created)
         or (key == 'lastModified' and at == current)) then
@@ -419,17 +490,38 @@ local function encode_record(rec)
   end
   if ts.unstarted == nil then head = head .. ' u' end
   if ts.lastModified == nil then head = head .. ' m' end
+  local kwargs = kwargs_text(rec.kwargs)
+  local rest
   if rec.lease or meta ~= NO_META or #rec.abandon > 0 then
-    return cjson.encode({head, rec.kwargs, engine, rec.abandon, meta, rec.lease})
+    rest = cjson.encode({engine, rec.abandon, meta, rec.lease})
+  elseif engine ~= NO_META then
+    rest = cjson.encode({engine})
+  else
+    return head .. kwargs
   end
-  return cjson.encode({head, rec.kwargs, engine})
+  return head .. '[' .. kwargs .. ',' .. string.sub(rest, 2)
 end
 
 local function decode_record(name, raw)
-  if string.byte(raw, 1) ~= 91 then return cjson.decode(raw) end -- "{": the earlier layout
-  local a = cjson.decode(raw)
-  local code, created, times = string.match(a[1], '^(%S+) (%-?%d+)(.*)$')
-  created = tonumber(created)
+  local first = string.byte(raw, 1)
+  if first == 123 then return cjson.decode(raw) end -- "{": the earliest layout
+  local a, created, code, times
+  if first == 91 then -- "[": the earlier layout, a cjson array, created in decimal
+    a = cjson.decode(raw)
+    code, created, times = string.match(a[1], '^(%S+) (%-?%d+)(.*)$')
+    created = tonumber(created)
+  else
+    local at = string.find(raw, '[{%[]')
+    code, created, times = string.match(string.sub(raw, 1, at - 1), '^(%S+) (%w+)(.*)$')
+    created = tonumber(created, 36)
+    if string.byte(raw, at) == 123 then
+      a = {false, (raw_members(raw, at)), NO_META}
+    else
+      local kwargs, last = raw_members(raw, at + 1)
+      local r = cjson.decode('[' .. string.sub(raw, last + 2)) -- after "<kwargs>,"
+      a = {false, kwargs, r[1], r[2], r[3], r[4]}
+    end
+  end
   local rec = {
     task = task_of(name), status = TS_NAME[code] or code, kwargs = a[2], abandon = a[4] or {},
     meta = a[5] or {}, ts = {created = created}, lease = a[6],
