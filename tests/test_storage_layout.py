@@ -3,9 +3,10 @@ Redis: answers are the same as before, user JSON keeps every digit, and sessions
 earlier layout (full JSON objects: a deployed Redis may hold them) read and change the same.
 
 The earlier layout is made here by rewriting a session's stored values into it (instance
-records as the whole record object, defs with full field names, ``tasks`` holding the whole
-task configuration, instance counts and the trigger index in hashes of their own, the event log
-a stream), which is exactly what the earlier scripts wrote.
+records as the whole record object, or as the compact JSON array of the layout after it, defs
+with full field names, ``tasks`` holding the whole task configuration, instance counts, the
+trigger index and the latest kwargs in hashes of their own, a status index however few the
+instances, the event log a stream), which is exactly what the earlier scripts wrote.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ async def to_earlier_layout(engine: Engine, uid: str, records: str = "object") -
     for name, raw in (await client.hgetall(keys["inst"])).items():
         stored = earliest_record(name, raw) if records == "object" else array_record(raw)
         await client.hset(keys["inst"], name, stored)
+        # the status index, which the earlier layout kept for every session
+        await client.zadd(keys["idx"], {f"{load_record(raw)['status']}:{name}": 0})
     config = await engine.get_config(uid)
     ttl = await client.pttl(keys["defs"])
     for field, raw in (await client.hgetall(keys["defs"])).items():
@@ -366,6 +369,60 @@ async def test_earlier_layout_read_in_pages(redis_url: str) -> None:
         assert await unresolved(paged, "layout:paged") == views
         await paged.fire("layout:paged", "page", {"p": 9})  # converts it
         assert (await paged.snapshot("layout:paged")).latestKwargs["page"] == {"p": 9}
+
+
+async def status_views(engine: Engine, uid: str) -> list[Any]:
+    """Every view that reads by status: the listing of each status (whole, one task, in pages
+    of two), the unresolved view."""
+    views: list[Any] = [await unresolved(engine, uid)]
+    for status in ("unstarted", "scheduled", "running", "finished", "failed", "abandoned"):
+        for task in (None, "t_every"):
+            names, cursor = [], None
+            while True:
+                page = await engine.reader.page_of(
+                    uid, status=status, task=task, cursor=cursor, limit=2
+                )
+                names.extend(name for name, _ in page.records)
+                if page.next is None:
+                    break
+                cursor = page.next
+            views.append(names)
+    return views
+
+
+async def index_of(engine: Engine, uid: str) -> list[str]:
+    return list(await engine.client.zrange(keys_of(engine, uid)["idx"], 0, -1))
+
+
+async def test_status_index_only_past_a_few_instances(redis_url: str) -> None:
+    """A session with at most 8 instances keeps no status index (lib.lua INDEX_FROM): every
+    view by status reads the records instead, and answers as one that keeps it (a session of
+    the earlier layout, indexed whatever its size); the 9th instance builds the index."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        await build(engine, "index:read")
+        await build(engine, "index:kept")
+        for name, raw in (
+            await engine.client.hgetall(keys_of(engine, "index:kept")["inst"])
+        ).items():
+            status = load_record(raw)["status"]
+            await engine.client.zadd(keys_of(engine, "index:kept")["idx"], {f"{status}:{name}": 0})
+        read_keys = keys_of(engine, "index:read")
+        page = 4
+        while True:
+            assert await engine.client.exists(read_keys["idx"]) == 0
+            views = await status_views(engine, "index:read")
+            assert views == await status_views(engine, "index:kept")
+            if await engine.client.hlen(read_keys["inst"]) == 8:
+                break
+            for uid in ("index:read", "index:kept"):
+                await engine.fire(uid, "page", {"p": page})  # one more instance
+            page += 1
+        assert (await engine.snapshot("index:read")).instances["t_every#3"].status == "scheduled"
+        for uid in ("index:read", "index:kept"):
+            await engine.fire(uid, "page", {"p": page})  # the 9th: the index is built
+        assert await index_of(engine, "index:read") == await index_of(engine, "index:kept")
+        assert len(await index_of(engine, "index:read")) == 9
+        assert await status_views(engine, "index:read") == await status_views(engine, "index:kept")
 
 
 async def test_bench_memory_json_interface(redis_url: str) -> None:

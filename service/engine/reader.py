@@ -192,6 +192,8 @@ class SessionReader:
         start = f"({decode_cursor(cursor, 's')[0]}" if cursor else f"[{prefix}"
         end = b"[" + prefix.encode() + _MAX_BYTE
         members = await self.client.zrangebylex(keys["idx"], start, end, 0, limit + 1)
+        if not members and not await self.client.exists(keys["idx"]):
+            members = await self._members_read(keys, [status], task, start[1:], limit + 1)
         more = len(members) > limit
         members = members[:limit]
         names = [member[len(status) + 1 :] for member in members]
@@ -243,10 +245,33 @@ class SessionReader:
                 return records
             cursor = page.next
 
+    async def _members_read(
+        self, keys: Mapping[str, str], statuses: Iterable[str], task: str | None, after: str,
+        count: int | None,
+    ) -> list[str]:  # fmt: skip
+        """The status index's members ("<status>:<name>") as the records give them, for a
+        session that keeps no index (it holds a few instances: lib.lua INDEX_FROM), in the
+        index's order: by status as given, then by text; those above ``after`` (a member),
+        at most ``count``. The records are read in pages: should the index be built
+        meanwhile, they are still the truth."""
+        wanted = list(statuses)
+        found = [
+            f"{record['status']}:{name}"
+            for name, raw in (await self.scan_hash(keys["inst"])).items()
+            if (record := load_record(raw))["status"] in wanted
+            and (task is None or name.rsplit("#", 1)[0] == task)
+        ]
+        found.sort(key=lambda member: (wanted.index(member.partition(":")[0]), member))
+        found = [member for member in found if member > after]
+        return found if count is None else found[:count]
+
     # -- unresolved -------------------------------------------------------------------------
 
     async def unresolved_names(self, keys: Mapping[str, str]) -> list[str]:
         """Names of the instances in an unresolved status, from the index, page by page."""
+        if not await self.client.exists(keys["idx"]):
+            members = await self._members_read(keys, UNRESOLVED, None, "", None)
+            return [member.partition(":")[2] for member in members]
         names: list[str] = []
         for status in UNRESOLVED:
             start = f"[{status}:"

@@ -31,7 +31,9 @@ unchanged on Redis Cluster):
   KEYS[4]  trig    hash  earlier layout only: the "##" fields of defs (adopt_config_layout)
   KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (encode_record, below)
   KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
-                         instances of one status, or of one status and one task, without scanning
+                         instances of one status, or of one status and one task, without scanning.
+                         Kept only past INDEX_FROM instances (see indexed): a session with fewer
+                         has none, and its statuses are read from the records
   KEYS[7]  latest  hash  earlier layout only: the "#" fields of meta (adopt_latest_layout)
   KEYS[8]  counts  hash  earlier layout only: the "#" fields of defs (adopt_config_layout)
   KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, until a worker claims it; and
@@ -666,14 +668,66 @@ local function log_instance(name, rec, old_status)
   log_event(EVENT_OF_STATUS[rec.status] or rec.status, {instance = name, from = old_status})
 end
 
+-- The status index (KEYS[6]) is kept only once the session holds more than INDEX_FROM
+-- instances: a key costs ~90 bytes, and a few records are found as fast by reading them all
+-- (issue 11 item 4). Without it, a script reads every record's status once (STATUSES_READ,
+-- name -> status, kept in step by save_instance); the instance that passes INDEX_FROM builds
+-- the index from them, and from then on it is kept as before (it never empties: instances
+-- stay). A session whose index exists (all of the earlier layout's) keeps it, whatever its
+-- size. service/engine/reader.py reads the same way.
+local INDEX_FROM = 8
+local index_exists = nil
+local STATUSES_READ = nil
+local statuses_count = 0
+
+-- The status of a stored record, from its head (any layout).
+local function stored_status(raw)
+  local first = string.byte(raw, 1)
+  if first == 123 then return cjson.decode(raw).status end
+  local code = string.match(raw, first == 91 and '^%["(%a+) ' or '^(%a+) ')
+  return TS_NAME[code] or code
+end
+
+-- Whether the session keeps its status index; when it does not, STATUSES_READ is read.
+local function indexed()
+  if index_exists == nil then index_exists = redis.call('EXISTS', K.idx) == 1 end
+  if index_exists then return true end
+  if not STATUSES_READ then
+    STATUSES_READ = {}
+    local flat = redis.call('HGETALL', K.inst)
+    for i = 1, #flat, 2 do STATUSES_READ[flat[i]] = stored_status(flat[i + 1]) end
+    statuses_count = #flat / 2
+  end
+  return false
+end
+
+-- The status index from STATUSES_READ, once the session passes INDEX_FROM instances.
+local function build_index()
+  local members = {}
+  for name, status in pairs(STATUSES_READ) do
+    members[#members + 1] = 0
+    members[#members + 1] = status .. ':' .. name
+  end
+  for first = 1, #members, 2 * CHUNK do
+    redis.call('ZADD', K.idx, unpack(members, first, math.min(first + 2 * CHUNK - 1, #members)))
+  end
+  index_exists, STATUSES_READ = true, nil
+end
+
 -- Writes the record and keeps every index (idx, outbox, leases) in step with its status.
 -- `old_status` is the status the record had when loaded (nil for a new instance).
 local function save_instance(name, rec, old_status)
   if old_status ~= rec.status then
-    if old_status then
-      redis.call('ZREM', K.idx, old_status .. ':' .. name)
+    if indexed() then
+      if old_status then
+        redis.call('ZREM', K.idx, old_status .. ':' .. name)
+      end
+      redis.call('ZADD', K.idx, 0, rec.status .. ':' .. name)
+    else
+      if not old_status then statuses_count = statuses_count + 1 end
+      STATUSES_READ[name] = rec.status
+      if statuses_count > INDEX_FROM then build_index() end
     end
-    redis.call('ZADD', K.idx, 0, rec.status .. ':' .. name)
     if old_status == 'scheduled' then redis.call('ZREM', K.outbox, name) end
     if old_status == 'running' then
       redis.call('ZREM', K.leases, name)
@@ -703,18 +757,32 @@ end
 
 -- Names of the instances of `task` with `status`, in instance-number order.
 local function instances_with(status, task)
-  local prefix = '[' .. status .. ':' .. task .. '#'
-  local members = redis.call('ZRANGEBYLEX', K.idx, prefix, prefix .. '\255')
   local names = {}
-  local cut = #status + 2
-  for i, member in ipairs(members) do
-    names[i] = string.sub(member, cut)
+  if indexed() then
+    local prefix = '[' .. status .. ':' .. task .. '#'
+    local members = redis.call('ZRANGEBYLEX', K.idx, prefix, prefix .. '\255')
+    local cut = #status + 2
+    for i, member in ipairs(members) do
+      names[i] = string.sub(member, cut)
+    end
+  else
+    for name, held in pairs(STATUSES_READ) do
+      if held == status and task_of(name) == task then names[#names + 1] = name end
+    end
   end
   table.sort(names, function(a, b) return number_of(a) < number_of(b) end)
   return names
 end
 
+local UNRESOLVED_SET = {unstarted = true, scheduled = true, running = true, failed = true}
+
 local function has_unresolved(task)
+  if not indexed() then
+    for name, held in pairs(STATUSES_READ) do
+      if UNRESOLVED_SET[held] and task_of(name) == task then return true end
+    end
+    return false
+  end
   for _, status in ipairs(UNRESOLVED) do
     local prefix = '[' .. status .. ':' .. task .. '#'
     if redis.call('ZLEXCOUNT', K.idx, prefix, prefix .. '\255') > 0 then return true end
@@ -920,7 +988,14 @@ end
 -- unstarted instance of the tasks it concerns, so this bounds its cost. ZLEXCOUNT: O(log n).
 local function open_limit_error(adding, max_open)
   if max_open <= 0 or adding <= 0 then return nil end
-  local open = redis.call('ZLEXCOUNT', K.idx, '[unstarted:', '[unstarted:\255')
+  local open = 0
+  if indexed() then
+    open = redis.call('ZLEXCOUNT', K.idx, '[unstarted:', '[unstarted:\255')
+  else
+    for _, held in pairs(STATUSES_READ) do
+      if held == 'unstarted' then open = open + 1 end
+    end
+  end
   if open + adding <= max_open then return nil end
   return fail_with('LIMIT', 'instances: the session holds ' .. open .. ' unstarted instances '
     .. 'and this would add up to ' .. adding .. ', more than TRIGGERS_MAX_OPEN_INSTANCES ('
