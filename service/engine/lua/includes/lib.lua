@@ -206,7 +206,8 @@ end
 -- command inside its script, and the log is ordered exactly as the changes were.
 local EVENTS = {}
 
--- Events are stored compact: their field names as one-letter codes (EVENT_KEY_CODE), and the
+-- Events are stored compact: as arrays when they have a shape (EVENT_SHAPE, below), else their
+-- field names as one-letter codes (EVENT_KEY_CODE), and the
 -- values of `type` and `from` (event kinds and statuses) as codes too (EVENT_VALUE_CODE); a
 -- name without a code is kept whole. service/engine/events.py holds the same tables (and
 -- reads events with whole names too: those of the earlier layout's stream).
@@ -221,8 +222,42 @@ local EVENT_VALUE_CODE = {
   skipped = 'k', abandoned = 'a',
 }
 
+-- The commonest events are stored as arrays, their fields by position: [kind code, then the
+-- fields EVENT_SHAPE names, in order, trailing absent ones left out] ("from" coded as above).
+-- An event of another kind, or with a field its shape lacks, is an object with coded names.
+-- service/engine/events.py holds the same table.
+local STATUS_SHAPE = {'instance', 'from'}
+local EVENT_SHAPE = {
+  fired = {'trigger', 'kwargsBytes'}, created = {'instance'}, configured = {'mode'},
+  finalized = {}, unstarted = STATUS_SHAPE, scheduled = STATUS_SHAPE, claimed = STATUS_SHAPE,
+  running = STATUS_SHAPE, finished = STATUS_SHAPE, failed = STATUS_SHAPE,
+  replayed = STATUS_SHAPE, skipped = STATUS_SHAPE, abandoned = STATUS_SHAPE,
+}
+
+-- The event as an array (EVENT_SHAPE), or nil when it has no shape or does not fit it.
+local function shaped_event(kind, fields)
+  local shape = EVENT_SHAPE[kind]
+  if not shape then return nil end
+  local stored, left = {EVENT_VALUE_CODE[kind] or kind}, 0
+  for _ in pairs(fields) do left = left + 1 end
+  for i, name in ipairs(shape) do
+    local value = fields[name]
+    if value == nil then break end
+    if name == 'from' then value = EVENT_VALUE_CODE[value] or value end
+    stored[i + 1] = value
+    left = left - 1
+  end
+  if left ~= 0 then return nil end -- a field after a gap, or one the shape lacks
+  return stored
+end
+
 local function log_event(kind, fields)
   if LOG_CAP <= 0 then return end
+  local shaped = shaped_event(kind, fields or {})
+  if shaped then
+    EVENTS[#EVENTS + 1] = shaped
+    return
+  end
   local event = {t = EVENT_VALUE_CODE[kind] or kind}
   for key, value in pairs(fields or {}) do
     local code = EVENT_KEY_CODE[key] or key
