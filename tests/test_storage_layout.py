@@ -371,6 +371,35 @@ async def test_earlier_layout_read_in_pages(redis_url: str) -> None:
         assert (await paged.snapshot("layout:paged")).latestKwargs["page"] == {"p": 9}
 
 
+async def test_defs_with_position_and_version_written_out_read_the_same(redis_url: str) -> None:
+    """A def leaves out a position and a config version of 1; the defs written before kept
+    both ("p":1,"v":1): such a session reads, orders and reconfigures the same."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        for uid in ("defs:new", "defs:old"):
+            await engine.configure(uid, CONFIG)
+        defs_key = keys_of(engine, "defs:old")["defs"]
+        for name, raw in (await engine.client.hgetall(defs_key)).items():
+            if is_def_field(name):
+                stored = orjson.loads(raw)
+                stored.setdefault("p", 1)
+                stored.setdefault("v", 1)
+                await engine.client.hset(defs_key, name, orjson.dumps(stored).decode())
+        assert '"p":1' not in await engine.client.hget(keys_of(engine, "defs:new")["defs"], "t_a")
+        for uid in ("defs:new", "defs:old"):
+            await engine.configure(uid, {"tasks": {"t_z": {"after": ["go"], "run": "Z"},
+                                                   "t_a": CONFIG["tasks"]["t_a"]}})  # fmt: skip
+        old, new = await engine.get_config("defs:old"), await engine.get_config("defs:new")
+        assert list(old.tasks) == list(new.tasks) == ["t_a", "t_b", "t_every", "t_wait", "t_z"]
+        assert old == new
+        for uid in ("defs:new", "defs:old"):
+            await engine.fire(uid, "go", {})
+        old_snapshot, new_snapshot = (
+            await engine.snapshot("defs:old"),
+            await engine.snapshot("defs:new"),
+        )
+        assert without_times(old_snapshot) == without_times(new_snapshot)
+
+
 async def status_views(engine: Engine, uid: str) -> list[Any]:
     """Every view that reads by status: the listing of each status (whole, one task, in pages
     of two), the unresolved view."""

@@ -145,8 +145,8 @@ def load_def(raw: str | bytes) -> dict[str, Any]:
         "after": after,
         "unless": stored.get("u") or [],
         "maxRetries": stored.get("r", DEFAULT_MAX_RETRIES),
-        "pos": stored.get("p", 0),
-        "v": stored.get("v", 0),
+        "pos": stored.get("p", 1),  # absent: 1 (lib.lua encode_def)
+        "v": stored.get("v", 1),
     }
     for code, field in (("e", "every"), ("g", "using")):
         if code in stored:

@@ -53,7 +53,7 @@ for i = 1, #stored, 2 do
 end
 
 local function pos_of(raw)
-  return tonumber(string.match(raw, '"p":(%d+)') or string.match(raw, '"pos":(%d+)')) or 0
+  return tonumber(string.match(raw, '"p":(%d+)') or string.match(raw, '"pos":(%d+)')) or 1
 end
 
 local function every_of(raw)

@@ -32,8 +32,8 @@ unchanged on Redis Cluster):
   KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (encode_record, below)
   KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
                          instances of one status, or of one status and one task, without scanning.
-                         Kept only past INDEX_FROM instances (see indexed): a session with fewer
-                         has none, and its statuses are read from the records
+                         Kept only past INDEX_FROM instances (see keeps_index): a session
+                         with fewer has none, and its statuses are read from the records
   KEYS[7]  latest  hash  earlier layout only: the "#" fields of meta (adopt_latest_layout)
   KEYS[8]  counts  hash  earlier layout only: the "#" fields of defs (adopt_config_layout)
   KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, until a worker claims it; and
@@ -584,12 +584,15 @@ end
 -- Task definitions (the `defs` hash) are stored compact too: cjson with one-letter keys,
 -- defaults left out, {a = after (without the every trigger when it is last, where the
 -- configuration puts it; it occurs once), u = unless (absent: none), e = every, r = maxRetries
--- (absent: 3), g = using (absent: dramatiq), p = pos, v = config version}: a small
+-- (absent: 3), g = using (absent: dramatiq), p = pos, v = config version (each absent: 1, a
+-- session's first configuration; the earlier layout always wrote both)}: a small
 -- configuration stays within Redis' hash-max-listpack-value (64 bytes), so the hash keeps its
 -- compact encoding. decode_def gives every script the full table, {after, unless, every,
 -- maxRetries, using, pos, v}; a def with an "after" key is the earlier layout, used as it is.
 local function encode_def(def)
-  local stored = {a = def.after, e = def.every, p = def.pos, v = def.v}
+  local stored = {a = def.after, e = def.every}
+  if def.pos ~= 1 then stored.p = def.pos end
+  if def.v ~= 1 then stored.v = def.v end
   if def.every and def.after[#def.after] == def.every then -- the usual place: left out
     stored.a = {unpack(def.after, 1, #def.after - 1)}
   end
@@ -605,7 +608,7 @@ local function decode_def(raw)
   if d.e and not contains(d.a, d.e) then d.a[#d.a + 1] = d.e end
   return {
     after = d.a, unless = d.u or {}, every = d.e, maxRetries = d.r or 3, using = d.g,
-    pos = d.p, v = d.v,
+    pos = d.p or 1, v = d.v or 1,
   }
 end
 
@@ -724,7 +727,7 @@ local function stored_status(raw)
 end
 
 -- Whether the session keeps its status index; when it does not, STATUSES_READ is read.
-local function indexed()
+local function keeps_index()
   if index_exists == nil then index_exists = redis.call('EXISTS', K.idx) == 1 end
   if index_exists then return true end
   if not STATUSES_READ then
@@ -753,7 +756,7 @@ end
 -- `old_status` is the status the record had when loaded (nil for a new instance).
 local function save_instance(name, rec, old_status)
   if old_status ~= rec.status then
-    if indexed() then
+    if keeps_index() then
       if old_status then
         redis.call('ZREM', K.idx, old_status .. ':' .. name)
       end
@@ -793,7 +796,7 @@ end
 -- Names of the instances of `task` with `status`, in instance-number order.
 local function instances_with(status, task)
   local names = {}
-  if indexed() then
+  if keeps_index() then
     local prefix = '[' .. status .. ':' .. task .. '#'
     local members = redis.call('ZRANGEBYLEX', K.idx, prefix, prefix .. '\255')
     local cut = #status + 2
@@ -812,7 +815,7 @@ end
 local UNRESOLVED_SET = {unstarted = true, scheduled = true, running = true, failed = true}
 
 local function has_unresolved(task)
-  if not indexed() then
+  if not keeps_index() then
     for name, held in pairs(STATUSES_READ) do
       if UNRESOLVED_SET[held] and task_of(name) == task then return true end
     end
@@ -1024,7 +1027,7 @@ end
 local function open_limit_error(adding, max_open)
   if max_open <= 0 or adding <= 0 then return nil end
   local open = 0
-  if indexed() then
+  if keeps_index() then
     open = redis.call('ZLEXCOUNT', K.idx, '[unstarted:', '[unstarted:\255')
   else
     for _, held in pairs(STATUSES_READ) do
