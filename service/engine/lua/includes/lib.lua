@@ -11,7 +11,7 @@ unchanged on Redis Cluster):
                          "#<trigger>" -> kwargs of the trigger's most recent fire (raw JSON
                          text; D9): one key less for a small session (each key costs ~90
                          bytes). Trigger names have no "#" and no other field starts with it;
-                         only latest_kwargs, has_latest, set_latest and readSession know them
+                         only latest_field and readSession know them
   KEYS[2]  tasks   hash  task name -> the rest of its configuration (raw JSON text: run,
                          withParams, custom directives; what defs does not hold) when it is
                          longer than SHORT_REST bytes; a shorter one is in defs (rest_of).
@@ -34,7 +34,7 @@ unchanged on Redis Cluster):
                          instances of one status, or of one status and one task, without scanning.
                          Kept only past INDEX_FROM instances (see keeps_index): a session
                          with fewer has none, and its statuses are read from the records
-  KEYS[7]  latest  hash  earlier layout only: the "#" fields of meta (adopt_latest_layout)
+  KEYS[7]  latest  hash  earlier layout only: the "#" fields of meta (latest_field)
   KEYS[8]  counts  hash  earlier layout only: the "#" fields of defs (adopt_config_layout)
   KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, until a worker claims it; and
                          events for webhooks ("@<event>") until their deliveries are queued
@@ -165,40 +165,26 @@ local function touch()
   end
 end
 
--- The latest kwargs of each trigger fired (D9) are meta fields "#<trigger>" (LATEST_MARK). A
--- session of the earlier layout kept them in a hash of their own (KEYS[7]): the first script
--- that needs them moves them into meta, once (O(triggers)), a pure change of representation
--- (meta exists whenever they do, and its time to live is the session's).
-local LATEST_MARK = '#'
+-- The latest kwargs of each trigger fired (D9) are meta fields "#<trigger>": latest_field
+-- gives the field. A session of the earlier layout kept them in a hash of their own
+-- (KEYS[7]): the first script that needs them moves them into meta, once (O(triggers)), a pure
+-- change of representation (meta exists whenever they do, and its time to live is the
+-- session's). Few top-level functions: each one is a closure built on every call of every
+-- script that carries it.
 local latest_checked = false
-local function adopt_latest_layout()
-  if latest_checked then return end
-  latest_checked = true
-  if redis.call('EXISTS', K.latest) == 0 then return end
-  local flat = redis.call('HGETALL', K.latest)
-  for i = 1, #flat, 2 do flat[i] = LATEST_MARK .. flat[i] end
-  for first = 1, #flat, 2 * CHUNK do
-    redis.call('HSET', K.meta, unpack(flat, first, math.min(first + 2 * CHUNK - 1, #flat)))
+local function latest_field(trigger)
+  if not latest_checked then
+    latest_checked = true
+    if redis.call('EXISTS', K.latest) == 1 then
+      local flat = redis.call('HGETALL', K.latest)
+      for i = 1, #flat, 2 do flat[i] = '#' .. flat[i] end
+      for first = 1, #flat, 2 * CHUNK do
+        redis.call('HSET', K.meta, unpack(flat, first, math.min(first + 2 * CHUNK - 1, #flat)))
+      end
+      redis.call('DEL', K.latest)
+    end
   end
-  redis.call('DEL', K.latest)
-end
-
--- The latest kwargs of `triggers` (false where never fired), in order.
-local function latest_kwargs(triggers)
-  adopt_latest_layout()
-  local marked = {}
-  for i, trigger in ipairs(triggers) do marked[i] = LATEST_MARK .. trigger end
-  return hmget_all(K.meta, marked)
-end
-
-local function has_latest(trigger)
-  adopt_latest_layout()
-  return redis.call('HEXISTS', K.meta, LATEST_MARK .. trigger) == 1
-end
-
-local function set_latest(trigger, kwargs)
-  adopt_latest_layout()
-  redis.call('HSET', K.meta, LATEST_MARK .. trigger, kwargs)
+  return '#' .. trigger
 end
 
 -- The events of this change, written as ONE log entry by flush_events() (called by
@@ -206,7 +192,7 @@ end
 -- command inside its script, and the log is ordered exactly as the changes were.
 local EVENTS = {}
 
--- Events are stored compact: as arrays when they have a shape (EVENT_SHAPE, below), else their
+-- Events are stored compact: as arrays when they have a shape (shaped_event, below), else their
 -- field names as one-letter codes (EVENT_KEY_CODE), and the
 -- values of `type` and `from` (event kinds and statuses) as codes too (EVENT_VALUE_CODE); a
 -- name without a code is kept whole. service/engine/events.py holds the same tables (and
@@ -223,22 +209,23 @@ local EVENT_VALUE_CODE = {
 }
 
 -- The commonest events are stored as arrays, their fields by position: [kind code, then the
--- fields EVENT_SHAPE names, in order, trailing absent ones left out] ("from" coded as above).
+-- fields of its shape (shaped_event), in order, trailing absent ones left out] ("from" coded
+-- as above).
 -- An event of another kind, or with a field its shape lacks, is an object with coded names.
 -- service/engine/events.py holds the same table.
-local STATUS_SHAPE = {'instance', 'from'}
-local EVENT_SHAPE = {
-  fired = {'trigger', 'kwargsBytes'}, created = {'instance'}, configured = {'mode'},
-  finalized = {}, unstarted = STATUS_SHAPE, scheduled = STATUS_SHAPE, claimed = STATUS_SHAPE,
-  running = STATUS_SHAPE, finished = STATUS_SHAPE, failed = STATUS_SHAPE,
-  replayed = STATUS_SHAPE, skipped = STATUS_SHAPE, abandoned = STATUS_SHAPE,
-}
-
--- The event as an array (EVENT_SHAPE), or nil when it has no shape or does not fit it.
+-- The event as an array (its shape, by the kind's code: a status's is lower case), or nil
+-- when it has no shape or does not fit it.
 local function shaped_event(kind, fields)
-  local shape = EVENT_SHAPE[kind]
-  if not shape then return nil end
-  local stored, left = {EVENT_VALUE_CODE[kind] or kind}, 0
+  local code = EVENT_VALUE_CODE[kind]
+  if not code then return nil end
+  local shape
+  if code == 'F' then shape = {'trigger', 'kwargsBytes'}
+  elseif code == 'N' then shape = {'instance'}
+  elseif code == 'C' then shape = {'mode'}
+  elseif code == 'Z' then shape = {}
+  elseif string.find(code, '^%l$') then shape = {'instance', 'from'}
+  else return nil end
+  local stored, left = {code}, 0
   for _ in pairs(fields) do left = left + 1 end
   for i, name in ipairs(shape) do
     local value = fields[name]
@@ -441,49 +428,45 @@ end
 
 local NO_META = {}
 
--- Raw JSON (the lines below): the end of the string that starts at i (its closing quote).
-local function json_string_end(s, i)
-  local j = i + 1
-  while true do
-    local at = string.find(s, '["\\]', j)
-    if string.byte(s, at) == 34 then return at end
-    j = at + 2 -- past the escaped character
-  end
-end
-
--- The end of the JSON value that starts at i, found without decoding it.
-local function json_value_end(s, i)
-  local c = string.byte(s, i)
-  if c == 34 then return json_string_end(s, i) end
-  if c ~= 123 and c ~= 91 then return (string.find(s, '[,}%]%s]', i) or #s + 1) - 1 end
-  local depth, j = 0, i
-  while true do
-    j = string.find(s, '[%[%]{}"]', j)
-    c = string.byte(s, j)
-    if c == 34 then
-      j = json_string_end(s, j)
-    elseif c == 123 or c == 91 then
-      depth = depth + 1
-    else
-      depth = depth - 1
-      if depth == 0 then return j end
-    end
-    j = j + 1
-  end
-end
-
 -- The JSON object that starts at i as {key = its value's raw JSON text}, and where it ends:
 -- the values are cut out, never decoded (cjson would round numbers and turn [] into {}).
 local function raw_members(s, i)
+  local function string_end(at) -- at: an opening quote; returns the closing one
+    local j = at + 1
+    while true do
+      local found = string.find(s, '["\\]', j)
+      if string.byte(s, found) == 34 then return found end
+      j = found + 2 -- past the escaped character
+    end
+  end
+  local function value_end(at) -- the last character of the JSON value that starts at `at`
+    local c = string.byte(s, at)
+    if c == 34 then return string_end(at) end
+    if c ~= 123 and c ~= 91 then return (string.find(s, '[,}%]%s]', at) or #s + 1) - 1 end
+    local depth, j = 0, at
+    while true do
+      j = string.find(s, '[%[%]{}"]', j)
+      c = string.byte(s, j)
+      if c == 34 then
+        j = string_end(j)
+      elseif c == 123 or c == 91 then
+        depth = depth + 1
+      else
+        depth = depth - 1
+        if depth == 0 then return j end
+      end
+      j = j + 1
+    end
+  end
   local map = {}
   local j = string.find(s, '%S', i + 1)
   if string.byte(s, j) == 125 then return map, j end -- "}": empty
   while true do
-    local key_end = json_string_end(s, j)
+    local key_end = string_end(j)
     local key = string.sub(s, j + 1, key_end - 1)
     if string.find(key, '\\', 1, true) then key = cjson.decode(string.sub(s, j, key_end)) end
     local first = string.find(s, '[^%s:]', key_end + 1)
-    local last = json_value_end(s, first)
+    local last = value_end(first)
     map[key] = string.sub(s, first, last)
     j = string.find(s, '[,}]', last + 1)
     if string.byte(s, j) == 125 then return map, j end
@@ -491,16 +474,15 @@ local function raw_members(s, i)
   end
 end
 
-local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 local function base36(n)
   if n <= 0 then return '0' end
-  local digits = {}
+  local digits = ''
   while n > 0 do
     local d = n % 36
-    table.insert(digits, 1, string.sub(B36, d + 1, d + 1))
+    digits = string.sub('0123456789abcdefghijklmnopqrstuvwxyz', d + 1, d + 1) .. digits
     n = (n - d) / 36
   end
-  return table.concat(digits)
+  return digits
 end
 
 -- Numbers below 1e14 print whole as Lua's %.14g (times in ms, their differences).
@@ -706,50 +688,37 @@ local function log_instance(name, rec, old_status)
   log_event(EVENT_OF_STATUS[rec.status] or rec.status, {instance = name, from = old_status})
 end
 
--- The status index (KEYS[6]) is kept only once the session holds more than INDEX_FROM
+-- The status index (KEYS[6]) is kept only once the session holds more than INDEX_FROM (8)
 -- instances: a key costs ~90 bytes, and a few records are found as fast by reading them all
--- (issue 11 item 4). Without it, a script reads every record's status once (STATUSES_READ,
--- name -> status, kept in step by save_instance); the instance that passes INDEX_FROM builds
--- the index from them, and from then on it is kept as before (it never empties: instances
--- stay). A session whose index exists (all of the earlier layout's) keeps it, whatever its
+-- (issue 11 item 4). Without it, a script reads every record's status once
+-- (STATUS_SCAN.read, name -> status, kept in step by save_instance); the instance that passes
+-- INDEX_FROM builds the index from them, and from then on it is kept as before (it never
+-- empties: instances stay). A session whose index exists (all of the earlier layout's) keeps it, whatever its
 -- size. service/engine/reader.py reads the same way.
-local INDEX_FROM = 8
-local index_exists = nil
-local STATUSES_READ = nil
-local statuses_count = 0
+local STATUS_SCAN = {kept = nil, read = nil, count = 0}
 
--- The status of a stored record, from its head (any layout).
-local function stored_status(raw)
-  local first = string.byte(raw, 1)
-  if first == 123 then return cjson.decode(raw).status end
-  local code = string.match(raw, first == 91 and '^%["(%a+) ' or '^(%a+) ')
-  return TS_NAME[code] or code
-end
-
--- Whether the session keeps its status index; when it does not, STATUSES_READ is read.
+-- Whether the session keeps its status index; when it does not, STATUS_SCAN.read is read:
+-- each record's status from its head (a record of the earliest layout decoded whole).
 local function keeps_index()
-  if index_exists == nil then index_exists = redis.call('EXISTS', K.idx) == 1 end
-  if index_exists then return true end
-  if not STATUSES_READ then
-    STATUSES_READ = {}
-    local flat = redis.call('HGETALL', K.inst)
-    for i = 1, #flat, 2 do STATUSES_READ[flat[i]] = stored_status(flat[i + 1]) end
-    statuses_count = #flat / 2
+  if STATUS_SCAN.kept == nil then STATUS_SCAN.kept = redis.call('EXISTS', K.idx) == 1 end
+  if STATUS_SCAN.kept then return true end
+  if not STATUS_SCAN.read then
+    local read, flat = {}, redis.call('HGETALL', K.inst)
+    for i = 1, #flat, 2 do
+      local raw = flat[i + 1]
+      local first = string.byte(raw, 1)
+      local status
+      if first == 123 then
+        status = cjson.decode(raw).status
+      else
+        status = string.match(raw, first == 91 and '^%["(%a+) ' or '^(%a+) ')
+        status = TS_NAME[status] or status
+      end
+      read[flat[i]] = status
+    end
+    STATUS_SCAN.read, STATUS_SCAN.count = read, #flat / 2
   end
   return false
-end
-
--- The status index from STATUSES_READ, once the session passes INDEX_FROM instances.
-local function build_index()
-  local members = {}
-  for name, status in pairs(STATUSES_READ) do
-    members[#members + 1] = 0
-    members[#members + 1] = status .. ':' .. name
-  end
-  for first = 1, #members, 2 * CHUNK do
-    redis.call('ZADD', K.idx, unpack(members, first, math.min(first + 2 * CHUNK - 1, #members)))
-  end
-  index_exists, STATUSES_READ = true, nil
 end
 
 -- Writes the record and keeps every index (idx, outbox, leases) in step with its status.
@@ -762,9 +731,20 @@ local function save_instance(name, rec, old_status)
       end
       redis.call('ZADD', K.idx, 0, rec.status .. ':' .. name)
     else
-      if not old_status then statuses_count = statuses_count + 1 end
-      STATUSES_READ[name] = rec.status
-      if statuses_count > INDEX_FROM then build_index() end
+      if not old_status then STATUS_SCAN.count = STATUS_SCAN.count + 1 end
+      STATUS_SCAN.read[name] = rec.status
+      if STATUS_SCAN.count > 8 then -- INDEX_FROM: this instance builds the index
+        local members = {}
+        for held_name, held in pairs(STATUS_SCAN.read) do
+          members[#members + 1] = 0
+          members[#members + 1] = held .. ':' .. held_name
+        end
+        for first = 1, #members, 2 * CHUNK do
+          redis.call('ZADD', K.idx, unpack(members, first, math.min(first + 2 * CHUNK - 1,
+            #members)))
+        end
+        STATUS_SCAN.kept, STATUS_SCAN.read = true, nil
+      end
     end
     if old_status == 'scheduled' then redis.call('ZREM', K.outbox, name) end
     if old_status == 'running' then
@@ -804,7 +784,7 @@ local function instances_with(status, task)
       names[i] = string.sub(member, cut)
     end
   else
-    for name, held in pairs(STATUSES_READ) do
+    for name, held in pairs(STATUS_SCAN.read) do
       if held == status and task_of(name) == task then names[#names + 1] = name end
     end
   end
@@ -812,12 +792,11 @@ local function instances_with(status, task)
   return names
 end
 
-local UNRESOLVED_SET = {unstarted = true, scheduled = true, running = true, failed = true}
-
 local function has_unresolved(task)
   if not keeps_index() then
-    for name, held in pairs(STATUSES_READ) do
-      if UNRESOLVED_SET[held] and task_of(name) == task then return true end
+    for name, held in pairs(STATUS_SCAN.read) do
+      if (held == 'unstarted' or held == 'scheduled' or held == 'running' or held == 'failed')
+          and task_of(name) == task then return true end
     end
     return false
   end
@@ -933,13 +912,15 @@ local function prefill(rec, def, trigger)
     if t ~= trigger then others[#others + 1] = t end
   end
   if #others > 0 then
-    local values = latest_kwargs(others)
+    local fields = {}
+    for i, t in ipairs(others) do fields[i] = latest_field(t) end
+    local values = hmget_all(K.meta, fields)
     for i, t in ipairs(others) do
       if values[i] then rec.kwargs[t] = values[i] end
     end
   end
   for _, t in ipairs(def.unless) do
-    if t ~= trigger and has_latest(t) then
+    if t ~= trigger and redis.call('HEXISTS', K.meta, latest_field(t)) == 1 then
       rec.abandon[#rec.abandon + 1] = t
     end
   end
@@ -1000,7 +981,7 @@ local function fire(trigger, kwargs, outcome, tasks)
   for _, task in ipairs(tasks or relevant_tasks(trigger)) do
     fire_into_task(task.name, task.def, trigger, kwargs, record)
   end
-  set_latest(trigger, kwargs) -- D9
+  redis.call('HSET', K.meta, latest_field(trigger), kwargs) -- D9
   if trigger == FINAL_TRIGGER and redis.call('HSETNX', K.meta, 'finalized', '1') == 1 then
     redis.call('HSET', K.meta, 'finalizedAt', NOW)
     outcome.finalized = true
@@ -1030,7 +1011,7 @@ local function open_limit_error(adding, max_open)
   if keeps_index() then
     open = redis.call('ZLEXCOUNT', K.idx, '[unstarted:', '[unstarted:\255')
   else
-    for _, held in pairs(STATUSES_READ) do
+    for _, held in pairs(STATUS_SCAN.read) do
       if held == 'unstarted' then open = open + 1 end
     end
   end
@@ -1057,7 +1038,7 @@ end
 -- fire, before any configuration arrived; see the engine's notes).
 local function finalize_if_ready(outcome)
   if not FINALIZE or blocked_by_this_change then return end
-  if has_latest(FINAL_TRIGGER) then return end
+  if redis.call('HEXISTS', K.meta, latest_field(FINAL_TRIGGER)) == 1 then return end
   adopt_config_layout()
   local fields = redis.call('HGETALL', K.defs)
   local defs, started = {}, {}
