@@ -110,7 +110,7 @@ EVENT_SHAPES: dict[str, tuple[str, ...]] = {
     )},
 }  # fmt: skip
 """The commonest events are stored as arrays: [kind code, then these fields by position,
-trailing absent ones left out] (lib.lua shaped_event); others as objects with coded names."""
+trailing absent ones left out] (lib.lua log_shaped); others as objects with coded names."""
 
 
 def _expanded(item: dict[str, Any] | list[Any]) -> dict[str, Any]:

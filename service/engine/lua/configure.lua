@@ -272,7 +272,7 @@ if webhooks ~= '' then
 elseif mode == 'replace' then
   redis.call('HDEL', K.meta, 'webhooks')
 end
-log_event('configured', {mode = mode})
+log_shaped({'C', mode})
 apply_ttl()
 
 -- The answer, built from what this script holds (no second decode of every def).

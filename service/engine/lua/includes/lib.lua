@@ -192,11 +192,14 @@ end
 -- command inside its script, and the log is ordered exactly as the changes were.
 local EVENTS = {}
 
--- Events are stored compact: as arrays when they have a shape (shaped_event, below), else their
--- field names as one-letter codes (EVENT_KEY_CODE), and the
--- values of `type` and `from` (event kinds and statuses) as codes too (EVENT_VALUE_CODE); a
--- name without a code is kept whole. service/engine/events.py holds the same tables (and
--- reads events with whole names too: those of the earlier layout's stream).
+-- Events are stored compact. The commonest are arrays, their fields by position (log_shaped):
+-- ["F", trigger, kwargsBytes], ["N", instance] (created), ["C", mode] (configured), ["Z"]
+-- (finalized) and [status code, instance, from code] (an instance's new status; from left out
+-- for a new instance). The others (log_event) are objects, their field names as one-letter
+-- codes (EVENT_KEY_CODE) and the values of `type` and `from` (event kinds and statuses) as
+-- codes too (EVENT_VALUE_CODE); a name without a code is kept whole.
+-- service/engine/events.py holds the same tables (EVENT_SHAPES; and reads events with whole
+-- names too: those of the earlier layout's stream).
 local EVENT_KEY_CODE = {
   type = 't', trigger = 'g', kwargsBytes = 'b', mode = 'm', instance = 'i', from = 'f',
   action = 'c', status = 's', delivery = 'd', event = 'v',
@@ -208,43 +211,12 @@ local EVENT_VALUE_CODE = {
   skipped = 'k', abandoned = 'a',
 }
 
--- The commonest events are stored as arrays, their fields by position: [kind code, then the
--- fields of its shape (shaped_event), in order, trailing absent ones left out] ("from" coded
--- as above).
--- An event of another kind, or with a field its shape lacks, is an object with coded names.
--- service/engine/events.py holds the same table.
--- The event as an array (its shape, by the kind's code: a status's is lower case), or nil
--- when it has no shape or does not fit it.
-local function shaped_event(kind, fields)
-  local code = EVENT_VALUE_CODE[kind]
-  if not code then return nil end
-  local shape
-  if code == 'F' then shape = {'trigger', 'kwargsBytes'}
-  elseif code == 'N' then shape = {'instance'}
-  elseif code == 'C' then shape = {'mode'}
-  elseif code == 'Z' then shape = {}
-  elseif string.find(code, '^%l$') then shape = {'instance', 'from'}
-  else return nil end
-  local stored, left = {code}, 0
-  for _ in pairs(fields) do left = left + 1 end
-  for i, name in ipairs(shape) do
-    local value = fields[name]
-    if value == nil then break end
-    if name == 'from' then value = EVENT_VALUE_CODE[value] or value end
-    stored[i + 1] = value
-    left = left - 1
-  end
-  if left ~= 0 then return nil end -- a field after a gap, or one the shape lacks
-  return stored
+local function log_shaped(event)
+  if LOG_CAP > 0 then EVENTS[#EVENTS + 1] = event end
 end
 
 local function log_event(kind, fields)
   if LOG_CAP <= 0 then return end
-  local shaped = shaped_event(kind, fields or {})
-  if shaped then
-    EVENTS[#EVENTS + 1] = shaped
-    return
-  end
   local event = {t = EVENT_VALUE_CODE[kind] or kind}
   for key, value in pairs(fields or {}) do
     local code = EVENT_KEY_CODE[key] or key
@@ -689,10 +661,11 @@ local EVENT_OF_STATUS = {running = 'claimed'}
 -- (service/engine/events.py) adds it back.
 local function log_instance(name, rec, old_status)
   if not old_status then
-    log_event('created', {instance = name})
+    log_shaped({'N', name})
     if rec.status == 'unstarted' then return end
   end
-  log_event(EVENT_OF_STATUS[rec.status] or rec.status, {instance = name, from = old_status})
+  local code = EVENT_VALUE_CODE[EVENT_OF_STATUS[rec.status] or rec.status]
+  log_shaped(old_status and {code, name, EVENT_VALUE_CODE[old_status]} or {code, name})
 end
 
 -- The status index (KEYS[6]) is kept only once the session holds more than INDEX_FROM (8)
@@ -751,6 +724,12 @@ local function save_instance(name, rec, old_status)
             #members)))
         end
         STATUS_SCAN.kept, STATUS_SCAN.read = true, nil
+        -- and inst becomes a hash table for good (Redis never turns one back), as it always was
+        -- when records were longer than 64 bytes: a listpack hash reads and writes in O(its
+        -- length), up to hash-max-listpack-entries (512) small records. A value past the
+        -- default hash-max-listpack-value converts it; removed in the same step.
+        redis.call('HSET', K.inst, '#', string.rep('-', 65))
+        redis.call('HDEL', K.inst, '#')
       end
     end
     if old_status == 'scheduled' then redis.call('ZREM', K.outbox, name) end
@@ -983,7 +962,7 @@ end
 -- `tasks`: relevant_tasks(trigger) when the caller already read them (fire.lua does, to check
 -- the instance limit first).
 local function fire(trigger, kwargs, outcome, tasks)
-  log_event('fired', {trigger = trigger, kwargsBytes = #kwargs})
+  log_shaped({'F', trigger, #kwargs})
   local record = {trigger = trigger, scheduled = {}, abandoned = {}}
   for _, task in ipairs(tasks or relevant_tasks(trigger)) do
     fire_into_task(task.name, task.def, trigger, kwargs, record)
@@ -992,7 +971,7 @@ local function fire(trigger, kwargs, outcome, tasks)
   if trigger == FINAL_TRIGGER and redis.call('HSETNX', K.meta, 'finalized', '1') == 1 then
     redis.call('HSET', K.meta, 'finalizedAt', NOW)
     outcome.finalized = true
-    log_event('finalized', {})
+    log_shaped({'Z'})
     emit_event('sessionFinalized')
   end
   outcome.fires[#outcome.fires + 1] = record
