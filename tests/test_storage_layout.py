@@ -272,7 +272,7 @@ async def test_small_session_hashes_stay_compact(redis_url: str) -> None:
         await engine.configure(uid, {"tasks": {"t": {"after": ["a"], "andEvery": "b", "run": "P"}}})
         await engine.fire(uid, "a", {})
         keys = keys_of(engine, uid)
-        for name in ("defs", "meta"):
+        for name in ("defs", "meta", "inst"):
             encoding = await engine.client.object("encoding", keys[name])
             assert encoding in ("listpack", "ziplist"), (name, encoding)
         # instance counts, the trigger index and short remainders live in defs; the latest
@@ -451,6 +451,9 @@ async def test_status_index_only_past_a_few_instances(redis_url: str) -> None:
             await engine.fire(uid, "page", {"p": page})  # the 9th: the index is built
         assert await index_of(engine, "index:read") == await index_of(engine, "index:kept")
         assert len(await index_of(engine, "index:read")) == 9
+        # and inst is a hash table from then on (a listpack's access is O(its length))
+        assert await engine.client.object("encoding", read_keys["inst"]) == "hashtable"
+        assert await engine.client.hlen(read_keys["inst"]) == 9
         assert await status_views(engine, "index:read") == await status_views(engine, "index:kept")
 
 
