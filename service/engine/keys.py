@@ -13,7 +13,7 @@ KEY_NAMES = (
     "defs",
     "trig",  # the earlier layout only: now TRIGGER_MARK fields of defs
     "inst",
-    "idx",
+    "idx",  # absent while the session holds at most 8 instances (lib.lua keeps_index)
     "latest",  # the earlier layout only: now LATEST_MARK fields of meta
     "counts",  # the earlier layout only: now COUNT_MARK fields of defs
     "outbox",
