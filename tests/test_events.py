@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from service.engine import Engine
-from service.engine.events import EventLog
+from service.engine.events import EventLog, decode_line
 from service.engine.index import SessionIndex
 from service.engine.keys import events_key
 from service.redis_server import free_port
@@ -157,6 +157,23 @@ async def test_a_reader_following_concurrent_changes_sees_each_entry_once(
     assert sorted(seen) == sorted(triggers)
     order = [tuple(map(int, i.split("-"))) for i in ids]
     assert order == sorted(order) and len(set(order)) == len(order)
+
+
+def test_shaped_events_read_as_the_objects_they_replace() -> None:
+    """Entries hold the common events as arrays (lib.lua EVENT_SHAPE) beside objects with
+    coded names (other kinds, and the entries written before shapes): both read the same."""
+    arrays = ('1700000000000-2 {"at":1700000000005,"a":"ops","e":[["F","go",2],["N","t#0"],'
+              '["s","t#1"],["c","t#1","s"],["Z"],["C","merge"],'
+              '{"t":"O","c":"replay","i":"t#1"}]}')  # fmt: skip
+    objects = ('1700000000000-2 {"at":1700000000005,"a":"ops","e":[{"t":"F","g":"go","b":2},'
+               '{"t":"N","i":"t#0"},{"t":"s","i":"t#1"},{"t":"c","i":"t#1","f":"s"},{"t":"Z"},'
+               '{"t":"C","m":"merge"},{"t":"O","c":"replay","i":"t#1"}]}')  # fmt: skip
+    entry_id, events = decode_line(arrays)
+    assert (entry_id, events) == decode_line(objects)
+    assert events[0] == {"id": entry_id, "at": events[0]["at"], "type": "fired", "trigger": "go",
+                         "kwargsBytes": 2, "actor": "ops"}  # fmt: skip
+    assert events[3]["from"] == "scheduled" and events[3]["task"] == "t"
+    assert "from" not in events[2] and events[4]["type"] == "finalized"
 
 
 async def test_a_stream_log_of_the_earlier_layout_reads_then_becomes_a_list(

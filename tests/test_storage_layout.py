@@ -3,9 +3,10 @@ Redis: answers are the same as before, user JSON keeps every digit, and sessions
 earlier layout (full JSON objects: a deployed Redis may hold them) read and change the same.
 
 The earlier layout is made here by rewriting a session's stored values into it (instance
-records as the whole record object, defs with full field names, ``tasks`` holding the whole
-task configuration, instance counts and the trigger index in hashes of their own, the event log
-a stream), which is exactly what the earlier scripts wrote.
+records as the whole record object, or as the compact JSON array of the layout after it, defs
+with full field names, ``tasks`` holding the whole task configuration, instance counts, the
+trigger index and the latest kwargs in hashes of their own, a status index however few the
+instances, the event log a stream), which is exactly what the earlier scripts wrote.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from service.engine import Engine
 from service.engine.events import EventLog
 from service.engine.keys import KEY_NAMES, events_key, is_def_field, session_keys
-from service.engine.records import load_def, load_record
+from service.engine.records import META_NAMES, TS_NAMES, load_def, load_record
 from tests.conftest import engine_on, unique_prefix
 
 BIG = 9007199254740993  # 2**53 + 1: a double (Lua's number, cjson) would round it
@@ -81,14 +83,49 @@ async def to_stream_log(engine: Engine, uid: str) -> None:
         await engine.client.xadd(log, fields, id=entry_id)
 
 
-async def to_earlier_layout(engine: Engine, uid: str) -> None:
-    """Rewrites the stored records, defs and task configurations in the earlier layout."""
+def as_text(value: Any) -> str:
+    """A kwargs or metadata value as the earlier layouts keep it: raw JSON text."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def earliest_record(name: str, raw: str) -> str:
+    """A record in the earliest layout: the whole table as one JSON object."""
+    record = load_record(raw)
+    record["task"] = name.rsplit("#", 1)[0]
+    record["kwargs"] = {key: as_text(value) for key, value in record["kwargs"].items()}
+    record["meta"] = {key: as_text(value) for key, value in record["meta"].items()}
+    return orjson.dumps(record).decode()
+
+
+def array_record(raw: str) -> str:
+    """A record in the earlier compact layout: a JSON array [head, kwargs, engine meta,
+    abandon, meta, lease], created in decimal, kwargs and metadata as JSON text in strings."""
+    record = load_record(raw)
+    ts_codes = {name: code for code, name in TS_NAMES.items()}
+    meta_codes = {name: code for code, name in META_NAMES.items()}
+    created = record["ts"]["created"]
+    head = f"{ts_codes[record['status']]} {created}" + "".join(
+        f" {ts_codes[key]}{at - created}" for key, at in record["ts"].items() if key != "created"
+    )
+    engine_meta = {meta_codes[k]: as_text(v) for k, v in record["meta"].items() if k in meta_codes}
+    meta = {k: as_text(v) for k, v in record["meta"].items() if k not in meta_codes}
+    kwargs = {key: as_text(value) for key, value in record["kwargs"].items()}
+    stored = [head, kwargs, engine_meta, record["abandon"], meta]
+    if "lease" in record:
+        stored.append(record["lease"])
+    return orjson.dumps(stored).decode()
+
+
+async def to_earlier_layout(engine: Engine, uid: str, records: str = "object") -> None:
+    """Rewrites the stored records (``records``: "object", the earliest layout, or "array",
+    the earlier compact one), defs and task configurations in the earlier layout."""
     keys = keys_of(engine, uid)
     client = engine.client
     for name, raw in (await client.hgetall(keys["inst"])).items():
-        record = load_record(raw)
-        record["task"] = name.rsplit("#", 1)[0]
-        await client.hset(keys["inst"], name, orjson.dumps(record).decode())
+        stored = earliest_record(name, raw) if records == "object" else array_record(raw)
+        await client.hset(keys["inst"], name, stored)
+        # the status index, which the earlier layout kept for every session
+        await client.zadd(keys["idx"], {f"{load_record(raw)['status']}:{name}": 0})
     config = await engine.get_config(uid)
     ttl = await client.pttl(keys["defs"])
     for field, raw in (await client.hgetall(keys["defs"])).items():
@@ -104,6 +141,10 @@ async def to_earlier_layout(engine: Engine, uid: str) -> None:
     for name in ("trig", "counts"):
         if ttl > 0:
             await client.pexpire(keys[name], ttl)
+    for field, raw in (await client.hgetall(keys["meta"])).items():
+        if field.startswith("#"):  # the latest kwargs, in a hash of their own
+            await client.hdel(keys["meta"], field)
+            await client.hset(keys["latest"], field[1:], raw)
     await to_stream_log(engine, uid)
     for name, raw in (await client.hgetall(keys["defs"])).items():
         definition = load_def(raw)
@@ -158,6 +199,45 @@ async def test_answers_keep_user_json_exactly(redis_url: str) -> None:
         assert snapshot.instances["t_b#0"].abandonState == ["stop"]
 
 
+TRICKY_TRIGGERS = ('a"b\\c/d', "ключ {x}", "[]")
+TRICKY_KWARGS: list[dict[str, Any]] = [
+    {"s": 'close } and ] and "quote" and \\', "n": [[], {}, [{"}": "]"}]], "big": BIG},
+    {"": "", "e": 1e-7, "neg": -0.0, "t": True, "z": None, "u": "é\u2028"},
+    {"deep": {"a": [1, [2, [3, {"b": '\\"'}]]]}},
+]
+
+
+async def test_kwargs_spliced_unescaped_read_back_exactly(redis_url: str) -> None:
+    """The current record splices each fire's kwargs in as raw JSON, and Lua cuts them out
+    without decoding them (lib.lua raw_members): strings holding brackets, quotes and
+    backslashes, trigger names that need escaping, and numbers cjson would round all come
+    back as fired, through an absorb (Lua decodes and re-encodes the record), a claim
+    (actualKwargs stored as "=") and a retry's clone."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        uid = "layout:tricky"
+        task = {"after": list(TRICKY_TRIGGERS), "run": "P"}
+        await engine.configure(uid, {"tasks": {"t": task}})
+        for trigger, kwargs in zip(TRICKY_TRIGGERS, TRICKY_KWARGS, strict=True):
+            await engine.fire(uid, trigger, kwargs)
+        expected = dict(zip(TRICKY_TRIGGERS, TRICKY_KWARGS, strict=True))
+        raw = await engine.client.hget(keys_of(engine, uid)["inst"], "t#0")
+        assert raw[0] == "s"  # the current layout
+        assert (await engine.snapshot(uid)).instances["t#0"].kwargs == expected
+        claim = await engine.claim(uid, "t#0")
+        assert claim.state == "claimed" and claim.token and claim.kwargs == expected
+        await engine.retry(uid, "t#0", claim.token)
+        claim = await engine.claim(uid, "t#1")
+        assert claim.token and claim.kwargs == expected
+        await engine.fail(uid, "t#1", claim.token, "E", "x", {"ctx": TRICKY_KWARGS[0]})
+        replacement = {TRICKY_TRIGGERS[2]: TRICKY_KWARGS[2], TRICKY_TRIGGERS[0]: {}}
+        await engine.replay(uid, "t#1", replacement)
+        snapshot = await engine.snapshot(uid)
+        assert snapshot.instances["t#0"].metadata["actualKwargs"] == expected
+        assert snapshot.instances["t#1"].kwargs == expected
+        assert snapshot.instances["t#1"].metadata["exceptionContext"] == {"ctx": TRICKY_KWARGS[0]}
+        assert snapshot.instances["t#2"].kwargs == replacement
+
+
 async def test_actual_kwargs_kept_when_they_differ_from_the_kwargs(redis_url: str) -> None:
     """withParams merged into the kwargs: actualKwargs is stored whole, and read back whole."""
     async with engine_on(redis_url, unique_prefix()) as engine:
@@ -192,11 +272,14 @@ async def test_small_session_hashes_stay_compact(redis_url: str) -> None:
         await engine.configure(uid, {"tasks": {"t": {"after": ["a"], "andEvery": "b", "run": "P"}}})
         await engine.fire(uid, "a", {})
         keys = keys_of(engine, uid)
-        for name in ("defs", "meta", "latest"):
+        for name in ("defs", "meta", "inst"):
             encoding = await engine.client.object("encoding", keys[name])
             assert encoding in ("listpack", "ziplist"), (name, encoding)
-        # instance counts, the trigger index and short remainders live in defs
+        # instance counts, the trigger index and short remainders live in defs; the latest
+        # kwargs in meta
         assert await engine.client.exists(keys["trig"], keys["counts"], keys["tasks"]) == 0
+        assert await engine.client.exists(keys["latest"]) == 0
+        assert await engine.client.hget(keys["meta"], "#a") == "{}"
 
 
 async def test_a_long_remainder_stays_out_of_defs(redis_url: str) -> None:
@@ -224,14 +307,19 @@ async def test_a_long_remainder_stays_out_of_defs(redis_url: str) -> None:
         assert sorted(await engine.client.hkeys(keys["defs"])) == ["##a", "#@v", "v"]
 
 
-async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url: str) -> None:
+@pytest.mark.parametrize("records", ["object", "array"])
+async def test_sessions_of_the_earlier_layout_read_and_change_the_same(
+    redis_url: str, records: str
+) -> None:
     async with engine_on(redis_url, unique_prefix()) as engine:
         await build(engine, "layout:new")
         await build(engine, "layout:old")
-        await to_earlier_layout(engine, "layout:old")
+        await to_earlier_layout(engine, "layout:old", records)
         raw = await engine.client.hget(keys_of(engine, "layout:old")["inst"], "t_a#0")
-        assert raw.startswith("{")
+        assert raw.startswith("{" if records == "object" else "[")
         assert await engine.client.exists(keys_of(engine, "layout:old")["counts"]) == 1
+        old_latest = keys_of(engine, "layout:old")["latest"]
+        assert await engine.client.hlen(old_latest) == 4  # go, page, t_a, stop
         old, new = await engine.snapshot("layout:old"), await engine.snapshot("layout:new")
         assert old.tasks == new.tasks
         assert without_times(old) == without_times(new)
@@ -254,6 +342,7 @@ async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url
         assert await logged(engine, "layout:old") == await logged(engine, "layout:new")
         old_keys = keys_of(engine, "layout:old")
         assert await engine.client.exists(old_keys["counts"], old_keys["trig"]) == 0
+        assert await engine.client.exists(old_keys["latest"]) == 0
         assert await engine.client.type(events_key("layout:old", engine.prefix)) == "list"
         defs = await engine.client.hgetall(old_keys["defs"])
         new_defs = await engine.client.hgetall(keys_of(engine, "layout:new")["defs"])
@@ -262,6 +351,110 @@ async def test_sessions_of_the_earlier_layout_read_and_change_the_same(redis_url
             return {f: v for f, v in fields.items() if f.startswith("#") and f[:2] != "#@"}
 
         assert moved(defs) == moved(new_defs)
+
+
+async def test_earlier_layout_read_in_pages(redis_url: str) -> None:
+    """A session of the earlier layout whose latest kwargs or instances pass a page: read in
+    pages (HSCAN), from the earlier layout's own hash, before any change converts it."""
+    prefix = unique_prefix()
+    async with engine_on(redis_url, prefix) as engine:
+        await build(engine, "layout:paged")
+        whole = await engine.snapshot("layout:paged")
+        views = await unresolved(engine, "layout:paged")
+        await to_earlier_layout(engine, "layout:paged")
+    async with engine_on(redis_url, prefix, page_size=2) as paged:
+        snapshot = await paged.snapshot("layout:paged")
+        assert snapshot.latestKwargs == whole.latestKwargs
+        assert without_times(snapshot) == without_times(whole)
+        assert await unresolved(paged, "layout:paged") == views
+        await paged.fire("layout:paged", "page", {"p": 9})  # converts it
+        assert (await paged.snapshot("layout:paged")).latestKwargs["page"] == {"p": 9}
+
+
+async def test_defs_with_position_and_version_written_out_read_the_same(redis_url: str) -> None:
+    """A def leaves out a position and a config version of 1; the defs written before kept
+    both ("p":1,"v":1): such a session reads, orders and reconfigures the same."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        for uid in ("defs:new", "defs:old"):
+            await engine.configure(uid, CONFIG)
+        defs_key = keys_of(engine, "defs:old")["defs"]
+        for name, raw in (await engine.client.hgetall(defs_key)).items():
+            if is_def_field(name):
+                stored = orjson.loads(raw)
+                stored.setdefault("p", 1)
+                stored.setdefault("v", 1)
+                await engine.client.hset(defs_key, name, orjson.dumps(stored).decode())
+        assert '"p":1' not in await engine.client.hget(keys_of(engine, "defs:new")["defs"], "t_a")
+        for uid in ("defs:new", "defs:old"):
+            await engine.configure(uid, {"tasks": {"t_z": {"after": ["go"], "run": "Z"},
+                                                   "t_a": CONFIG["tasks"]["t_a"]}})  # fmt: skip
+        old, new = await engine.get_config("defs:old"), await engine.get_config("defs:new")
+        assert list(old.tasks) == list(new.tasks) == ["t_a", "t_b", "t_every", "t_wait", "t_z"]
+        assert old == new
+        for uid in ("defs:new", "defs:old"):
+            await engine.fire(uid, "go", {})
+        old_snapshot, new_snapshot = (
+            await engine.snapshot("defs:old"),
+            await engine.snapshot("defs:new"),
+        )
+        assert without_times(old_snapshot) == without_times(new_snapshot)
+
+
+async def status_views(engine: Engine, uid: str) -> list[Any]:
+    """Every view that reads by status: the listing of each status (whole, one task, in pages
+    of two), the unresolved view."""
+    views: list[Any] = [await unresolved(engine, uid)]
+    for status in ("unstarted", "scheduled", "running", "finished", "failed", "abandoned"):
+        for task in (None, "t_every"):
+            names, cursor = [], None
+            while True:
+                page = await engine.reader.page_of(
+                    uid, status=status, task=task, cursor=cursor, limit=2
+                )
+                names.extend(name for name, _ in page.records)
+                if page.next is None:
+                    break
+                cursor = page.next
+            views.append(names)
+    return views
+
+
+async def index_of(engine: Engine, uid: str) -> list[str]:
+    return list(await engine.client.zrange(keys_of(engine, uid)["idx"], 0, -1))
+
+
+async def test_status_index_only_past_a_few_instances(redis_url: str) -> None:
+    """A session with at most 8 instances keeps no status index (lib.lua INDEX_FROM): every
+    view by status reads the records instead, and answers as one that keeps it (a session of
+    the earlier layout, indexed whatever its size); the 9th instance builds the index."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        await build(engine, "index:read")
+        await build(engine, "index:kept")
+        for name, raw in (
+            await engine.client.hgetall(keys_of(engine, "index:kept")["inst"])
+        ).items():
+            status = load_record(raw)["status"]
+            await engine.client.zadd(keys_of(engine, "index:kept")["idx"], {f"{status}:{name}": 0})
+        read_keys = keys_of(engine, "index:read")
+        page = 4
+        while True:
+            assert await engine.client.exists(read_keys["idx"]) == 0
+            views = await status_views(engine, "index:read")
+            assert views == await status_views(engine, "index:kept")
+            if await engine.client.hlen(read_keys["inst"]) == 8:
+                break
+            for uid in ("index:read", "index:kept"):
+                await engine.fire(uid, "page", {"p": page})  # one more instance
+            page += 1
+        assert (await engine.snapshot("index:read")).instances["t_every#3"].status == "scheduled"
+        for uid in ("index:read", "index:kept"):
+            await engine.fire(uid, "page", {"p": page})  # the 9th: the index is built
+        assert await index_of(engine, "index:read") == await index_of(engine, "index:kept")
+        assert len(await index_of(engine, "index:read")) == 9
+        # and inst is a hash table from then on (a listpack's access is O(its length))
+        assert await engine.client.object("encoding", read_keys["inst"]) == "hashtable"
+        assert await engine.client.hlen(read_keys["inst"]) == 9
+        assert await status_views(engine, "index:read") == await status_views(engine, "index:kept")
 
 
 async def test_bench_memory_json_interface(redis_url: str) -> None:

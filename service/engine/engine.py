@@ -686,7 +686,7 @@ class Engine:
         head = await self.reader.head(uid, self._run)
         latest = head.latest
         if latest is None:
-            latest = await self.reader.scan_hash(keys[KEY_NAMES.index("latest")])
+            latest = await self.reader.latest(self.reader.keys(uid))
         following: str | None = None
         if max_instances is not None and head.instance_count > max_instances:
             page = await self.reader.page_of(

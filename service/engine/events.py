@@ -1,7 +1,9 @@
 """Reading a session's event log (the list lua/includes/lib.lua writes, key 14).
 
 Scripts append one entry per change: ``"<id> <events>"``, or ``"<id> {"at", "a", "e"}"`` when
-the change's time differs from the id's or an API key made it (lib.lua log_line). The id is
+the change's time differs from the id's or an API key made it (lib.lua log_line); <events> is
+a JSON list, each event an array by position when it has a common shape (``EVENT_SHAPES``),
+else an object with coded names (``_expanded`` gives both whole names). The id is
 shaped like a stream id, ``<ms>-<n>``, and only grows along the log. An instance's event is
 stored without its ``task`` (the part of the instance name before "#"); it is added back here,
 so every reader sees it. Readers see each event on its own, carrying its entry's id: the id is
@@ -98,10 +100,29 @@ EVENT_VALUE_NAMES = {
 EVENT_VALUE_CODE)."""
 
 
-def _expanded(item: dict[str, Any]) -> dict[str, Any]:
+_STATUS_SHAPE = ("instance", "from")
+EVENT_SHAPES: dict[str, tuple[str, ...]] = {
+    "fired": ("trigger", "kwargsBytes"), "created": ("instance",), "configured": ("mode",),
+    "finalized": (),
+    **{status: _STATUS_SHAPE for status in (
+        "unstarted", "scheduled", "claimed", "running", "finished", "failed", "replayed",
+        "skipped", "abandoned",
+    )},
+}  # fmt: skip
+"""The commonest events are stored as arrays: [kind code, then these fields by position,
+trailing absent ones left out] (lib.lua log_shaped); others as objects with coded names."""
+
+
+def _expanded(item: dict[str, Any] | list[Any]) -> dict[str, Any]:
     """A stored event with whole names (one stored with whole names, as an entry adopted from
     the earlier layout's stream, stays as it is: no whole name is a code)."""
     event: dict[str, Any] = {}
+    if isinstance(item, list):
+        kind = EVENT_VALUE_NAMES.get(item[0], item[0])
+        event["type"] = kind
+        for name, value in zip(EVENT_SHAPES.get(kind, ()), item[1:], strict=False):
+            event[name] = EVENT_VALUE_NAMES.get(value, value) if name == "from" else value
+        return event
     for key, value in item.items():
         if key in ("t", "f") and isinstance(value, str):
             value = EVENT_VALUE_NAMES.get(value, value)
@@ -123,7 +144,7 @@ def decode_line(line: str) -> tuple[str, list[dict[str, Any]]]:
     if isinstance(decoded, dict):
         at, actor = int(decoded.get("at") or at), decoded.get("a")
         decoded = decoded.get("e")
-    items = [_expanded(item) for item in decoded if isinstance(item, dict)]
+    items = [_expanded(item) for item in decoded if isinstance(item, dict | list) and item]
     return entry_id, _events(entry_id, at, actor, items)
 
 

@@ -13,8 +13,8 @@ KEY_NAMES = (
     "defs",
     "trig",  # the earlier layout only: now TRIGGER_MARK fields of defs
     "inst",
-    "idx",
-    "latest",
+    "idx",  # absent while the session holds at most 8 instances (lib.lua keeps_index)
+    "latest",  # the earlier layout only: now LATEST_MARK fields of meta
     "counts",  # the earlier layout only: now COUNT_MARK fields of defs
     "outbox",
     "leases",
@@ -27,6 +27,24 @@ TRIGGER_MARK = "##"
 tasks_of_trigger). Task names have no "#", so a def's field never starts with either mark, and
 a count's field never with this one. The earlier layout kept both in hashes of their own
 (``counts``, ``trig``); a session's first change that needs them moves them into ``defs``."""
+
+
+LATEST_MARK = "#"
+"""A field ``#<trigger>`` of ``meta`` holds the kwargs of the trigger's latest fire (lib.lua
+set_latest; no other field of meta starts with "#"). The earlier layout kept them in a hash of
+their own (``latest``); a session's first change that needs them moves them into ``meta``."""
+
+
+def latest_fields(meta: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A read of ``meta`` split into its own fields and the latest kwargs (by trigger)."""
+    own: dict[str, str] = {}
+    latest: dict[str, str] = {}
+    for field, value in meta.items():
+        if field.startswith(LATEST_MARK):
+            latest[field[len(LATEST_MARK) :]] = value
+        else:
+            own[field] = value
+    return own, latest
 
 
 REST_MARK = "#@"

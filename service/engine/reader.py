@@ -28,9 +28,11 @@ from service.engine.errors import InvalidError, NotFoundError
 from service.engine.keys import (
     COUNT_MARK,
     KEY_NAMES,
+    LATEST_MARK,
     REST_MARK,
     counted_task,
     is_def_field,
+    latest_fields,
     session_keys,
 )
 from service.engine.models import TaskConfig, UnresolvedInstance, UnresolvedTask
@@ -134,6 +136,14 @@ class SessionReader:
             if int(cursor) == 0:
                 return found
 
+    async def latest(self, keys: Mapping[str, str]) -> dict[str, str]:
+        """Every trigger's latest kwargs, page by page: meta's marked fields (keys.LATEST_MARK)
+        and, for a session of the earlier layout, its own hash."""
+        found = await self.scan_hash(keys["latest"])
+        for field, value in (await self.scan_hash(keys["meta"], LATEST_MARK + "*")).items():
+            found[field[len(LATEST_MARK) :]] = value
+        return found
+
     async def hmget(self, key: str, fields: list[str]) -> list[str | None]:
         """HMGET in pages of ``page`` fields."""
         values: list[str | None] = []
@@ -143,11 +153,14 @@ class SessionReader:
 
     async def head(self, uid: str, run_script: Callable[..., Any]) -> Head:
         """The bounded readSession script; NotFoundError for an unknown session."""
-        meta, tasks, latest, count, instances = await run_script("readSession", uid, self.page)
+        flat_meta, tasks, earlier, count, instances = await run_script(
+            "readSession", uid, self.page
+        )
+        meta, latest = latest_fields(_pairs(flat_meta))
         return Head(
-            meta=_pairs(meta),
+            meta=meta,
             tasks=list(_pairs(tasks).items()),  # in configuration order (readSession)
-            latest=None if latest is None else _pairs(latest),
+            latest=None if earlier is None else {**_pairs(earlier), **latest},
             instance_count=int(count),
             instances=None if instances is None else _pairs(instances),
         )
@@ -179,6 +192,8 @@ class SessionReader:
         start = f"({decode_cursor(cursor, 's')[0]}" if cursor else f"[{prefix}"
         end = b"[" + prefix.encode() + _MAX_BYTE
         members = await self.client.zrangebylex(keys["idx"], start, end, 0, limit + 1)
+        if not members and not await self.client.exists(keys["idx"]):
+            members = await self._members_read(keys, [status], task, start[1:], limit + 1)
         more = len(members) > limit
         members = members[:limit]
         names = [member[len(status) + 1 :] for member in members]
@@ -230,10 +245,33 @@ class SessionReader:
                 return records
             cursor = page.next
 
+    async def _members_read(
+        self, keys: Mapping[str, str], statuses: Iterable[str], task: str | None, after: str,
+        count: int | None,
+    ) -> list[str]:  # fmt: skip
+        """The status index's members ("<status>:<name>") as the records give them, for a
+        session that keeps no index (it holds a few instances: lib.lua INDEX_FROM), in the
+        index's order: by status as given, then by text; those above ``after`` (a member),
+        at most ``count``. The records are read in pages: should the index be built
+        meanwhile, they are still the truth."""
+        wanted = list(statuses)
+        found = [
+            f"{record['status']}:{name}"
+            for name, raw in (await self.scan_hash(keys["inst"])).items()
+            if (record := load_record(raw))["status"] in wanted
+            and (task is None or name.rsplit("#", 1)[0] == task)
+        ]
+        found.sort(key=lambda member: (wanted.index(member.partition(":")[0]), member))
+        found = [member for member in found if member > after]
+        return found if count is None else found[:count]
+
     # -- unresolved -------------------------------------------------------------------------
 
     async def unresolved_names(self, keys: Mapping[str, str]) -> list[str]:
         """Names of the instances in an unresolved status, from the index, page by page."""
+        if not await self.client.exists(keys["idx"]):
+            members = await self._members_read(keys, UNRESOLVED, None, "", None)
+            return [member.partition(":")[2] for member in members]
         names: list[str] = []
         for status in UNRESOLVED:
             start = f"[{status}:"
@@ -274,7 +312,10 @@ class SessionReader:
         started = await self.hmget(keys["counts"], unknown) if unknown else []
         without = {name for name, count in zip(unknown, started, strict=True) if count is None}
         wanted = sorted({t for name in without for t in defs[name]["after"]})
-        fired = dict(zip(wanted, await self.hmget(keys["latest"], wanted), strict=True))
+        marked = await self.hmget(keys["meta"], [LATEST_MARK + t for t in wanted])
+        earlier = await self.hmget(keys["latest"], wanted)  # the earlier layout's own hash
+        pairs = zip(wanted, marked, earlier, strict=True)
+        fired = {t: m if m is not None else e for t, m, e in pairs}
         records = [(n, raw) for n, raw in zip(names, raws, strict=True) if raw is not None]
 
         def decode() -> tuple[list[UnresolvedTask], list[UnresolvedInstance]]:

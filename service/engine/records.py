@@ -2,9 +2,11 @@
 
 Shared by the engine's transitions (the record a script returns) and its read views (reader.py).
 
-Two layouts are read (a deployed Redis may hold records of the earlier one): the compact one
-lib.lua writes now (an instance record is a JSON array, a def has one-letter keys) and the
-earlier one (full JSON objects). ``load_record`` and ``load_def`` turn both into the full form.
+Every layout a deployed Redis may hold is read: the one lib.lua writes now (an instance record
+is a text head then its kwargs spliced in unescaped, a def has one-letter keys: encode_record,
+encode_def), the earlier compact record (a JSON array, kwargs escaped into strings) and the
+earliest layout (full JSON objects). ``load_record`` and ``load_def`` turn them into the full
+form; a script rewrites a record in the current layout at its next change.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ TS_NAMES = {
 as the code of its time (lib.lua TS_CODE)."""
 _TIME = re.compile(r"([A-Za-z]+)(-?\d*)")
 """One time of a record's head: its code, then ms after ``created`` (none: the time is absent)."""
+_REST = re.compile(r"[{\[]")
+"""Where a current record's head ends: the head never holds "{" or "["."""
 DEF_FIELDS = ("after", "unless", "andEvery", "using", "maxRetries")
 """The fields of a task configuration its def holds: the ``tasks`` hash keeps the rest."""
 DEFAULT_MAX_RETRIES = 3  # lib.lua encode_def leaves this value out
@@ -50,10 +54,24 @@ def kwargs_text(kwargs: dict[str, str]) -> str:
 
 def load_record(raw: str | bytes) -> dict[str, Any]:
     """A stored instance record in its full form: {status, kwargs, abandon, meta, ts, lease?}
-    (``task`` only when the earlier layout stored it: it is the name's part before "#")."""
-    decoded = orjson.loads(raw)
-    if isinstance(decoded, dict):
-        return decoded
+    (``task`` only when the earliest layout stored it: it is the name's part before "#").
+    kwargs map each trigger to its kwargs: raw JSON text in the earlier layouts, the decoded
+    object in the current one (which splices them in unescaped); ``kwargs_value`` takes both.
+    """
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    first = text[:1]
+    if first in ("{", "["):  # the earliest layout (an object), or the earlier one (an array)
+        decoded = orjson.loads(text)
+        if isinstance(decoded, dict):
+            return decoded
+        base = 10
+    else:  # "<head><kwargs>" or "<head>[<kwargs>,<engine>,...]" (lib.lua encode_record)
+        at = _REST.search(text)
+        if at is None:
+            raise ValueError(f"not a stored instance record: {text[:40]!r}")
+        rest = orjson.loads(text[at.start() :])
+        decoded = [text[: at.start()], *(rest if at.group() == "[" else [rest, {}])]
+        base = 36
     code, created_text, *times = decoded[0].split(" ")
     status = TS_NAMES.get(code, code)
     kwargs = decoded[1] or {}
@@ -61,8 +79,10 @@ def load_record(raw: str | bytes) -> dict[str, Any]:
     for key, value in (decoded[2] or {}).items():
         meta[META_NAMES.get(key, key)] = value
     if meta.get("actualKwargs") == "=":
-        meta["actualKwargs"] = kwargs_text(kwargs)
-    created = int(created_text)
+        meta["actualKwargs"] = (
+            kwargs_text(kwargs) if base == 10 else {key: kwargs[key] for key in sorted(kwargs)}
+        )
+    created = int(created_text, base)
     ts: dict[str, int] = {"created": created}
     seen: set[str] = set()
     for token in times:
@@ -84,13 +104,19 @@ def load_record(raw: str | bytes) -> dict[str, Any]:
     return record
 
 
+def kwargs_value(value: Any) -> Any:
+    """A record's kwargs (or metadata) value decoded: raw JSON text in the earlier layouts and
+    in metadata; already decoded where the current layout splices it in unescaped."""
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
 def instance_fields(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """The public fields of an instance from its decoded record (lib.lua's layout). kwargs go
     in name order: a claim merges them in that order, which lets the record store a claim's
     actualKwargs as "the same as the kwargs"."""
     raw_kwargs = record.get("kwargs") or {}
-    kwargs = {key: orjson.loads(raw_kwargs[key]) for key in sorted(raw_kwargs)}
-    metadata = {key: orjson.loads(value) for key, value in (record.get("meta") or {}).items()}
+    kwargs = {key: kwargs_value(raw_kwargs[key]) for key in sorted(raw_kwargs)}
+    metadata = {key: kwargs_value(value) for key, value in (record.get("meta") or {}).items()}
     metadata["timestamps"] = {key: iso_time(ms) for key, ms in (record.get("ts") or {}).items()}
     return {
         "name": name,
@@ -119,8 +145,8 @@ def load_def(raw: str | bytes) -> dict[str, Any]:
         "after": after,
         "unless": stored.get("u") or [],
         "maxRetries": stored.get("r", DEFAULT_MAX_RETRIES),
-        "pos": stored.get("p", 0),
-        "v": stored.get("v", 0),
+        "pos": stored.get("p", 1),  # absent: 1 (lib.lua encode_def)
+        "v": stored.get("v", 1),
     }
     for code, field in (("e", "every"), ("g", "using")):
         if code in stored:

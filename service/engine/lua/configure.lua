@@ -53,7 +53,7 @@ for i = 1, #stored, 2 do
 end
 
 local function pos_of(raw)
-  return tonumber(string.match(raw, '"p":(%d+)') or string.match(raw, '"pos":(%d+)')) or 0
+  return tonumber(string.match(raw, '"p":(%d+)') or string.match(raw, '"pos":(%d+)')) or 1
 end
 
 local function every_of(raw)
@@ -272,7 +272,7 @@ if webhooks ~= '' then
 elseif mode == 'replace' then
   redis.call('HDEL', K.meta, 'webhooks')
 end
-log_event('configured', {mode = mode})
+log_shaped({'C', mode})
 apply_ttl()
 
 -- The answer, built from what this script holds (no second decode of every def).

@@ -1,9 +1,9 @@
 --[=[
 fire: fire a trigger into the session (section D), creating the session if needed (C3, D12).
 
-Keys: all session keys; reads defs (with the trigger index); writes meta, inst, idx, latest,
-defs (instance counts), outbox (and leases never). Cost: O(tasks using the trigger + their
-unstarted instances).
+Keys: all session keys; reads defs (with the trigger index); writes meta (the latest kwargs
+too), inst, idx, defs (instance counts), outbox (and leases never). Cost: O(tasks using the
+trigger + their unstarted instances).
 ARGV[5] trigger name
 ARGV[6] kwargs of this fire, raw JSON object text
 ARGV[7] most instances the session may hold (TRIGGERS_MAX_INSTANCES; "0" or absent: no limit):

@@ -13,7 +13,7 @@ if err then return err end
 local stale = check_lease(name, rec, token)
 if stale then return stale end
 rec.lease.exp = NOW + lease_ms
-redis.call('HSET', K.inst, name, cjson.encode(rec))
+redis.call('HSET', K.inst, name, encode_record(rec))
 redis.call('ZADD', K.leases, rec.lease.exp, name)
 apply_ttl()
 return cjson.encode({expires = rec.lease.exp})

@@ -7,7 +7,11 @@ unchanged on Redis Cluster):
 
   KEYS[1]  meta    hash  created, updated (ms), version, cfgv (config version), npos (next task
                          position), finalized ("1"), finalizedAt (ms), webhooks (raw JSON),
-                         sid (the sessionId of this incarnation, see new_session_id)
+                         sid (the sessionId of this incarnation, see new_session_id);
+                         "#<trigger>" -> kwargs of the trigger's most recent fire (raw JSON
+                         text; D9): one key less for a small session (each key costs ~90
+                         bytes). Trigger names have no "#" and no other field starts with it;
+                         only latest_field and readSession know them
   KEYS[2]  tasks   hash  task name -> the rest of its configuration (raw JSON text: run,
                          withParams, custom directives; what defs does not hold) when it is
                          longer than SHORT_REST bytes; a shorter one is in defs (rest_of).
@@ -27,8 +31,10 @@ unchanged on Redis Cluster):
   KEYS[4]  trig    hash  earlier layout only: the "##" fields of defs (adopt_config_layout)
   KEYS[5]  inst    hash  instance name "<task>#<n>" -> instance record (encode_record, below)
   KEYS[6]  idx     zset  score 0, members "<status>:<instance>"; lexicographic ranges give the
-                         instances of one status, or of one status and one task, without scanning
-  KEYS[7]  latest  hash  trigger name -> kwargs of its most recent fire (raw JSON text)
+                         instances of one status, or of one status and one task, without scanning.
+                         Kept only past INDEX_FROM instances (see keeps_index): a session
+                         with fewer has none, and its statuses are read from the records
+  KEYS[7]  latest  hash  earlier layout only: the "#" fields of meta (latest_field)
   KEYS[8]  counts  hash  earlier layout only: the "#" fields of defs (adopt_config_layout)
   KEYS[9]  outbox  zset  instance -> due time (ms): scheduled, until a worker claims it; and
                          events for webhooks ("@<event>") until their deliveries are queued
@@ -159,15 +165,41 @@ local function touch()
   end
 end
 
+-- The latest kwargs of each trigger fired (D9) are meta fields "#<trigger>": latest_field
+-- gives the field. A session of the earlier layout kept them in a hash of their own
+-- (KEYS[7]): the first script that needs them moves them into meta, once (O(triggers)), a pure
+-- change of representation (meta exists whenever they do, and its time to live is the
+-- session's). Few top-level functions: each one is a closure built on every call of every
+-- script that carries it.
+local latest_checked = false
+local function latest_field(trigger)
+  if not latest_checked then
+    latest_checked = true
+    if redis.call('EXISTS', K.latest) == 1 then
+      local flat = redis.call('HGETALL', K.latest)
+      for i = 1, #flat, 2 do flat[i] = '#' .. flat[i] end
+      for first = 1, #flat, 2 * CHUNK do
+        redis.call('HSET', K.meta, unpack(flat, first, math.min(first + 2 * CHUNK - 1, #flat)))
+      end
+      redis.call('DEL', K.latest)
+    end
+  end
+  return '#' .. trigger
+end
+
 -- The events of this change, written as ONE log entry by flush_events() (called by
 -- apply_ttl, which every changing script runs): one RPUSH per change, so a fire costs one more
 -- command inside its script, and the log is ordered exactly as the changes were.
 local EVENTS = {}
 
--- Events are stored compact: their field names as one-letter codes (EVENT_KEY_CODE), and the
--- values of `type` and `from` (event kinds and statuses) as codes too (EVENT_VALUE_CODE); a
--- name without a code is kept whole. service/engine/events.py holds the same tables (and
--- reads events with whole names too: those of the earlier layout's stream).
+-- Events are stored compact. The commonest are arrays, their fields by position (log_shaped):
+-- ["F", trigger, kwargsBytes], ["N", instance] (created), ["C", mode] (configured), ["Z"]
+-- (finalized) and [status code, instance, from code] (an instance's new status; from left out
+-- for a new instance). The others (log_event) are objects, their field names as one-letter
+-- codes (EVENT_KEY_CODE) and the values of `type` and `from` (event kinds and statuses) as
+-- codes too (EVENT_VALUE_CODE); a name without a code is kept whole.
+-- service/engine/events.py holds the same tables (EVENT_SHAPES; and reads events with whole
+-- names too: those of the earlier layout's stream).
 local EVENT_KEY_CODE = {
   type = 't', trigger = 'g', kwargsBytes = 'b', mode = 'm', instance = 'i', from = 'f',
   action = 'c', status = 's', delivery = 'd', event = 'v',
@@ -178,6 +210,10 @@ local EVENT_VALUE_CODE = {
   scheduled = 's', claimed = 'c', running = 'r', finished = 'f', failed = 'x', replayed = 'p',
   skipped = 'k', abandoned = 'a',
 }
+
+local function log_shaped(event)
+  if LOG_CAP > 0 then EVENTS[#EVENTS + 1] = event end
+end
 
 local function log_event(kind, fields)
   if LOG_CAP <= 0 then return end
@@ -311,17 +347,26 @@ local function number_of(name)
   return tonumber(string.match(name, '#(%d+)$'))
 end
 
--- Instance records are stored compact (issue 11 item 4): a cjson array
---   [head, kwargs, engine meta, abandon, meta, lease]   (the last three only when needed)
--- head is one string: "<status code> <created ms>" then " <code><ms after created>" per time
+-- Instance records are stored compact (issue 11 item 4), as text:
+--   <head><kwargs>                                   when that is all the record holds, else
+--   <head>[<kwargs>,<engine meta>(,<abandon>,<meta>,<lease>)]    (the last three when needed)
+-- head: "<status code> <created ms, base 36>" then " <code><ms after created>" per time
 -- (codes: TS_CODE; a status is stored as the code of its time). `unstarted` is left out when
 -- it equals `created`, `lastModified` when it equals the current status's time; a code with
--- no number says the time is absent. `task` is left out (the name's part before "#"). The
--- metadata the engine writes goes apart under one-letter codes (META_CODE), so it can never
--- meet a caller's key; actualKwargs is "=" when it is the instance's kwargs as one object
--- (keys sorted, values as stored: what a claim merges when the task has no withParams). A
--- record that starts with "{" is the earlier layout (the whole table as cjson), read as it is.
--- service/engine/records.py decodes both layouts the same way.
+-- no number says the time is absent. The head never holds "{" or "[", so the first of them
+-- starts the rest. kwargs: one JSON object, trigger -> the fire's kwargs spliced in as they
+-- came (raw JSON, not escaped into a string: Lua never decodes them, raw_members splits the
+-- object without reading its values), keys sorted. The rest is cjson: engine meta, user meta
+-- (values raw JSON text), abandon, lease. `task` is left out (the name's part before "#").
+-- The metadata the engine writes goes apart under one-letter codes (META_CODE), so it can
+-- never meet a caller's key; actualKwargs is "=" when it is the instance's kwargs as one
+-- object (keys sorted, values as stored: what a claim merges when the task has no
+-- withParams). A small record (a scheduled instance with two small kwargs) stays within
+-- Redis' hash-max-listpack-value (64 bytes), so a small session's `inst` keeps the compact
+-- encoding. Two earlier layouts are read as they are: a record that starts with "[" (a cjson
+-- array [head, kwargs, engine, abandon, meta, lease], created in decimal, kwargs escaped
+-- into strings) and one that starts with "{" (the whole table as cjson); each is written in
+-- the current layout at its next change. service/engine/records.py decodes all three alike.
 local META_CODE = {
   actualKwargs = 'k', attempt = 'a', result = 'r', logLevel = 'l', exceptionType = 't',
   exceptionInfo = 'i', exceptionContext = 'x', cascade = 'c', depth = 'd', parent = 'p',
@@ -349,11 +394,75 @@ local function kwargs_text(kwargs)
   local keys = {}
   for key in pairs(kwargs) do keys[#keys + 1] = key end
   table.sort(keys)
-  for i, key in ipairs(keys) do keys[i] = cjson.encode(key) .. ':' .. kwargs[key] end
+  for i, key in ipairs(keys) do
+    -- a name needs no escape unless it holds one of "\/ (names have no control characters,
+    -- and cjson leaves other bytes as they are): one cjson call less per trigger
+    local quoted = string.find(key, '["\\/]') and cjson.encode(key) or '"' .. key .. '"'
+    keys[i] = quoted .. ':' .. kwargs[key]
+  end
   return '{' .. table.concat(keys, ',') .. '}'
 end
 
 local NO_META = {}
+
+-- The JSON object that starts at i as {key = its value's raw JSON text}, and where it ends:
+-- the values are cut out, never decoded (cjson would round numbers and turn [] into {}).
+local function raw_members(s, i)
+  local function string_end(at) -- at: an opening quote; returns the closing one
+    local j = at + 1
+    while true do
+      local found = string.find(s, '["\\]', j)
+      if string.byte(s, found) == 34 then return found end
+      j = found + 2 -- past the escaped character
+    end
+  end
+  local function value_end(at) -- the last character of the JSON value that starts at `at`
+    local c = string.byte(s, at)
+    if c == 34 then return string_end(at) end
+    if c ~= 123 and c ~= 91 then return (string.find(s, '[,}%]%s]', at) or #s + 1) - 1 end
+    local depth, j = 0, at
+    while true do
+      j = string.find(s, '[%[%]{}"]', j)
+      c = string.byte(s, j)
+      if c == 34 then
+        j = string_end(j)
+      elseif c == 123 or c == 91 then
+        depth = depth + 1
+      else
+        depth = depth - 1
+        if depth == 0 then return j end
+      end
+      j = j + 1
+    end
+  end
+  local map = {}
+  local j = string.find(s, '%S', i + 1)
+  if string.byte(s, j) == 125 then return map, j end -- "}": empty
+  while true do
+    local key_end = string_end(j)
+    local key = string.sub(s, j + 1, key_end - 1)
+    if string.find(key, '\\', 1, true) then key = cjson.decode(string.sub(s, j, key_end)) end
+    local first = string.find(s, '[^%s:]', key_end + 1)
+    local last = value_end(first)
+    map[key] = string.sub(s, first, last)
+    j = string.find(s, '[,}]', last + 1)
+    if string.byte(s, j) == 125 then return map, j end
+    j = string.find(s, '%S', j + 1)
+  end
+end
+
+-- A whole number >= 0 in base 36 (lower case), built in one string.char: the record's head is
+-- written on every change of an instance.
+local function base36(n)
+  local digits, i = {}, 14
+  repeat
+    local d = n % 36
+    digits[i] = d < 10 and 48 + d or 87 + d -- "0".."9", "a".."z"
+    n = (n - d) / 36
+    i = i - 1
+  until n < 1
+  return string.char(unpack(digits, i + 1, 14))
+end
 
 -- Numbers below 1e14 print whole as Lua's %.14g (times in ms, their differences).
 local function encode_record(rec)
@@ -370,7 +479,7 @@ local function encode_record(rec)
   local ts = rec.ts
   local created = ts.created or 0
   local current = ts[rec.status]
-  local head = (TS_CODE[rec.status] or rec.status) .. ' ' .. created
+  local head = (TS_CODE[rec.status] or rec.status) .. ' ' .. base36(created)
   for key, at in pairs(ts) do
     if key ~= 'created' and not ((key == 'unstarted' and at == created)
         or (key == 'lastModified' and at == current)) then
@@ -379,17 +488,38 @@ local function encode_record(rec)
   end
   if ts.unstarted == nil then head = head .. ' u' end
   if ts.lastModified == nil then head = head .. ' m' end
+  local kwargs = kwargs_text(rec.kwargs)
+  local rest
   if rec.lease or meta ~= NO_META or #rec.abandon > 0 then
-    return cjson.encode({head, rec.kwargs, engine, rec.abandon, meta, rec.lease})
+    rest = cjson.encode({engine, rec.abandon, meta, rec.lease})
+  elseif engine ~= NO_META then
+    rest = cjson.encode({engine})
+  else
+    return head .. kwargs
   end
-  return cjson.encode({head, rec.kwargs, engine})
+  return head .. '[' .. kwargs .. ',' .. string.sub(rest, 2)
 end
 
 local function decode_record(name, raw)
-  if string.byte(raw, 1) ~= 91 then return cjson.decode(raw) end -- "{": the earlier layout
-  local a = cjson.decode(raw)
-  local code, created, times = string.match(a[1], '^(%S+) (%-?%d+)(.*)$')
-  created = tonumber(created)
+  local first = string.byte(raw, 1)
+  if first == 123 then return cjson.decode(raw) end -- "{": the earliest layout
+  local a, created, code, times
+  if first == 91 then -- "[": the earlier layout, a cjson array, created in decimal
+    a = cjson.decode(raw)
+    code, created, times = string.match(a[1], '^(%S+) (%-?%d+)(.*)$')
+    created = tonumber(created)
+  else
+    local at = string.find(raw, '[{%[]')
+    code, created, times = string.match(string.sub(raw, 1, at - 1), '^(%S+) (%w+)(.*)$')
+    created = tonumber(created, 36)
+    if string.byte(raw, at) == 123 then
+      a = {false, (raw_members(raw, at)), NO_META}
+    else
+      local kwargs, last = raw_members(raw, at + 1)
+      local r = cjson.decode('[' .. string.sub(raw, last + 2)) -- after "<kwargs>,"
+      a = {false, kwargs, r[1], r[2], r[3], r[4]}
+    end
+  end
   local rec = {
     task = task_of(name), status = TS_NAME[code] or code, kwargs = a[2], abandon = a[4] or {},
     meta = a[5] or {}, ts = {created = created}, lease = a[6],
@@ -415,12 +545,15 @@ end
 -- Task definitions (the `defs` hash) are stored compact too: cjson with one-letter keys,
 -- defaults left out, {a = after (without the every trigger when it is last, where the
 -- configuration puts it; it occurs once), u = unless (absent: none), e = every, r = maxRetries
--- (absent: 3), g = using (absent: dramatiq), p = pos, v = config version}: a small
+-- (absent: 3), g = using (absent: dramatiq), p = pos, v = config version (each absent: 1, a
+-- session's first configuration; the earlier layout always wrote both)}: a small
 -- configuration stays within Redis' hash-max-listpack-value (64 bytes), so the hash keeps its
 -- compact encoding. decode_def gives every script the full table, {after, unless, every,
 -- maxRetries, using, pos, v}; a def with an "after" key is the earlier layout, used as it is.
 local function encode_def(def)
-  local stored = {a = def.after, e = def.every, p = def.pos, v = def.v}
+  local stored = {a = def.after, e = def.every}
+  if def.pos ~= 1 then stored.p = def.pos end
+  if def.v ~= 1 then stored.v = def.v end
   if def.every and def.after[#def.after] == def.every then -- the usual place: left out
     stored.a = {unpack(def.after, 1, #def.after - 1)}
   end
@@ -436,7 +569,7 @@ local function decode_def(raw)
   if d.e and not contains(d.a, d.e) then d.a[#d.a + 1] = d.e end
   return {
     after = d.a, unless = d.u or {}, every = d.e, maxRetries = d.r or 3, using = d.g,
-    pos = d.p, v = d.v,
+    pos = d.p or 1, v = d.v or 1,
   }
 end
 
@@ -528,20 +661,77 @@ local EVENT_OF_STATUS = {running = 'claimed'}
 -- (service/engine/events.py) adds it back.
 local function log_instance(name, rec, old_status)
   if not old_status then
-    log_event('created', {instance = name})
+    log_shaped({'N', name})
     if rec.status == 'unstarted' then return end
   end
-  log_event(EVENT_OF_STATUS[rec.status] or rec.status, {instance = name, from = old_status})
+  local code = EVENT_VALUE_CODE[EVENT_OF_STATUS[rec.status] or rec.status]
+  log_shaped(old_status and {code, name, EVENT_VALUE_CODE[old_status]} or {code, name})
+end
+
+-- The status index (KEYS[6]) is kept only once the session holds more than INDEX_FROM (8)
+-- instances: a key costs ~90 bytes, and a few records are found as fast by reading them all
+-- (issue 11 item 4). Without it, a script reads every record's status once
+-- (STATUS_SCAN.read, name -> status, kept in step by save_instance); the instance that passes
+-- INDEX_FROM builds the index from them, and from then on it is kept as before (it never
+-- empties: instances stay). A session whose index exists (all of the earlier layout's) keeps it, whatever its
+-- size. service/engine/reader.py reads the same way.
+local STATUS_SCAN = {kept = nil, read = nil, count = 0}
+
+-- Whether the session keeps its status index; when it does not, STATUS_SCAN.read is read:
+-- each record's status from its head (a record of the earliest layout decoded whole).
+local function keeps_index()
+  if STATUS_SCAN.kept == nil then STATUS_SCAN.kept = redis.call('EXISTS', K.idx) == 1 end
+  if STATUS_SCAN.kept then return true end
+  if not STATUS_SCAN.read then
+    local read, flat = {}, redis.call('HGETALL', K.inst)
+    for i = 1, #flat, 2 do
+      local raw = flat[i + 1]
+      local first = string.byte(raw, 1)
+      local status
+      if first == 123 then
+        status = cjson.decode(raw).status
+      else
+        status = string.match(raw, first == 91 and '^%["(%a+) ' or '^(%a+) ')
+        status = TS_NAME[status] or status
+      end
+      read[flat[i]] = status
+    end
+    STATUS_SCAN.read, STATUS_SCAN.count = read, #flat / 2
+  end
+  return false
 end
 
 -- Writes the record and keeps every index (idx, outbox, leases) in step with its status.
 -- `old_status` is the status the record had when loaded (nil for a new instance).
 local function save_instance(name, rec, old_status)
   if old_status ~= rec.status then
-    if old_status then
-      redis.call('ZREM', K.idx, old_status .. ':' .. name)
+    if keeps_index() then
+      if old_status then
+        redis.call('ZREM', K.idx, old_status .. ':' .. name)
+      end
+      redis.call('ZADD', K.idx, 0, rec.status .. ':' .. name)
+    else
+      if not old_status then STATUS_SCAN.count = STATUS_SCAN.count + 1 end
+      STATUS_SCAN.read[name] = rec.status
+      if STATUS_SCAN.count > 8 then -- INDEX_FROM: this instance builds the index
+        local members = {}
+        for held_name, held in pairs(STATUS_SCAN.read) do
+          members[#members + 1] = 0
+          members[#members + 1] = held .. ':' .. held_name
+        end
+        for first = 1, #members, 2 * CHUNK do
+          redis.call('ZADD', K.idx, unpack(members, first, math.min(first + 2 * CHUNK - 1,
+            #members)))
+        end
+        STATUS_SCAN.kept, STATUS_SCAN.read = true, nil
+        -- and inst becomes a hash table for good (Redis never turns one back), as it always was
+        -- when records were longer than 64 bytes: a listpack hash reads and writes in O(its
+        -- length), up to hash-max-listpack-entries (512) small records. A value past the
+        -- default hash-max-listpack-value converts it; removed in the same step.
+        redis.call('HSET', K.inst, '#', string.rep('-', 65))
+        redis.call('HDEL', K.inst, '#')
+      end
     end
-    redis.call('ZADD', K.idx, 0, rec.status .. ':' .. name)
     if old_status == 'scheduled' then redis.call('ZREM', K.outbox, name) end
     if old_status == 'running' then
       redis.call('ZREM', K.leases, name)
@@ -571,18 +761,31 @@ end
 
 -- Names of the instances of `task` with `status`, in instance-number order.
 local function instances_with(status, task)
-  local prefix = '[' .. status .. ':' .. task .. '#'
-  local members = redis.call('ZRANGEBYLEX', K.idx, prefix, prefix .. '\255')
   local names = {}
-  local cut = #status + 2
-  for i, member in ipairs(members) do
-    names[i] = string.sub(member, cut)
+  if keeps_index() then
+    local prefix = '[' .. status .. ':' .. task .. '#'
+    local members = redis.call('ZRANGEBYLEX', K.idx, prefix, prefix .. '\255')
+    local cut = #status + 2
+    for i, member in ipairs(members) do
+      names[i] = string.sub(member, cut)
+    end
+  else
+    for name, held in pairs(STATUS_SCAN.read) do
+      if held == status and task_of(name) == task then names[#names + 1] = name end
+    end
   end
   table.sort(names, function(a, b) return number_of(a) < number_of(b) end)
   return names
 end
 
 local function has_unresolved(task)
+  if not keeps_index() then
+    for name, held in pairs(STATUS_SCAN.read) do
+      if (held == 'unstarted' or held == 'scheduled' or held == 'running' or held == 'failed')
+          and task_of(name) == task then return true end
+    end
+    return false
+  end
   for _, status in ipairs(UNRESOLVED) do
     local prefix = '[' .. status .. ':' .. task .. '#'
     if redis.call('ZLEXCOUNT', K.idx, prefix, prefix .. '\255') > 0 then return true end
@@ -695,13 +898,15 @@ local function prefill(rec, def, trigger)
     if t ~= trigger then others[#others + 1] = t end
   end
   if #others > 0 then
-    local values = hmget_all(K.latest, others)
+    local fields = {}
+    for i, t in ipairs(others) do fields[i] = latest_field(t) end
+    local values = hmget_all(K.meta, fields)
     for i, t in ipairs(others) do
       if values[i] then rec.kwargs[t] = values[i] end
     end
   end
   for _, t in ipairs(def.unless) do
-    if t ~= trigger and redis.call('HEXISTS', K.latest, t) == 1 then
+    if t ~= trigger and redis.call('HEXISTS', K.meta, latest_field(t)) == 1 then
       rec.abandon[#rec.abandon + 1] = t
     end
   end
@@ -757,16 +962,16 @@ end
 -- `tasks`: relevant_tasks(trigger) when the caller already read them (fire.lua does, to check
 -- the instance limit first).
 local function fire(trigger, kwargs, outcome, tasks)
-  log_event('fired', {trigger = trigger, kwargsBytes = #kwargs})
+  log_shaped({'F', trigger, #kwargs})
   local record = {trigger = trigger, scheduled = {}, abandoned = {}}
   for _, task in ipairs(tasks or relevant_tasks(trigger)) do
     fire_into_task(task.name, task.def, trigger, kwargs, record)
   end
-  redis.call('HSET', K.latest, trigger, kwargs) -- D9
+  redis.call('HSET', K.meta, latest_field(trigger), kwargs) -- D9
   if trigger == FINAL_TRIGGER and redis.call('HSETNX', K.meta, 'finalized', '1') == 1 then
     redis.call('HSET', K.meta, 'finalizedAt', NOW)
     outcome.finalized = true
-    log_event('finalized', {})
+    log_shaped({'Z'})
     emit_event('sessionFinalized')
   end
   outcome.fires[#outcome.fires + 1] = record
@@ -788,7 +993,14 @@ end
 -- unstarted instance of the tasks it concerns, so this bounds its cost. ZLEXCOUNT: O(log n).
 local function open_limit_error(adding, max_open)
   if max_open <= 0 or adding <= 0 then return nil end
-  local open = redis.call('ZLEXCOUNT', K.idx, '[unstarted:', '[unstarted:\255')
+  local open = 0
+  if keeps_index() then
+    open = redis.call('ZLEXCOUNT', K.idx, '[unstarted:', '[unstarted:\255')
+  else
+    for _, held in pairs(STATUS_SCAN.read) do
+      if held == 'unstarted' then open = open + 1 end
+    end
+  end
   if open + adding <= max_open then return nil end
   return fail_with('LIMIT', 'instances: the session holds ' .. open .. ' unstarted instances '
     .. 'and this would add up to ' .. adding .. ', more than TRIGGERS_MAX_OPEN_INSTANCES ('
@@ -812,7 +1024,7 @@ end
 -- fire, before any configuration arrived; see the engine's notes).
 local function finalize_if_ready(outcome)
   if not FINALIZE or blocked_by_this_change then return end
-  if redis.call('HEXISTS', K.latest, FINAL_TRIGGER) == 1 then return end
+  if redis.call('HEXISTS', K.meta, latest_field(FINAL_TRIGGER)) == 1 then return end
   adopt_config_layout()
   local fields = redis.call('HGETALL', K.defs)
   local defs, started = {}, {}
