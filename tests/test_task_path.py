@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from service.engine import Engine
 from service.engine.keys import session_keys
-from service.engine.records import load_record
+from service.engine.records import iso_time, load_record
 from service.settings import Settings
 from service.worker.runners import ActorSender, instance_message_id
 from service.worker.runtime import WorkerRuntime
@@ -77,6 +77,28 @@ async def test_claim_without_with_params_is_one_script_and_keeps_numbers_exact(
     assert load_record(raw)["meta"]["actualKwargs"] == {"go": kwargs}
     instance = await engine.instance(UID, "t#0")
     assert instance.metadata["actualKwargs"] == {"go": kwargs}
+
+
+async def test_a_claim_without_the_instance_still_has_kwargs_task_and_schedule_time(
+    engine: Engine,
+) -> None:
+    """The worker's claim (``with_instance=False``) skips the public model; kwargs, task and
+    when the instance became scheduled are the same as a full claim's. A retry's clone has no
+    schedule time (it waits out its cooldown on purpose)."""
+    await engine.configure(UID, {"tasks": {"t": {"after": ["go"], "run": "P"}}})
+    await engine.fire(UID, "go", orjson.loads(EXACT))
+    full = await engine.instance(UID, "t#0")
+    claim = await engine.claim(UID, "t#0", with_instance=False)
+    assert claim.state == "claimed" and claim.instance is None
+    assert claim.kwargs == {"go": orjson.loads(EXACT)}
+    assert claim.task is not None and claim.task.run == "P"
+    scheduled = full.metadata["timestamps"]["scheduled"]
+    assert claim.scheduledMs is not None and iso_time(claim.scheduledMs) == scheduled
+    assert claim.token is not None
+    retried = await engine.retry(UID, "t#0", claim.token)
+    assert retried.scheduled
+    clone = await engine.claim(UID, retried.scheduled[0], with_instance=False)
+    assert clone.state == "claimed" and clone.scheduledMs is None
 
 
 async def test_claim_with_with_params_merges_in_python_in_two_scripts(engine: Engine) -> None:

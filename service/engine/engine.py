@@ -53,7 +53,14 @@ from service.engine.models import (
     UnresolvedTask,
 )
 from service.engine.reader import Page, SessionReader, off_loop
-from service.engine.records import config_rest, decode_instance, iso_time
+from service.engine.records import (
+    config_rest,
+    decode_instance,
+    instance_fields,
+    iso_time,
+    kwargs_value,
+    load_record,
+)
 from service.engine.scripts import IndexTouch, Mark, RedisClient, ScriptRunner
 
 _UID = re.compile(UID_PATTERN.removeprefix("^").removesuffix("$"))
@@ -397,8 +404,13 @@ class Engine:
         metrics.count_fire(bool(outcome.scheduled))
         return outcome
 
-    async def claim(self, uid: str, name: str, *, lease_ms: int | None = None) -> Claim:
+    async def claim(
+        self, uid: str, name: str, *, lease_ms: int | None = None, with_instance: bool = True
+    ) -> Claim:
         """Take a scheduled instance to running under a new lease, recording actualKwargs (E5).
+        ``with_instance`` False: ``claim.instance`` stays None (a worker reads only the kwargs, the
+        task and ``scheduledMs``: building the public model, timestamps as ISO text, was a
+        tenth of a no-op task's worker CPU).
 
         One script reads and claims: when the task has no withParams (E1 is then the identity)
         the script records the instance kwargs as they are stored. Otherwise it answers
@@ -429,9 +441,13 @@ class Engine:
                 continue
             claim = Claim.model_validate(answer)
             if claim.state == "claimed":
-                claim.instance = decode_instance(name, raw_record)
+                record = load_record(raw_record)
+                meta = record["meta"]
+                claim.kwargs = kwargs_value(meta["actualKwargs"])
+                claim.scheduledMs = None if "parent" in meta else record["ts"].get("scheduled")
                 claim.task = TaskConfig.model_validate_json(raw_task) if raw_task else None
-                claim.kwargs = claim.instance.metadata["actualKwargs"]
+                if with_instance:
+                    claim.instance = Instance(**instance_fields(name, record))
             return claim
         raise InvalidError(f"instance {name}: its task keeps being reconfigured; claim again")
 

@@ -306,6 +306,9 @@ class Claim(BaseModel):
     instance: Instance | None = None
     task: TaskConfig | None = None
     kwargs: JsonObject | None = None
+    scheduledMs: int | None = None
+    """When the claimed instance became scheduled (ms since the epoch); None for a retry's or
+    replay's clone, which may wait out a cooldown on purpose (the schedule-to-start metric)."""
 
 
 class SessionSnapshot(BaseModel):

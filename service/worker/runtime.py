@@ -11,7 +11,6 @@ import asyncio
 import logging
 import threading
 import time
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -180,7 +179,7 @@ class WorkerRuntime:
     async def execute(self, uid: str, name: str) -> int | None:
         """Claim, run, record. Returns a delay (ms) when the instance is not due yet."""
         sent_at = time.monotonic()  # the lease runs from no earlier than this
-        claim = await self.engine.claim(uid, name)
+        claim = await self.engine.claim(uid, name, with_instance=False)  # not read here
         if claim.state == "not_due":
             return claim.wait
         if claim.state != "claimed":
@@ -242,14 +241,8 @@ def ended_as(result: TaskOutcome, outcome: Outcome) -> metrics.InstanceOutcome:
 
 def waited_since_due(claim: Claim) -> float | None:
     """Seconds from the instance being scheduled to now; None for a retry's or replay's clone
-    (``parent`` set), which may wait out a cooldown on purpose and would blur the figure."""
-    metadata = claim.instance.metadata if claim.instance else {}
-    stamps = metadata.get("timestamps") or {}
-    scheduled = stamps.get("scheduled") if isinstance(stamps, dict) else None
-    if "parent" in metadata or not isinstance(scheduled, str):
+    (``scheduledMs`` None), which may wait out a cooldown on purpose and would blur the
+    figure."""
+    if claim.scheduledMs is None:
         return None
-    try:
-        moment = datetime.fromisoformat(scheduled.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return max(0.0, time.time() - moment.timestamp())
+    return max(0.0, time.time() - claim.scheduledMs / 1000)
