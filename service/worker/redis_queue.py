@@ -157,10 +157,6 @@ class BrokerQueues:
             commands.append(self.command("enqueue", due.queue_name,
                                          due.options["redis_message_id"], encode(due)))  # fmt: skip
         commands += [self.command("ack", queue, m.options["redis_message_id"]) for m in messages]
-        woken: dict[str, int] = {}
-        for message in messages:
-            canonical = q_name(message.queue_name)
-            woken[canonical] = woken.get(canonical, 0) + 1
-        for canonical, count in woken.items():  # idle consumers run them now (wakeup.py)
-            commands += wake_commands(self.broker.namespace, canonical, count)
+        # idle consumers run them now (wakeup.py)
+        commands += wake_commands(self.broker.namespace, [q_name(m.queue_name) for m in messages])
         await self.send(commands)

@@ -215,13 +215,8 @@ class ActorSender:
         commands: list[tuple[Any, ...]] = [
             ("EVALSHA", sha, 1, namespace, *item.args) for item in items
         ]
-        ready: dict[str, int] = {}  # queue -> messages for it now (not delayed)
-        for item in items:
-            if item.delay is None:
-                queue = item.message.queue_name
-                ready[queue] = ready.get(queue, 0) + 1
-        for queue, count in ready.items():
-            commands += wake_commands(namespace, queue, count)
+        ready = [item.message.queue_name for item in items if item.delay is None]
+        commands += wake_commands(namespace, ready)
         return (await pooled_exchange(client, commands))[: len(items)]
 
 

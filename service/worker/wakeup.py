@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -43,16 +45,19 @@ def wake_key(namespace: str, queue: str) -> str:
     return f"{namespace}:__wake__.{queue}"
 
 
-def wake_commands(namespace: str, queue: str, messages: int) -> list[tuple[Any, ...]]:
-    """The commands that wake up to ``messages`` idle consumers of ``queue`` (sent after the
+def wake_commands(namespace: str, queues: Iterable[str]) -> list[tuple[Any, ...]]:
+    """The commands that wake idle consumers for messages just enqueued on ``queues`` (one
+    name per message; canonical queues only): a token per message, per queue (sent after the
     enqueues, in their round trip)."""
-    key = wake_key(namespace, queue)
-    tokens = min(messages, MAX_TOKENS)
-    return [
-        ("LPUSH", key, *("1",) * tokens),
-        ("LTRIM", key, 0, MAX_TOKENS - 1),
-        ("PEXPIRE", key, TOKEN_TTL_MS),
-    ]
+    commands: list[tuple[Any, ...]] = []
+    for queue, messages in Counter(queues).items():
+        key = wake_key(namespace, queue)
+        commands += [
+            ("LPUSH", key, *("1",) * min(messages, MAX_TOKENS)),
+            ("LTRIM", key, 0, MAX_TOKENS - 1),
+            ("PEXPIRE", key, TOKEN_TTL_MS),
+        ]
+    return commands
 
 
 class Waiter:
