@@ -24,10 +24,11 @@ connection (with the address in the URL they did, and the second name's requests
 TLS session whose certificate named only the first). Environment proxies (``HTTP_PROXY``...)
 are not used: a proxy would connect to an address the check never saw.
 
-httpx internal relied on (tests/test_outbound_http.py checks it on the installed httpx):
-``AsyncHTTPTransport`` sends through its ``_pool`` attribute (an httpcore connection pool);
-``OutboundTransport`` replaces that pool with one on ``AsyncioBackend``, built with the same
-settings httpx would use.
+Internals relied on (tests/test_outbound_http.py checks them on the installed versions): httpx's
+``AsyncHTTPTransport`` sends through its ``_pool`` attribute (an httpcore connection pool),
+which ``OutboundTransport`` replaces with one on ``AsyncioBackend``, built with the same
+settings httpx would use; asyncio's ``StreamReader`` keeps what it read ahead in ``_buffer``
+(an idle connection with buffered bytes is not reused).
 """
 
 from __future__ import annotations
@@ -135,8 +136,13 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     def get_extra_info(self, info: str) -> Any:
         writer = self.writer
         if info == "is_readable":  # the pool's check of an idle connection before reuse
+            # asyncio reads the socket eagerly: bytes an idle connection received (a server
+            # that sent more than its answer) wait in the reader's buffer, not the socket,
+            # and must not be taken for the next request's answer
+            buffered: Any = getattr(self.reader, "_buffer", b"")
             return (
                 self.reader.at_eof()
+                or bool(buffered)
                 or writer.transport.is_closing()
                 or is_socket_readable(writer.get_extra_info("socket"))
             )
@@ -173,7 +179,11 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(str(error)) from error
         except OSError as error:
             raise httpcore.ConnectError(str(error) or type(error).__name__) from error
-        _apply(writer, socket_options)
+        try:
+            _apply(writer, socket_options)
+        except OSError as error:
+            writer.close()
+            raise httpcore.ConnectError(str(error) or type(error).__name__) from error
         return AsyncioStream(reader, writer)
 
     async def connect_unix_socket(

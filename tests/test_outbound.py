@@ -11,12 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
 from service.engine import Engine, Instance
 from service.outbound import OutboundPolicy, OutboundRefused, is_public
+from service.outbound_http import OutboundClient
 from service.settings import Settings
 from service.signing import Signer
 from service.worker.http_task import HttpTaskRunner
@@ -240,7 +240,7 @@ async def _run_http_task(engine: Engine, policy: OutboundPolicy, run: str) -> In
     await engine.fire(uid, "go")
     claim = await engine.claim(uid, "t#0")
     assert claim.token is not None
-    async with httpx.AsyncClient(follow_redirects=False) as client:
+    async with OutboundClient() as client:  # the worker's: connects only to checked addresses
         runner = HttpTaskRunner(
             client, policy, Signer(SECRET), connect_timeout=5, read_timeout=5,
             max_response_bytes=1 << 20, max_timeout=30,

@@ -106,6 +106,31 @@ async def test_a_connection_the_server_closed_is_not_reused() -> None:
         assert backend.opened == 3
 
 
+async def test_a_connection_with_bytes_after_its_answer_is_not_reused() -> None:
+    """A server that sends more than its answer: the extra bytes, arriving while the connection
+    is idle in the pool (asyncio reads them ahead into its buffer), must never be taken for the
+    next request's answer."""
+
+    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                _, body = await read_request(reader)
+                writer.write(answer(body))
+                await writer.drain()
+                await asyncio.sleep(0.01)  # while the client's connection is idle
+                writer.write(answer(b'{"stale":true}'))
+                await writer.drain()
+
+    backend = Recording()
+    client = OutboundClient(OutboundTransport(backend=backend))
+    async with serving(chatty) as port, client:
+        for n in range(3):
+            reply = await post(client, f"http://127.0.0.1:{port}/t", content=b'{"n":%d}' % n)
+            assert reply.json() == {"n": n}
+            await asyncio.sleep(0.05)  # the extra answer reaches the idle connection
+        assert backend.opened == 3
+
+
 async def test_a_silent_server_is_a_read_timeout() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)

@@ -312,8 +312,10 @@ class SessionReader:
         started = await self.hmget(keys["counts"], unknown) if unknown else []
         without = {name for name, count in zip(unknown, started, strict=True) if count is None}
         wanted = sorted({t for name in without for t in defs[name]["after"]})
+        # the earlier layout's own hash first: a script moving it into meta meanwhile leaves
+        # each trigger in one of the two reads (as ``latest`` reads them)
+        earlier = await self.hmget(keys["latest"], wanted)
         marked = await self.hmget(keys["meta"], [LATEST_MARK + t for t in wanted])
-        earlier = await self.hmget(keys["latest"], wanted)  # the earlier layout's own hash
         pairs = zip(wanted, marked, earlier, strict=True)
         fired = {t: m if m is not None else e for t, m, e in pairs}
         records = [(n, raw) for n, raw in zip(names, raws, strict=True) if raw is not None]

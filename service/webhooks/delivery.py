@@ -26,12 +26,11 @@ import random
 import time
 from dataclasses import dataclass
 
-import httpx
 import orjson
 
 from service import metrics
 from service.outbound import OutboundPolicy, OutboundRefused
-from service.outbound_http import connecting_to
+from service.outbound_http import OutboundClient, connecting_to
 from service.signing import Signer
 from service.webhooks.store import Attempt, Begun, DeliveryStore
 
@@ -66,7 +65,7 @@ class Deliverer:
     def __init__(
         self,
         store: DeliveryStore,
-        client: httpx.AsyncClient,
+        client: OutboundClient,
         policy: OutboundPolicy,
         signer: Signer,
         schedule: list[float],

@@ -222,7 +222,13 @@ class AsyncConsumer:
         self._unsure.discard(queue)
 
     def take(self, queue: str, message: Message[Any]) -> None:
-        """A fetched message: held until its eta if it has one, else ready to run."""
+        """A fetched message: held until its eta if it has one, else ready to run. One without
+        the broker's id (not sent by a Dramatiq producer) can be neither acked nor requeued:
+        it is logged and left alone, as Dramatiq's consumer could not ack it either."""
+        if "redis_message_id" not in message.options:
+            log.error("message %s on %s has no redis_message_id: not run", message.message_id,
+                      queue)  # fmt: skip
+            return
         eta = message.options.get("eta")
         if eta is None:
             self.ready.append((queue, message))

@@ -28,7 +28,7 @@ import orjson
 
 from service.engine import Claim
 from service.outbound import OutboundPolicy, OutboundRefused
-from service.outbound_http import connecting_to
+from service.outbound_http import OutboundClient, connecting_to
 from service.signing import Signer
 from service.worker.outcome import TaskOutcome
 
@@ -88,7 +88,7 @@ def _object(body: bytes) -> dict[str, Any] | None:
 class HttpTaskRunner:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: OutboundClient,
         policy: OutboundPolicy,
         signer: Signer,
         *,

@@ -161,6 +161,13 @@ class ActorSender:
         makes it."""
         return str(uuid.uuid4())
 
+    async def aclose(self) -> None:
+        """Send what is queued, then close the broker connections this sender opened."""
+        await self.drain()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
     async def drain(self) -> None:
         """Wait until every queued message has been sent (or its batch failed)."""
         await self._batch.drain()

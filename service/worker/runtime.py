@@ -218,6 +218,7 @@ class WorkerRuntime:
         return await self.deliverer.attempt(uid, delivery_id, chain)
 
     async def aclose(self) -> None:
+        await self.sender.aclose()
         await self.http.aclose()
         await self.engine.aclose()
 
