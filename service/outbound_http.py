@@ -52,6 +52,11 @@ SocketOption = (
 """httpcore's socket option: (level, option, value) or (level, option, None, length)."""
 
 
+def _reason(error: OSError) -> str:
+    """An OS error's text for httpcore's exception (its class name when it has none)."""
+    return str(error) or type(error).__name__
+
+
 async def _within(timeout: float | None, operation: Any) -> Any:
     """Awaits ``operation`` within ``timeout`` seconds (None: no limit)."""
     if timeout is None:
@@ -100,7 +105,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except TimeoutError as error:
             raise httpcore.ReadTimeout(str(error)) from error
         except OSError as error:
-            raise httpcore.ReadError(str(error) or type(error).__name__) from error
+            raise httpcore.ReadError(_reason(error)) from error
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
@@ -111,7 +116,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except TimeoutError as error:
             raise httpcore.WriteTimeout(str(error)) from error
         except OSError as error:
-            raise httpcore.WriteError(str(error) or type(error).__name__) from error
+            raise httpcore.WriteError(_reason(error)) from error
 
     async def aclose(self) -> None:
         self.writer.close()  # the transport closes the socket (after a TLS close_notify)
@@ -130,7 +135,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.ConnectTimeout(str(error)) from error
         except OSError as error:  # ssl.SSLError included
             await self.aclose()
-            raise httpcore.ConnectError(str(error) or type(error).__name__) from error
+            raise httpcore.ConnectError(_reason(error)) from error
         return self
 
     def get_extra_info(self, info: str) -> Any:
@@ -178,12 +183,12 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         except TimeoutError as error:
             raise httpcore.ConnectTimeout(str(error)) from error
         except OSError as error:
-            raise httpcore.ConnectError(str(error) or type(error).__name__) from error
+            raise httpcore.ConnectError(_reason(error)) from error
         try:
             _apply(writer, socket_options)
         except OSError as error:
             writer.close()
-            raise httpcore.ConnectError(str(error) or type(error).__name__) from error
+            raise httpcore.ConnectError(_reason(error)) from error
         return AsyncioStream(reader, writer)
 
     async def connect_unix_socket(
@@ -211,9 +216,10 @@ class OutboundTransport(httpx.AsyncHTTPTransport):
         backend: httpcore.AsyncNetworkBackend | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
-        super().__init__(limits=limits, trust_env=False)
+        context = httpx.create_ssl_context(verify=verify, trust_env=False)  # loaded once
+        super().__init__(verify=context, limits=limits, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
