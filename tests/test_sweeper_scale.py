@@ -50,24 +50,26 @@ async def runtime(redis_url: str, tmp_path: object) -> AsyncIterator[WorkerRunti
     await made.aclose()
 
 
-async def cooling_session(runtime: WorkerRuntime, uid: str) -> None:
-    """A session whose task asked for a retry in an hour: legitimately pending all that time."""
+async def claimed_session(runtime: WorkerRuntime, uid: str) -> str:
+    """A session whose one task ``t#0`` is claimed; its lease token."""
     engine = runtime.engine
     await engine.configure(uid, EXTERNAL)
     await engine.fire(uid, "go")
     claim = await engine.claim(uid, "t#0")
     assert claim.token is not None
-    await engine.retry(uid, "t#0", claim.token, cooldown=3600)
+    return claim.token
+
+
+async def cooling_session(runtime: WorkerRuntime, uid: str) -> None:
+    """A session whose task asked for a retry in an hour: legitimately pending all that time."""
+    token = await claimed_session(runtime, uid)
+    await runtime.engine.retry(uid, "t#0", token, cooldown=3600)
 
 
 async def finished_session(runtime: WorkerRuntime, uid: str) -> None:
     """A session whose one task ran and finished: nothing outstanding."""
-    engine = runtime.engine
-    await engine.configure(uid, EXTERNAL)
-    await engine.fire(uid, "go")
-    claim = await engine.claim(uid, "t#0")
-    assert claim.token is not None
-    await engine.complete(uid, "t#0", claim.token)
+    token = await claimed_session(runtime, uid)
+    await runtime.engine.complete(uid, "t#0", token)
 
 
 async def run_until(sweeper: Sweeper, done: Any, timeout: float) -> float:
