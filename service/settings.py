@@ -166,8 +166,9 @@ class Settings(BaseSettings):
     worker_threads: int = Field(
         default=8,
         ge=1,
-        description="Worker threads per process: the runs one process has in "
-        "flight at once (and the thread pool of its `def` Python tasks).",
+        description="Worker threads per process: the tasks one process runs at once (and "
+        "the thread pool of its `def` Python tasks). The asyncio consumer holds twice as many "
+        "runs: while a run records its outcome, the next one's claim and task take its slot.",
     )
     worker_consumer: Literal["asyncio", "dramatiq"] = Field(
         default="asyncio",

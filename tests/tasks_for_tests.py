@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from typing import Any
 
 from pydantic import BaseModel
+from redis.asyncio import Redis
 
 from service.worker.python_tasks import TaskContext, TaskError, task
 
@@ -71,3 +74,18 @@ def fire_more(context: TaskContext) -> dict[str, Any]:
 def slow(context: TaskContext) -> dict[str, Any]:
     time.sleep(float(context.kwargs.get("cfg", {}).get("seconds", 5)))
     return {"slept": True}
+
+
+@task
+async def overlap_probe(context: TaskContext) -> dict[str, Any]:
+    """Counts the probes running at once in the worker's Redis: ``<key>`` the ones running now,
+    ``<key>:seen`` that count as each one started."""
+    key = context.kwargs["cfg"]["key"]
+    client = Redis.from_url(os.environ["TRIGGERS_REDIS_URL"])
+    try:
+        await client.rpush(f"{key}:seen", await client.incr(key))
+        await asyncio.sleep(0.3)
+        await client.decr(key)
+    finally:
+        await client.aclose()
+    return {}

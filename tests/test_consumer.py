@@ -30,6 +30,7 @@ from dramatiq.worker import ConsumerThread
 from service.worker.consumer import AsyncConsumer
 from service.worker.redis_queue import BrokerQueues, decode
 from service.worker.runners import broker_client
+from tests.conftest import engine_on
 from tests.test_worker_stop import wait_logged, worker, worker_env
 
 QUEUE = "cq"
@@ -309,3 +310,46 @@ async def test_messages_of_a_fetch_whose_answer_was_lost_are_put_back(
         await until(lambda: sorted(seen) == [0, 1, 2])
         await until(lambda: left(broker) == 0)
     assert held_by_workers(broker) == 0
+
+
+def test_a_worker_holds_twice_its_threads_in_runs_but_runs_only_its_threads_at_once(
+    tmp_path: Path,
+) -> None:
+    """`triggers worker --threads 2`: eight queued instances of an ``async def`` task that
+    takes 0.3 s all finish, never more than two running at once (the claim and the task hold
+    a slot, WorkerRuntime.task_slots; the record does not)."""
+    log = tmp_path / "worker.log"
+    with worker_env(tmp_path) as env:
+        env["TRIGGERS_TASK_MODULES"] = "tests.tasks_for_tests"
+        url, prefix, key = env["TRIGGERS_REDIS_URL"], env["TRIGGERS_KEY_PREFIX"], "probe"
+        uids = [f"slots:{n}" for n in range(8)]
+        config = {"tasks": {"t": {"after": ["go"], "run": "overlap_probe",
+                                  "withParams": {"cfg": {"key": key}}}}}  # fmt: skip
+
+        async def schedule() -> None:
+            async with engine_on(url, prefix) as engine:
+                for uid in uids:
+                    await engine.configure(uid, config)
+                    await engine.fire(uid, "go", {})
+
+        async def statuses() -> list[str]:
+            async with engine_on(url, prefix) as engine:
+                return [(await engine.snapshot(uid)).instances["t#0"].status for uid in uids]
+
+        asyncio.run(schedule())
+        namespace = f"{prefix}-dramatiq"
+        sender = RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
+        try:
+            send = dramatiq.actor(print, actor_name="run_instance", broker=sender,  # type: ignore[call-overload]
+                                  queue_name="triggers").send  # fmt: skip
+            for uid in uids:  # queued before the worker starts: it fetches them at once
+                send(uid, "t#0")
+            with worker(env, log, 1):
+                deadline = time.monotonic() + 60
+                while (done := asyncio.run(statuses())) != ["finished"] * len(uids):
+                    assert time.monotonic() < deadline, (done, log.read_text())
+                    time.sleep(0.1)
+            seen = [int(n) for n in sender.client.lrange(f"{key}:seen", 0, -1)]
+        finally:
+            sender.close()
+    assert len(seen) == len(uids) and max(seen) == 2, seen

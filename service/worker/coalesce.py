@@ -70,20 +70,24 @@ class CoalescingScriptRunner(ScriptRunner):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._waiting.append((commands, future))
-        if not self._scheduled:  # after the callbacks of this iteration: they join the batch
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return future
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        waiting, self._waiting = self._waiting, []
-        for start in range(0, len(waiting), MAX_BATCH):
-            task = asyncio.get_running_loop().create_task(
-                self._exchange(waiting[start : start + MAX_BATCH])
-            )
+        if not self._scheduled:  # its first step comes after the callbacks of this iteration:
+            self._scheduled = True  # the calls they make join the batch
+            task = loop.create_task(self._flush())
             self._in_flight.add(task)  # held until done: a pending task may not be collected
             task.add_done_callback(self._in_flight.discard)
+        return future
+
+    async def _flush(self) -> None:
+        """The calls queued since this task was made, in exchanges of at most MAX_BATCH.
+        (A task made at the first call, not a callback that makes one: the write goes out one
+        loop iteration sooner, two per claim-run-complete.)"""
+        self._scheduled = False
+        waiting, self._waiting = self._waiting, []
+        batches = [waiting[at : at + MAX_BATCH] for at in range(0, len(waiting), MAX_BATCH)]
+        if len(batches) == 1:
+            await self._exchange(batches[0])
+            return
+        await asyncio.gather(*(self._exchange(batch) for batch in batches))
 
     async def _exchange(self, batch: list[tuple[Commands, asyncio.Future[list[Any]]]]) -> None:
         """One write of every command of ``batch``, every reply read back (error replies kept

@@ -6,8 +6,10 @@ event loop thread and the thread waits for it, then the consumer thread acks it.
 coroutines already (claim, run, complete on one loop: service/worker/runtime.py), so those
 hand-offs were most of a no-op task's worker CPU (py-spy of bench/pipeline.py: the thread bridge
 11 %, acks 7 %, consumer 4 %, hand-offs 5 %). Here one loop fetches a batch of messages
-(dispatch.lua's ``fetch``, service/worker/redis_queue.py), runs up to ``threads`` of them at
-once as tasks, and acks the ones that ended during one loop iteration in one round trip.
+(dispatch.lua's ``fetch``, service/worker/redis_queue.py), runs up to twice ``threads`` of them
+at once as tasks (of which ``threads`` claim and run their task, the others record their
+outcome: ``RUNS_PER_THREAD``), and acks the ones that ended during one loop iteration in one
+round trip.
 ``def`` Python tasks run in the loop's default executor, a pool of ``threads`` threads.
 
 Messages stay Dramatiq's (same queues, same script, same commands), so this worker and a
@@ -83,6 +85,11 @@ SETTLE_SECONDS = 10.0
 """At a stop, the longest wait for the last acks (Redis away: the messages stay fetched, and
 the broker's maintenance puts them back once this worker's heartbeat is old; their runs ended,
 so the claims refuse to run them again)."""
+RUNS_PER_THREAD = 2
+"""Runs held per worker thread. A run's claim and task hold one of ``threads`` slots
+(WorkerRuntime.task_slots), its record (complete and cascade) does not: the record of one run
+overlaps the claim and task of the next, so the tasks running at once stay ``threads`` while a
+slot no longer waits out a round trip to Redis per run (bench/pipeline.py)."""
 DELAY_PREFETCH_PER_RUN = 1000
 """Delayed messages held per run slot, as Dramatiq's worker holds (``delay_prefetch``)."""
 
@@ -478,8 +485,10 @@ class AsyncWorker:
         poll = self.settings.worker_poll_ms
         waiter = Waiter(waiter_client(broker_options(broker), poll / 1000), broker.namespace,
                         QUEUE)  # fmt: skip
+        runtime.task_slots = asyncio.Semaphore(self.worker_threads)
         self.consumer = AsyncConsumer(broker, queues, actors.HANDLERS, QUEUE,
-                                      self.worker_threads, poll, waiter)  # fmt: skip
+                                      RUNS_PER_THREAD * self.worker_threads, poll,
+                                      waiter)  # fmt: skip
         if self._stopping.is_set():
             self.consumer.stop(self._stop_timeout)
         sweep_stop = threading.Event()

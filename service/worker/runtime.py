@@ -8,6 +8,7 @@ from inside it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -75,6 +76,9 @@ class WorkerRuntime:
         modules = [m.strip() for m in (settings.task_modules or "").split(",") if m.strip()]
         self.python_tasks = PythonTaskRegistry(modules)
         self.sender = ActorSender()  # the actors' own re-sends (not due yet, retry later)
+        # Set by a consumer that holds more runs than it lets run tasks at once (the asyncio
+        # consumer): a claim and its task's run, or a webhook attempt, hold a slot.
+        self.task_slots: asyncio.Semaphore | None = None
 
     async def after(self, uid: str, outcome: Outcome) -> None:
         """Hand what the change scheduled to its runners, then call the manager's hooks."""
@@ -120,17 +124,20 @@ class WorkerRuntime:
         assert claim.token is not None
         keeper = LeaseKeeper(self.engine, uid, name, claim.token, sent_at)
         cancelled = threading.Event()
-        run = asyncio.create_task(self._run_guarded(uid, name, claim, cancelled))
+        this = asyncio.current_task()
+        assert this is not None
 
         def stop_run() -> None:  # the lease is lost: the run must stop
             cancelled.set()
-            run.cancel()
+            this.cancel()  # the run is awaited here, not a task of its own: two loop
+            # iterations less per run; the keeper never calls this once stopped below
 
         keeper.watch(stop_run)
         try:
-            result = await run  # a cancellation of this task cancels the run too
+            result = await self._run_guarded(uid, name, claim, cancelled)
         except asyncio.CancelledError:
-            if not keeper.lost.is_set():  # cancelled from outside, not by the keeper
+            # ours (the lease is lost) is taken back; one from outside (too) goes on
+            if not keeper.lost.is_set() or this.uncancel() > 0:
                 cancelled.set()  # a def task's thread goes on: its context turns cancelled
                 raise
         finally:
@@ -177,24 +184,16 @@ class WorkerRuntime:
         )  # fmt: skip
 
     async def execute(self, uid: str, name: str) -> int | None:
-        """Claim, run, record. Returns a delay (ms) when the instance is not due yet."""
-        sent_at = time.monotonic()  # the lease runs from no earlier than this
-        claim = await self.engine.claim(uid, name, with_instance=False)  # not read here
-        if claim.state == "not_due":
-            return claim.wait
-        if claim.state != "claimed":
-            log.info("%s %s: nothing to do (%s %s)", uid, name, claim.state, claim.status or "")
-            return None
+        """Claim, run, record. Returns a delay (ms) when the instance is not due yet.
+
+        The claim and the run hold one of ``task_slots`` (when set); the record does not, so
+        one run's outcome goes to Redis while the next run's claim and task take its slot."""
+        async with self.task_slots or contextlib.nullcontext():
+            ran = await self._claim_and_run(uid, name)
+        if not isinstance(ran, tuple):
+            return ran
+        claim, result = ran
         assert claim.token is not None
-        bind_contextvars(attempt=claim.attempt or 1)
-        if claim.task is None:
-            result = TaskOutcome.failure("triggers.TaskNotConfigured",
-                                         f"task of {name} is no longer configured")  # fmt: skip
-        else:
-            leased = await self.run_measured(uid, name, claim, sent_at)
-            if leased is None:
-                return None
-            result = leased
         try:
             outcome = await self.record(uid, name, claim.token, result)
         except ConflictError as refused:
@@ -212,10 +211,29 @@ class WorkerRuntime:
             await self.manager.after_replay(uid, outcome.record)
         return None
 
+    async def _claim_and_run(self, uid: str, name: str) -> tuple[Claim, TaskOutcome] | int | None:
+        """The claim and the task's run: the claim and what the run ended with; the delay (ms)
+        of an instance not due yet; None when there is nothing to record (not claimable, or
+        the lease was lost)."""
+        sent_at = time.monotonic()  # the lease runs from no earlier than this
+        claim = await self.engine.claim(uid, name, with_instance=False)  # not read here
+        if claim.state == "not_due":
+            return claim.wait
+        if claim.state != "claimed":
+            log.info("%s %s: nothing to do (%s %s)", uid, name, claim.state, claim.status or "")
+            return None
+        bind_contextvars(attempt=claim.attempt or 1)
+        if claim.task is None:
+            unknown = f"task of {name} is no longer configured"
+            return claim, TaskOutcome.failure("triggers.TaskNotConfigured", unknown)
+        result = await self.run_measured(uid, name, claim, sent_at)
+        return None if result is None else (claim, result)
+
     async def deliver(self, uid: str, delivery_id: str, chain: int = 0) -> float | None:
         """One attempt of a webhook delivery (if its ``chain`` has one due); the delay before
         the next one, if any."""
-        return await self.deliverer.attempt(uid, delivery_id, chain)
+        async with self.task_slots or contextlib.nullcontext():
+            return await self.deliverer.attempt(uid, delivery_id, chain)
 
     async def aclose(self) -> None:
         await self.sender.aclose()
