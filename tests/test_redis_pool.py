@@ -17,6 +17,7 @@ from service.engine.connection import (
     HealingConnectionPool,
     HiredisPackingConnection,
     exchange,
+    pooled_exchange,
     redis_client,
 )
 from service.redis_server import RedisClusterServer
@@ -131,3 +132,69 @@ async def test_an_exchange_on_a_connection_the_server_closed_reopens_it_first(
         await pool.release(connection)
         await client.aclose()
         await admin.aclose()
+
+
+def standalone(url: str, **options: Any) -> Redis:
+    """The engine's client on a standalone Redis."""
+    client = redis_client(url, **options)
+    assert isinstance(client, Redis)
+    return client
+
+
+async def test_pooled_exchanges_park_their_connection_and_reuse_it(redis_url: str) -> None:
+    client = standalone(redis_url, max_connections=8)
+    pool: Any = client.connection_pool
+    try:
+        [first] = await pooled_exchange(client, [("CLIENT", "ID")])
+        assert [await pooled_exchange(client, [("CLIENT", "ID")]) for _ in range(3)] == [
+            [first]
+        ] * 3
+        assert len(pool._parked) == 1  # still counted in use: nobody else is handed it
+        assert len(pool._in_use_connections) == 1 and not pool._available_connections
+        # concurrent exchanges each take a connection; at most a quarter of the pool is parked
+        await asyncio.gather(*(pooled_exchange(client, [("PING",)]) for _ in range(6)))
+        assert len(pool._parked) == 2
+    finally:
+        await client.aclose()
+    assert not any(c.is_connected for c in pool._parked)  # closed with the pool
+
+
+async def test_a_parked_connection_the_server_closed_is_reopened_before_the_send(
+    redis_url: str,
+) -> None:
+    client = standalone(redis_url, max_connections=4)
+    admin = standalone(redis_url)
+    key = f"{unique_prefix()}:parked"
+    try:
+        [parked_id] = await pooled_exchange(client, [("CLIENT", "ID")])
+        await admin.client_kill_filter(_id=parked_id)
+        await asyncio.sleep(0.1)  # the close reaches the parked connection's reader
+        assert await pooled_exchange(client, [("INCR", key)]) == [1]  # sent once, on a new one
+        [now_id] = await pooled_exchange(client, [("CLIENT", "ID")])
+        assert now_id != parked_id and await admin.get(key) == "1"
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_a_failed_exchange_gives_its_connection_back_closed_and_a_small_pool_parks_none(
+    redis_url: str,
+) -> None:
+    client = standalone(redis_url, max_connections=4)
+    pool: Any = client.connection_pool
+    try:
+        pool.connection_kwargs["socket_timeout"] = 0.2  # the next connection made times out
+        with pytest.raises(RedisTimeoutError):
+            await pooled_exchange(client, [("BLPOP", f"{unique_prefix()}:never", 2)])
+        assert not pool._parked and not pool._in_use_connections  # released, closed
+        assert all(not c.is_connected for c in pool._available_connections)
+    finally:
+        await client.aclose()
+    small = standalone(redis_url, max_connections=3)  # a quarter of it: none parked
+    small_pool: Any = small.connection_pool
+    try:
+        assert await pooled_exchange(small, [("PING",)]) == ["PONG"]
+        assert not small_pool._parked
+        assert len(small_pool._available_connections) == 1
+    finally:
+        await small.aclose()

@@ -162,17 +162,64 @@ async def exchange(
 
 async def pooled_exchange(client: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """``exchange`` on a connection of ``client``'s pool (standalone Redis), given back after
-    (closed first when the exchange was interrupted)."""
+    (closed first when the exchange was interrupted). A ``HealingConnectionPool`` keeps a few
+    connections parked for exchanges (see there)."""
     pool: Any = client.connection_pool
-    connection = await pool.get_connection()
+    if not isinstance(pool, HealingConnectionPool):
+        connection = await pool.get_connection()
+        try:
+            return await exchange(connection, commands)
+        finally:
+            await pool.release(connection)
+    connection = pool.take_parked() or await pool.get_connection()  # type: ignore[no-untyped-call]
+    done = False
     try:
-        return await exchange(connection, commands)
+        replies = await exchange(connection, commands)
+        done = True
+        return replies
     finally:
-        await pool.release(connection)
+        if not (done and pool.park(connection)):
+            await pool.release(connection)
+
+
+PARKED = 4
+"""Most connections a pool keeps parked for exchanges (a worker's concurrent exchanges: its
+coalesced scripts, fetches and acks, sends; a quarter of the pool at most)."""
 
 
 class HealingConnectionPool(BlockingConnectionPool):
-    """A blocking pool that hands out only connections able to carry a request."""
+    """A blocking pool that hands out only connections able to carry a request.
+
+    ``pooled_exchange`` parks the connection of an exchange that went through instead of
+    giving it back, and takes a parked one first: redis-py's checkout and release (a condition,
+    a timeout, its observability hooks, the health checks) were a tenth of a worker's CPU per
+    no-op task (py-spy, bench/pipeline.py). Nothing is lost by skipping them there: ``exchange``
+    itself reopens a connection the server closed before writing, PINGs one idle longer than
+    the health-check interval, and closes one an exchange left mid-reply, so a parked
+    connection carries no stray bytes. Parked connections count as in use; at most a quarter of
+    the pool (and PARKED) is parked, so other callers never wait for them, and ``disconnect``
+    closes them with the rest."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._parked: list[AbstractConnection] = []
+        self._most_parked = min(PARKED, self.max_connections // 4)
+
+    def take_parked(self) -> AbstractConnection | None:
+        """The most recently parked connection, if any."""
+        return self._parked.pop() if self._parked else None
+
+    def park(self, connection: AbstractConnection) -> bool:
+        """Keep ``connection`` for the next exchange (False: there is no room, release it)."""
+        if len(self._parked) >= self._most_parked or not connection.is_connected:
+            return False
+        self._parked.append(connection)
+        return True
+
+    def reset(self) -> None:
+        """redis-py's reset (after a fork, at construction) also forgets the parked ones."""
+        super().reset()  # type: ignore[no-untyped-call]
+        self._parked = []
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         # redis-py makes this same check only when maintenance notifications are off; with
