@@ -10,7 +10,7 @@ hand-offs were most of a no-op task's worker CPU (py-spy of bench/pipeline.py: t
 at once as tasks (of which ``threads`` claim and run their task, the others record their
 outcome: ``RUNS_PER_THREAD``), and acks the ones that ended during one loop iteration in one
 round trip.
-``def`` Python tasks run in the loop's default executor, a pool of ``threads`` threads.
+``def`` Python tasks run in a pool of ``threads`` threads (task_threads.py).
 
 Messages stay Dramatiq's (same queues, same script, same commands), so this worker and a
 Dramatiq worker can share a queue, and crash recovery is the broker's and the engine's as
@@ -64,6 +64,7 @@ from service import tracing
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
 from service.worker.redis_queue import BrokerQueues
+from service.worker.task_threads import TaskThreads
 from service.worker.wakeup import Waiter, waiter_client
 
 log = logging.getLogger(__name__)
@@ -409,6 +410,7 @@ class AsyncWorker:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._main, name="triggers-worker", daemon=True)
         self.consumer: AsyncConsumer | None = None
+        self.task_threads = TaskThreads(threads)  # def Python tasks (task_threads.py)
         self._stop_timeout = 30.0
         self._stopping = asyncio.Event()
         self._started = threading.Event()
@@ -442,6 +444,7 @@ class AsyncWorker:
         finally:
             self._started.set()
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.task_threads.shutdown()
             self.loop.close()
 
     async def _ready(self, broker: RedisBroker, client: Any) -> tuple[Any, BrokerQueues] | None:
@@ -486,6 +489,7 @@ class AsyncWorker:
         waiter = Waiter(waiter_client(broker_options(broker), poll / 1000), broker.namespace,
                         QUEUE)  # fmt: skip
         runtime.task_slots = asyncio.Semaphore(self.worker_threads)
+        runtime.python_tasks.threads = self.task_threads
         self.consumer = AsyncConsumer(broker, queues, actors.HANDLERS, QUEUE,
                                       RUNS_PER_THREAD * self.worker_threads, poll,
                                       waiter)  # fmt: skip

@@ -30,6 +30,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from service.worker.outcome import TaskOutcome
+from service.worker.task_threads import TaskThreads
 
 TASKS_GROUP = "triggers.tasks"
 TaskFunction = Callable[["TaskContext"], Any]
@@ -172,6 +173,10 @@ class TaskContext:
 
 
 class PythonTaskRegistry:
+    threads: TaskThreads | None = None
+    """Where ``def`` tasks run: set by the asyncio consumer (task_threads.py); otherwise
+    ``asyncio.to_thread`` (the loop's default executor)."""
+
     def __init__(self, modules: list[str]) -> None:
         for module in modules:
             importlib.import_module(module)
@@ -194,7 +199,7 @@ class PythonTaskRegistry:
             if inspect.iscoroutinefunction(function):
                 value = await function(context)
             else:
-                value = await asyncio.to_thread(function, context)
+                value = await self._in_thread(function, context)
         except RetryRequested as retry:
             return TaskOutcome("retry", cooldown=retry.cooldown, kwargs=retry.kwargs,
                                log_level=context.log_level)  # fmt: skip
@@ -214,6 +219,11 @@ class PythonTaskRegistry:
         finally:
             context.close()
         return result_outcome(value, context.log_level)
+
+    async def _in_thread(self, function: TaskFunction, context: TaskContext) -> Any:
+        if self.threads is not None:
+            return await self.threads.run(function, context)
+        return await asyncio.to_thread(function, context)
 
 
 def result_outcome(value: Any, level: int) -> TaskOutcome:
