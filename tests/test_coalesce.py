@@ -121,3 +121,22 @@ async def test_a_connection_error_fails_every_call_of_the_exchange() -> None:
     finally:
         await engine.aclose()
     assert all(isinstance(r, Exception) and "Error" in type(r).__name__ for r in results)
+
+
+async def test_a_flush_cancelled_before_it_started_cancels_its_calls_and_the_next_call_works(
+    engine: Engine,
+) -> None:
+    """The loop closing cancels every task, a flush that has not started yet too: its callers
+    are cancelled with it, none waits for ever, and a later call makes a flush of its own."""
+    runner: Any = engine.scripts
+    await engine.configure("co:cancelled", TASKS)
+    caller = asyncio.ensure_future(engine.fire("co:cancelled", "go", {}))
+    await asyncio.sleep(0)  # the caller queued its call; the flush task has not run yet
+    flush = runner._next_flush
+    assert flush is not None and not flush.done()
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert runner._next_flush is None and not runner._waiting
+    outcome = await engine.fire("co:cancelled", "go", {})
+    assert outcome.scheduled == ["t#0"]  # the cancelled call never reached Redis

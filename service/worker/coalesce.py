@@ -50,7 +50,7 @@ class CoalescingScriptRunner(ScriptRunner):
     def __init__(self, client: Redis) -> None:
         super().__init__(client)
         self._waiting: list[tuple[Commands, asyncio.Future[list[Any]]]] = []
-        self._scheduled = False
+        self._next_flush: asyncio.Task[None] | None = None  # made, not started yet
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def _call(
@@ -70,18 +70,28 @@ class CoalescingScriptRunner(ScriptRunner):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._waiting.append((commands, future))
-        if not self._scheduled:  # its first step comes after the callbacks of this iteration:
-            self._scheduled = True  # the calls they make join the batch
-            task = loop.create_task(self._flush())
+        if self._next_flush is None:  # its first step comes after the callbacks of this
+            task = loop.create_task(self._flush())  # iteration: the calls they make join
+            self._next_flush = task
             self._in_flight.add(task)  # held until done: a pending task may not be collected
-            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(self._flushed)
         return future
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        """A flush ended; one cancelled before its first step (the loop closing) never took
+        its calls: they are cancelled too, and the next call makes a new flush."""
+        self._in_flight.discard(task)
+        if self._next_flush is task:
+            self._next_flush = None
+            waiting, self._waiting = self._waiting, []
+            for _, future in waiting:
+                future.cancel()
 
     async def _flush(self) -> None:
         """The calls queued since this task was made, in exchanges of at most MAX_BATCH.
         (A task made at the first call, not a callback that makes one: the write goes out one
         loop iteration sooner, two per claim-run-complete.)"""
-        self._scheduled = False
+        self._next_flush = None
         waiting, self._waiting = self._waiting, []
         batches = [waiting[at : at + MAX_BATCH] for at in range(0, len(waiting), MAX_BATCH)]
         if len(batches) == 1:
