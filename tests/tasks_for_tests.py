@@ -79,12 +79,12 @@ def slow(context: TaskContext) -> dict[str, Any]:
 @task
 async def overlap_probe(context: TaskContext) -> dict[str, Any]:
     """Counts the probes running at once in the worker's Redis: ``<key>`` the ones running now,
-    ``<key>:seen`` that count as each one started."""
-    key = context.kwargs["cfg"]["key"]
+    ``<key>:seen`` that count as each one started; each takes ``seconds`` (0.3)."""
+    key, seconds = context.kwargs["cfg"]["key"], context.kwargs["cfg"].get("seconds", 0.3)
     client = Redis.from_url(os.environ["TRIGGERS_REDIS_URL"])
     try:
         await client.rpush(f"{key}:seen", await client.incr(key))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(seconds)
         await client.decr(key)
     finally:
         await client.aclose()

@@ -312,44 +312,82 @@ async def test_messages_of_a_fetch_whose_answer_was_lost_are_put_back(
     assert held_by_workers(broker) == 0
 
 
-def test_a_worker_holds_twice_its_threads_in_runs_but_runs_only_its_threads_at_once(
-    tmp_path: Path,
-) -> None:
-    """`triggers worker --threads 2`: eight queued instances of an ``async def`` task that
-    takes 0.3 s all finish, never more than two running at once (the claim and the task hold
-    a slot, WorkerRuntime.task_slots; the record does not)."""
+def probed(env: dict[str, str], uids: list[str], seconds: float) -> RedisBroker:
+    """Sessions ``uids`` each with one ``overlap_probe`` instance scheduled (``seconds`` long)
+    and its run_instance message queued; the broker that sent them (closed by the caller)."""
+    url, prefix = env["TRIGGERS_REDIS_URL"], env["TRIGGERS_KEY_PREFIX"]
+    probe = {"cfg": {"key": "probe", "seconds": seconds}}
+    config = {"tasks": {"t": {"after": ["go"], "run": "overlap_probe", "withParams": probe}}}
+
+    async def schedule() -> None:
+        async with engine_on(url, prefix) as engine:
+            for uid in uids:
+                await engine.configure(uid, config)
+                await engine.fire(uid, "go", {})
+
+    asyncio.run(schedule())
+    sender = RedisBroker(url=url, namespace=f"{prefix}-dramatiq")  # type: ignore[no-untyped-call]
+    send = dramatiq.actor(print, actor_name="run_instance", broker=sender,  # type: ignore[call-overload]
+                          queue_name="triggers").send  # fmt: skip
+    for uid in uids:
+        send(uid, "t#0")
+    return sender
+
+
+def statuses(env: dict[str, str], uids: list[str]) -> list[str]:
+    async def read() -> list[str]:
+        async with engine_on(env["TRIGGERS_REDIS_URL"], env["TRIGGERS_KEY_PREFIX"]) as engine:
+            return [(await engine.snapshot(uid)).instances["t#0"].status for uid in uids]
+
+    return asyncio.run(read())
+
+
+def test_a_worker_runs_only_its_threads_tasks_at_once(tmp_path: Path) -> None:
+    """`triggers worker --threads 2` holds twice as many runs as threads (consumer.py
+    RUNS_PER_THREAD): eight queued instances of an ``async def`` task that takes 0.3 s all
+    finish, never more than two running at once (slots.py)."""
     log = tmp_path / "worker.log"
     with worker_env(tmp_path) as env:
         env["TRIGGERS_TASK_MODULES"] = "tests.tasks_for_tests"
-        url, prefix, key = env["TRIGGERS_REDIS_URL"], env["TRIGGERS_KEY_PREFIX"], "probe"
         uids = [f"slots:{n}" for n in range(8)]
-        config = {"tasks": {"t": {"after": ["go"], "run": "overlap_probe",
-                                  "withParams": {"cfg": {"key": key}}}}}  # fmt: skip
-
-        async def schedule() -> None:
-            async with engine_on(url, prefix) as engine:
-                for uid in uids:
-                    await engine.configure(uid, config)
-                    await engine.fire(uid, "go", {})
-
-        async def statuses() -> list[str]:
-            async with engine_on(url, prefix) as engine:
-                return [(await engine.snapshot(uid)).instances["t#0"].status for uid in uids]
-
-        asyncio.run(schedule())
-        namespace = f"{prefix}-dramatiq"
-        sender = RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
+        sender = probed(env, uids, 0.3)  # queued before the worker starts: fetched at once
         try:
-            send = dramatiq.actor(print, actor_name="run_instance", broker=sender,  # type: ignore[call-overload]
-                                  queue_name="triggers").send  # fmt: skip
-            for uid in uids:  # queued before the worker starts: it fetches them at once
-                send(uid, "t#0")
             with worker(env, log, 1):
                 deadline = time.monotonic() + 60
-                while (done := asyncio.run(statuses())) != ["finished"] * len(uids):
+                while (done := statuses(env, uids)) != ["finished"] * len(uids):
                     assert time.monotonic() < deadline, (done, log.read_text())
                     time.sleep(0.1)
-            seen = [int(n) for n in sender.client.lrange(f"{key}:seen", 0, -1)]
+            seen = [int(n) for n in sender.client.lrange("probe:seen", 0, -1)]
         finally:
             sender.close()
     assert len(seen) == len(uids) and max(seen) == 2, seen
+
+
+def test_a_stopping_worker_claims_nothing_more_and_requeues_the_runs_waiting_for_a_slot(
+    tmp_path: Path,
+) -> None:
+    """Stopped (SIGTERM) while two 1.5 s tasks run and more runs wait for a slot: the two end,
+    the waiting ones claim nothing (their instances stay scheduled) and every message not run
+    is back in the queue, none left fetched; the worker exits 0."""
+    log = tmp_path / "worker.log"
+    with worker_env(tmp_path) as env:
+        env["TRIGGERS_TASK_MODULES"] = "tests.tasks_for_tests"
+        uids = [f"stop:{n}" for n in range(6)]
+        sender = probed(env, uids, 1.5)
+        namespace = f"{env['TRIGGERS_KEY_PREFIX']}-dramatiq"
+        try:
+            with worker(env, log, 1) as process:
+                deadline = time.monotonic() + 60
+                while sender.client.llen("probe:seen") < 2:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.02)
+                os.killpg(process.pid, signal.SIGTERM)
+                assert process.wait(60) == 0, log.read_text()
+            seen = [int(n) for n in sender.client.lrange("probe:seen", 0, -1)]
+            assert seen == [1, 2], seen  # nothing claimed after the stop
+            assert sorted(statuses(env, uids)) == ["finished"] * 2 + ["scheduled"] * 4
+            assert sender.client.hlen(f"{namespace}:triggers.msgs") == 4  # back, not lost
+            assert sender.client.llen(f"{namespace}:triggers") == 4
+            assert held_by_workers(sender) == 0
+        finally:
+            sender.close()

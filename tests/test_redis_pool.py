@@ -198,3 +198,21 @@ async def test_a_failed_exchange_gives_its_connection_back_closed_and_a_small_po
         assert len(small_pool._available_connections) == 1
     finally:
         await small.aclose()
+
+
+async def test_a_parked_connection_with_bytes_waiting_is_replaced_so_replies_stay_in_step(
+    redis_url: str,
+) -> None:
+    client = standalone(redis_url, max_connections=4)
+    key = f"{unique_prefix()}:stray"
+    pool: Any = client.connection_pool
+    try:
+        await pooled_exchange(client, [("PING",)])
+        [parked] = pool._parked
+        parked._writer.write(b"*1\r\n$4\r\nPING\r\n")  # a reply nobody will read: stray bytes
+        await parked._writer.drain()
+        await asyncio.sleep(0.2)  # the +PONG reaches the connection's reader
+        assert await pooled_exchange(client, [("INCR", key)]) == [1]  # its own reply
+        assert await pooled_exchange(client, [("GET", key)]) == ["1"]
+    finally:
+        await client.aclose()

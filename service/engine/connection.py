@@ -171,7 +171,9 @@ async def pooled_exchange(client: Redis, commands: Sequence[tuple[Any, ...]]) ->
             return await exchange(connection, commands)
         finally:
             await pool.release(connection)
-    connection = pool.take_parked() or await pool.get_connection()  # type: ignore[no-untyped-call]
+    connection = await pool.take_parked()
+    if connection is None:
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     done = False
     try:
         replies = await exchange(connection, commands)
@@ -193,21 +195,29 @@ class HealingConnectionPool(BlockingConnectionPool):
     ``pooled_exchange`` parks the connection of an exchange that went through instead of
     giving it back, and takes a parked one first: redis-py's checkout and release (a condition,
     a timeout, its observability hooks, the health checks) were a tenth of a worker's CPU per
-    no-op task (py-spy, bench/pipeline.py). Nothing is lost by skipping them there: ``exchange``
-    itself reopens a connection the server closed before writing, PINGs one idle longer than
-    the health-check interval, and closes one an exchange left mid-reply, so a parked
-    connection carries no stray bytes. Parked connections count as in use; at most a quarter of
-    the pool (and PARKED) is parked, so other callers never wait for them, and ``disconnect``
-    closes them with the rest."""
+    no-op task (py-spy, bench/pipeline.py). What they checked is still checked: a parked
+    connection the server closed, or with bytes waiting on it, is closed when taken (and the
+    exchange opens it again before writing), ``exchange`` PINGs one idle longer than the
+    health-check interval and closes one it left mid-reply. Parked connections count as in use
+    (redis-py's pool metrics show them as used): at most a quarter of the pool (and PARKED) is
+    parked, so the other three quarters stay for other callers, and ``disconnect`` closes them
+    with the rest."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._parked: list[AbstractConnection] = []
         self._most_parked = min(PARKED, self.max_connections // 4)
 
-    def take_parked(self) -> AbstractConnection | None:
-        """The most recently parked connection, if any."""
-        return self._parked.pop() if self._parked else None
+    async def take_parked(self) -> AbstractConnection | None:
+        """The most recently parked connection, if any; closed first (the exchange opens it
+        again before writing) when the server closed it or bytes wait on it, as the pool's
+        own check would (a proxy's error before it closes, say)."""
+        if not self._parked:
+            return None
+        connection = self._parked.pop()
+        if await _closed_by_server(connection):
+            await connection.disconnect()
+        return connection
 
     def park(self, connection: AbstractConnection) -> bool:
         """Keep ``connection`` for the next exchange (False: there is no room, release it)."""
@@ -215,11 +225,6 @@ class HealingConnectionPool(BlockingConnectionPool):
             return False
         self._parked.append(connection)
         return True
-
-    def reset(self) -> None:
-        """redis-py's reset (after a fork, at construction) also forgets the parked ones."""
-        super().reset()  # type: ignore[no-untyped-call]
-        self._parked = []
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         # redis-py makes this same check only when maintenance notifications are off; with

@@ -7,9 +7,9 @@ coroutines already (claim, run, complete on one loop: service/worker/runtime.py)
 hand-offs were most of a no-op task's worker CPU (py-spy of bench/pipeline.py: the thread bridge
 11 %, acks 7 %, consumer 4 %, hand-offs 5 %). Here one loop fetches a batch of messages
 (dispatch.lua's ``fetch``, service/worker/redis_queue.py), runs up to twice ``threads`` of them
-at once as tasks (of which ``threads`` claim and run their task, the others record their
-outcome: ``RUNS_PER_THREAD``), and acks the ones that ended during one loop iteration in one
-round trip.
+at once as tasks (at most ``threads`` claim and run their task, service/worker/slots.py; the
+others record their outcome or wait for a slot: ``RUNS_PER_THREAD``), and acks the ones that
+ended during one loop iteration in one round trip.
 ``def`` Python tasks run in a pool of ``threads`` threads (task_threads.py).
 
 Messages stay Dramatiq's (same queues, same script, same commands), so this worker and a
@@ -37,7 +37,8 @@ other middleware (age and time limits, callbacks, pipelines, retries) has nothin
 actors (no limits, no callbacks, no retries).
 
 Graceful stop: fetching stops, messages fetched but not started (and delayed ones held until
-their eta) are requeued at once, runs in flight get the stop timeout to end (then they are
+their eta) are requeued at once, as are runs still waiting for a slot once one frees (they
+claim nothing after the stop, slots.py), runs in flight get the stop timeout to end (then they are
 cancelled and requeued; their leases lapse and the sweeper re-dispatches), acks are flushed.
 """
 
@@ -64,6 +65,7 @@ from service import tracing
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
 from service.worker.redis_queue import BrokerQueues
+from service.worker.slots import NotStarted, TaskSlots
 from service.worker.task_threads import TaskThreads
 from service.worker.wakeup import Waiter, waiter_client
 
@@ -287,6 +289,8 @@ class AsyncConsumer:
         message_id = message.options["redis_message_id"]
         if task.cancelled() and self.stopping.is_set():  # past the stop timeout: requeued
             self.ready.appendleft((queue, message))
+        elif not task.cancelled() and isinstance(task.exception(), NotStarted):  # stopping
+            self.ready.appendleft((queue, message))  # before its claim: requeued
         elif task.cancelled():  # not by us: a failure like any other
             log.error("message %s (%s) was cancelled; moved to the dead-letter queue",
                       message.message_id, message.actor_name)  # fmt: skip
@@ -365,7 +369,7 @@ class AsyncConsumer:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
-            await self._requeue_held()
+        await self._requeue_held()  # and the runs that did not start (slots.NotStarted)
         with contextlib.suppress(TimeoutError):  # Redis away: the broker's maintenance
             async with asyncio.timeout(SETTLE_SECONDS):  # requeues them; claims refuse reruns
                 if self._flush is not None:
@@ -411,6 +415,7 @@ class AsyncWorker:
         self.thread = threading.Thread(target=self._main, name="triggers-worker", daemon=True)
         self.consumer: AsyncConsumer | None = None
         self.task_threads = TaskThreads(threads)  # def Python tasks (task_threads.py)
+        self.task_slots = TaskSlots(threads)  # claims and runs at once (slots.py)
         self._stop_timeout = 30.0
         self._stopping = asyncio.Event()
         self._started = threading.Event()
@@ -429,6 +434,7 @@ class AsyncWorker:
     def _stop(self, timeout: float) -> None:
         self._stop_timeout = timeout
         self._stopping.set()
+        self.task_slots.close()  # runs waiting for a slot claim nothing: requeued
         if self.consumer is not None:
             self.consumer.stop(timeout)
 
@@ -488,7 +494,7 @@ class AsyncWorker:
         poll = self.settings.worker_poll_ms
         waiter = Waiter(waiter_client(broker_options(broker), poll / 1000), broker.namespace,
                         QUEUE)  # fmt: skip
-        runtime.task_slots = asyncio.Semaphore(self.worker_threads)
+        runtime.task_slots = self.task_slots
         runtime.python_tasks.threads = self.task_threads
         self.consumer = AsyncConsumer(broker, queues, actors.HANDLERS, QUEUE,
                                       RUNS_PER_THREAD * self.worker_threads, poll,

@@ -35,6 +35,7 @@ from service.worker.lease import LeaseKeeper
 from service.worker.outcome import TaskOutcome
 from service.worker.python_tasks import PythonTaskRegistry, TaskContext
 from service.worker.runners import ActorSender
+from service.worker.slots import TaskSlots
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class WorkerRuntime:
         self.sender = ActorSender()  # the actors' own re-sends (not due yet, retry later)
         # Set by a consumer that holds more runs than it lets run tasks at once (the asyncio
         # consumer): a claim and its task's run, or a webhook attempt, hold a slot.
-        self.task_slots: asyncio.Semaphore | None = None
+        self.task_slots: TaskSlots | None = None
 
     async def after(self, uid: str, outcome: Outcome) -> None:
         """Hand what the change scheduled to its runners, then call the manager's hooks."""
@@ -126,6 +127,7 @@ class WorkerRuntime:
         cancelled = threading.Event()
         this = asyncio.current_task()
         assert this is not None
+        requests = this.cancelling()  # cancellations asked of this task before the run
 
         def stop_run() -> None:  # the lease is lost: the run must stop
             cancelled.set()
@@ -137,13 +139,15 @@ class WorkerRuntime:
             result = await self._run_guarded(uid, name, claim, cancelled)
         except asyncio.CancelledError:
             # ours (the lease is lost) is taken back; one from outside (too) goes on
-            if not keeper.lost.is_set() or this.uncancel() > 0:
+            if not keeper.lost.is_set() or this.uncancel() > requests:
                 cancelled.set()  # a def task's thread goes on: its context turns cancelled
                 raise
         finally:
             keeper.stop()
         if not keeper.lost.is_set():
             return result
+        while this.cancelling() > requests:  # ours, swallowed by the task's own code
+            this.uncancel()
         log.warning("%s %s: lease lost (%s); the run was stopped and reports nothing",
                     uid, name, keeper.reason)  # fmt: skip
         return None
@@ -187,8 +191,9 @@ class WorkerRuntime:
         """Claim, run, record. Returns a delay (ms) when the instance is not due yet.
 
         The claim and the run hold one of ``task_slots`` (when set); the record does not, so
-        one run's outcome goes to Redis while the next run's claim and task take its slot."""
-        async with self.task_slots or contextlib.nullcontext():
+        one run's outcome goes to Redis while the next run's claim and task take its slot.
+        NotStarted (slots.py) when the worker stopped while this run waited for a slot."""
+        async with self._slot():
             ran = await self._claim_and_run(uid, name)
         if not isinstance(ran, tuple):
             return ran
@@ -232,8 +237,13 @@ class WorkerRuntime:
     async def deliver(self, uid: str, delivery_id: str, chain: int = 0) -> float | None:
         """One attempt of a webhook delivery (if its ``chain`` has one due); the delay before
         the next one, if any."""
-        async with self.task_slots or contextlib.nullcontext():
+        async with self._slot():
             return await self.deliverer.attempt(uid, delivery_id, chain)
+
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if self.task_slots is None:
+            return contextlib.nullcontext()
+        return self.task_slots.hold()
 
     async def aclose(self) -> None:
         await self.sender.aclose()

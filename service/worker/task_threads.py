@@ -9,9 +9,11 @@ one queue put and, when it ends, one ``call_soon_threadsafe`` that settles the c
 on the loop.
 
 What ``to_thread`` promises is kept: the function runs in a copy of the caller's context (log
-context, trace), its exception (any ``BaseException``) is raised to the caller, and a caller
-that is cancelled stops waiting while the thread finishes the call (threads cannot be stopped
-from outside; a task's context turns ``cancelled``, python_tasks.py). At most ``size`` calls
+context, trace), its exception (any ``BaseException``; ``StopIteration``, which an asyncio future
+cannot carry, as a ``RuntimeError``) is raised to the caller, a caller cancelled while its call
+waits in the queue cancels the call, and one cancelled while it runs stops waiting while the
+thread finishes it (threads cannot be stopped from outside; a task's context turns
+``cancelled``, python_tasks.py). At most ``size`` calls
 run at once; the others wait in the queue in order. ``shutdown`` lets the calls queued or
 running end, then the threads.
 """
@@ -34,7 +36,7 @@ Job = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], contextvars.Context,
 class TaskThreads:
     """``size`` threads started at the first call, fed from one queue."""
 
-    def __init__(self, size: int, name: str = "triggers-task") -> None:
+    def __init__(self, size: int, name: str = "triggers-def-task") -> None:
         self.size = size
         self.name = name
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -74,8 +76,14 @@ def _call(
     loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], context: contextvars.Context,
     function: Callable[..., Any], args: tuple[Any, ...],
 ) -> None:  # fmt: skip
+    if future.cancelled():  # the caller stopped waiting before the call started: as with
+        return  # to_thread, whose pending job is cancelled with it, it never runs
     try:
         result = context.run(function, *args)
+    except StopIteration as error:  # an asyncio future refuses it: as in Python 3.12's asyncio
+        wrapped = RuntimeError(f"{function!r} raised StopIteration")
+        wrapped.__cause__ = error
+        _settle_soon(loop, future, None, wrapped)
     except BaseException as error:  # as to_thread: the caller gets it, whatever it is
         _settle_soon(loop, future, None, error)
     else:
