@@ -50,7 +50,7 @@ def switch_off() -> None:
 
     metrics.count_fire = lambda scheduled: None
     metrics.count_refused_fire = lambda: None
-    scripts.observe_script = lambda script, seconds: None
+    scripts.observe_script = lambda script, seconds: None  # type: ignore[attr-defined]
 
 
 def unobserved_front() -> type:
@@ -58,6 +58,7 @@ def unobserved_front() -> type:
     metrics; the gate and the body's limits as deployed (bench only)."""
     from starlette.types import Receive, Scope, Send
 
+    from service.api.fast_fire import JSON
     from service.api.front import Exchange, Front
 
     class Unobserved(Front):
@@ -67,9 +68,9 @@ def unobserved_front() -> type:
                 return
             headers = dict(scope["headers"])
             exchange = Exchange(self, receive, send, b"-")
-            await self.serve(
-                scope, exchange, headers.get(b"authorization"), headers.get(b"content-length")
-            )
+            simple = headers.get(b"content-type") == JSON and b"idempotency-key" not in headers
+            await self.serve(scope, exchange, headers.get(b"authorization"),
+                             headers.get(b"content-length"), simple)  # fmt: skip
 
     return Unobserved
 
