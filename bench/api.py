@@ -67,7 +67,7 @@ def serve(redis_url: str, port: int, noop_last: bool = False) -> None:
     async def lifespan(_: object) -> AsyncIterator[None]:
         async with app_lifespan(app):
             app.state.noop_sha = await app.state.context.engine.client.script_load("return 1")
-            app.state.floor_actor = dramatiq.actor(
+            app.state.floor_actor = dramatiq.actor(  # type: ignore[call-overload]
                 _floor_task, broker=app.state.broker, actor_name="bench_floor",
                 queue_name="bench-floor",
             )  # fmt: skip

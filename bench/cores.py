@@ -167,7 +167,9 @@ def fires_taken(metrics_port: int, processes: int) -> list[str]:
     return counts
 
 
-def report(runs: dict[int, list[Round]], args: argparse.Namespace, load_before: tuple) -> None:
+def report(
+    runs: dict[int, list[Round]], args: argparse.Namespace, load_before: tuple[float, ...]
+) -> None:
     print(f"{'API processes':<14} {'req/s per round':<44} {'median':>8} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'errors':>6} {'CPU ms/fire':>11}")  # fmt: skip
     for n, rounds in runs.items():

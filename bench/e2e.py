@@ -69,7 +69,7 @@ def bare_worker(redis_url: str, poll_ms: int) -> None:
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-    broker = RedisBroker(url=redis_url, namespace="bench-bare")
+    broker = RedisBroker(url=redis_url, namespace="bench-bare")  # type: ignore[no-untyped-call]
     dramatiq.set_broker(broker)
     client = httpx.Client()
 
@@ -149,7 +149,7 @@ def run(api: str, task_url: str, redis_url: str, samples: int) -> dict[str, list
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-    bare_broker = RedisBroker(url=redis_url, namespace="bench-bare")
+    bare_broker = RedisBroker(url=redis_url, namespace="bench-bare")  # type: ignore[no-untyped-call]
     ping = dramatiq.Actor(lambda url: None, actor_name="ping", queue_name="bare",
                           broker=bare_broker, priority=0, options={})  # fmt: skip
 

@@ -19,13 +19,17 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import ExitStack
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
 from service.engine import Engine
+from service.engine import connection as connection_module
 from service.engine.keys import session_keys
+from service.engine.scripts import RedisClient
 from service.redis_server import RedisServer
 
 SIZES = (10, 1_000, 10_000)
@@ -40,26 +44,38 @@ CONFIG = {
 
 class AwaitedWrites:
     """Counts the writes to Redis made by one task (the bench's): the round trips a fire waits
-    for. Background flushes (post-marks, service/engine/batch.py) run in their own tasks."""
+    for, whether redis-py's own (``send_packed_command``) or the engine's one-write exchanges
+    (``connection.exchange``, which writes to the socket itself). Background flushes
+    (post-marks, service/engine/batch.py) run in their own tasks."""
 
     def __init__(self) -> None:
         self.count = 0
         self.task: asyncio.Task[object] | None = None
         original = AbstractConnection.send_packed_command
+        original_exchange = connection_module.exchange
         counter = self
 
+        def mine() -> bool:
+            return counter.task is not None and asyncio.current_task() is counter.task
+
         async def counted(self: AbstractConnection, *args: object, **kwargs: object) -> None:
-            if counter.task is not None and asyncio.current_task() is counter.task:
-                counter.count += 1
+            counter.count += mine()
             await original(self, *args, **kwargs)  # type: ignore[arg-type]
 
+        async def counted_exchange(
+            connection: AbstractConnection, commands: Sequence[tuple[Any, ...]]
+        ) -> list[Any]:
+            counter.count += mine()
+            return await original_exchange(connection, commands)
+
         AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+        connection_module.exchange = counted_exchange  # pooled_exchange looks it up per call
 
 
 WRITES = AwaitedWrites()
 
 
-async def command_counts(client: Redis) -> dict[str, int]:
+async def command_counts(client: RedisClient) -> dict[str, int]:
     stats = await client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 

@@ -48,7 +48,7 @@ async def measure(url: str, cap: int, samples: int) -> tuple[float, float, dict[
         await engine.fire(uid, "page")
         latencies.append((time.perf_counter() - started) * 1000)
     after = await counts(client)
-    per_fire = {
+    per_fire: dict[str, float] = {
         name: (after[name] - before.get(name, 0)) / samples
         for name in ("rpush", "ltrim", "zadd", "hset", "evalsha")
         if name in after

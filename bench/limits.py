@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.engine import Engine
 from service.engine.limits import Limits
+from service.engine.scripts import RedisClient
 from service.redis_server import RedisServer, free_port
 
 LIMITS = Limits()
@@ -44,7 +45,7 @@ REPEAT = 5
 ROWS: list[tuple[str, list[float], float]] = []
 
 
-async def script_usec(client: Redis) -> int:
+async def script_usec(client: RedisClient) -> int:
     stats = await client.info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("usec", 0))
 
@@ -229,7 +230,9 @@ async def big_session(engine: Engine, uid: str, instances: int) -> None:
         await engine.fire(uid, "page", kwargs)
 
 
-async def longest_command(client: Redis, call: Callable[[], Awaitable[Any]]) -> tuple[float, str]:
+async def longest_command(
+    client: RedisClient, call: Callable[[], Awaitable[Any]]
+) -> tuple[float, str]:
     """Run ``call``; the longest single command Redis ran meanwhile (ms) and its name."""
     await client.config_set("slowlog-log-slower-than", 0)
     await client.config_set("slowlog-max-len", 100_000)

@@ -30,6 +30,7 @@ import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -53,7 +54,7 @@ def switch_off() -> None:
     scripts.observe_script = lambda script, seconds: None  # type: ignore[attr-defined]
 
 
-def unobserved_front() -> type:
+def unobserved_front() -> Any:
     """The front layer without its observability: no request ID, no log context, no request
     metrics; the gate and the body's limits as deployed (bench only)."""
     from starlette.types import Receive, Scope, Send
@@ -97,8 +98,9 @@ def serve(redis_url: str, port: int, mode: str) -> None:
         switch_off()
     app = create_app(settings)
     if mode == "off":
+        front: Any = Front  # Middleware's cls is typed as a factory, not a class
         app.user_middleware = [
-            Middleware(unobserved_front(), *m.args, **m.kwargs) if m.cls is Front else m
+            Middleware(unobserved_front(), *m.args, **m.kwargs) if m.cls is front else m
             for m in app.user_middleware
         ]
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",

@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from contextlib import ExitStack
+from pathlib import Path
 
 from service.redis_server import RedisServer
 from service.settings import Settings
@@ -68,7 +69,7 @@ async def one_pass(url: str, idle: int, due: int) -> tuple[float, int, int]:
     fresh key prefix: (ms, sessions visited, entries re-sent)."""
     with tempfile.TemporaryDirectory() as data:
         settings = Settings(
-            redis_url=url, key_prefix=f"bench-{uuid.uuid4().hex[:8]}", data_dir=data,
+            redis_url=url, key_prefix=f"bench-{uuid.uuid4().hex[:8]}", data_dir=Path(data),
             sweep_interval=60, sweep_grace=0, manager="default",
         )  # fmt: skip
         runtime = WorkerRuntime(settings)

@@ -77,7 +77,11 @@ async def task_path(url: str, tasks: int) -> None:
         await dispatcher.dispatch(uid, outcome)
         claim = await engine.claim(uid, "t#0")
         assert claim.state == "claimed" and claim.token, claim
-        context = TaskContext(uid, "t#0", 1, claim.kwargs or {}, runtime.fire, loop)
+
+        def fire(trigger: str, kwargs: dict[str, Any] | None, uid: str = uid) -> Any:
+            return runtime.fire(uid, trigger, kwargs)
+
+        context = TaskContext(uid, "t#0", 1, claim.kwargs or {}, fire, loop)
         context.close()
         outcome = await engine.complete(uid, "t#0", claim.token, {}, log_level=context.log_level)
         await dispatcher.dispatch(uid, outcome)
@@ -127,7 +131,7 @@ async def preamble(url: str, calls: int) -> None:
         pass
     client = Redis.from_url(url)
     keys = [f"{{bench}}:{i}" for i in range(14)]
-    args = [0, "0", "", 0, 1000, "*", ""]
+    args: list[str | int] = [0, "0", "", 0, 1000, "*", ""]
     print(f"\n{'trivial script':<20} {'µs median':>10}")
     for name, source in variants.items():
         sha = hashlib.sha1(source.encode()).hexdigest()
