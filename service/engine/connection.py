@@ -165,22 +165,17 @@ async def pooled_exchange(client: Redis, commands: Sequence[tuple[Any, ...]]) ->
     (closed first when the exchange was interrupted). A ``HealingConnectionPool`` keeps a few
     connections parked for exchanges (see there)."""
     pool: Any = client.connection_pool
-    if not isinstance(pool, HealingConnectionPool):
-        connection = await pool.get_connection()
-        try:
-            return await exchange(connection, commands)
-        finally:
-            await pool.release(connection)
-    connection = await pool.take_parked()
+    parking = isinstance(pool, HealingConnectionPool)
+    connection = await pool.take_parked() if parking else None
     if connection is None:
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    done = False
+        connection = await pool.get_connection()
+    parked = False
     try:
         replies = await exchange(connection, commands)
-        done = True
+        parked = parking and pool.park(connection)
         return replies
     finally:
-        if not (done and pool.park(connection)):
+        if not parked:
             await pool.release(connection)
 
 

@@ -97,6 +97,18 @@ DELAY_PREFETCH_PER_RUN = 1000
 """Delayed messages held per run slot, as Dramatiq's worker holds (``delay_prefetch``)."""
 
 
+async def wait_set(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for ``event`` up to ``seconds``; whether it was set."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return event.is_set()
+    return True
+
+
 class AsyncConsumer:
     """Consumes the broker's ``queue`` and its delay queue on the running event loop."""
 
@@ -151,7 +163,7 @@ class AsyncConsumer:
             room = self.prefetch - self.held
             if room < self.least:
                 self.room.clear()
-                if not await self._wait(self.room, BEAT_SECONDS):
+                if not await wait_set(self.room, BEAT_SECONDS):
                     room = 0  # only a heartbeat
                 else:
                     continue
@@ -161,7 +173,7 @@ class AsyncConsumer:
             except Exception as error:
                 self._unsure.add(self.queue)
                 log.warning("fetching from %s failed: %s", self.queue, one_line(error))
-                await self._wait(self.stopping, trouble.next_delay())
+                await wait_set(self.stopping, trouble.next_delay())
                 continue
             trouble.reset()
             for message in messages:
@@ -172,7 +184,7 @@ class AsyncConsumer:
                 await self._wait_for_wakeup(self.waiter)
             elif room:
                 misses, backoff_ms = compute_backoff(misses, max_backoff=self.poll_ms)
-                await self._wait(self.stopping, backoff_ms / 1000)
+                await wait_set(self.stopping, backoff_ms / 1000)
 
     async def _wait_for_wakeup(self, waiter: Waiter) -> None:
         """An empty queue: wait for a producer's wake-up, at most the poll (wakeup.py), or the
@@ -199,7 +211,7 @@ class AsyncConsumer:
                 except Exception as error:
                     self._unsure.add(self.delay_queue)
                     log.warning("fetching from %s failed: %s", self.delay_queue, one_line(error))
-                    await self._wait(self.stopping, trouble.next_delay())
+                    await wait_set(self.stopping, trouble.next_delay())
                     continue
             for message in messages:
                 self.take(self.delay_queue, message)
@@ -211,7 +223,7 @@ class AsyncConsumer:
             pause = backoff_ms / 1000
             if self.delayed:
                 pause = min(pause, max(0.0, self.delayed[0][0] / 1000 - time.time()))
-            await self._wait(self.stopping, pause)
+            await wait_set(self.stopping, pause)
 
     async def _recover(self, queue: str) -> None:
         """After a fetch whose answer was lost (the connection failed once Redis had run it),
@@ -392,17 +404,6 @@ class AsyncConsumer:
                 log.warning("requeueing %d messages on %s failed: %s", len(message_ids), queue,
                             one_line(error))  # fmt: skip
 
-    async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
-        """Wait for ``event`` up to ``seconds``; whether it was set."""
-        if event.is_set():
-            return True
-        try:
-            async with asyncio.timeout(seconds):
-                await event.wait()
-        except TimeoutError:
-            return event.is_set()
-        return True
-
 
 class AsyncWorker:
     """``AsyncConsumer`` on an event loop thread of its own, with the worker's heartbeat and
@@ -439,8 +440,9 @@ class AsyncWorker:
             self.consumer.stop(timeout)
 
     def _main(self) -> None:
+        # blocking helpers (DNS look-ups, off-loop decoding); def tasks run in task_threads
         self.loop.set_default_executor(
-            ThreadPoolExecutor(self.worker_threads, thread_name_prefix="triggers-task")
+            ThreadPoolExecutor(self.worker_threads, thread_name_prefix="triggers-io")
         )
         asyncio.set_event_loop(self.loop)
         try:
@@ -467,9 +469,7 @@ class AsyncWorker:
             except Exception as error:
                 log.warning("worker failed to start (its runs and sweeper need Redis): %s; "
                             "next try in %.1f s", one_line(error), backoff.current)  # fmt: skip
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff.next_delay()):
-                        await self._stopping.wait()
+                await wait_set(self._stopping, backoff.next_delay())
         return None
 
     async def _serve(self) -> None:

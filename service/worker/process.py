@@ -60,7 +60,7 @@ def start_worker(settings: Settings, threads: int | None = None) -> Stoppable:
     else:
         worker = dramatiq_worker(actors.broker, settings, count)
         kind = "Dramatiq worker"
-    log.info("worker started (%s): %d runs at once, %d ms idle poll", kind, count,
+    log.info("worker started (%s): %d tasks at once, %d ms idle poll", kind, count,
              settings.worker_poll_ms)  # fmt: skip
     return worker
 

@@ -11,7 +11,7 @@ commands run the maintenance (with the broker's chance) that puts a dead worker'
 messages back on their queue.
 
 Dramatiq internals relied on (checked against the installed Dramatiq by
-tests/test_consumer_internals.py):
+tests/test_consumer.py):
 
 * ``RedisBroker.scripts["dispatch"]`` is the redis-py Script of ``dispatch.lua``, called with
   KEYS ``[broker.namespace]`` and ARGV ``[command, now_ms, queue_name, broker.broker_id,
@@ -49,6 +49,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from service.engine.connection import pooled_exchange
+from service.engine.scripts import raise_first_error
 from service.worker.runners import ActorSender, encode
 from service.worker.wakeup import wake_commands
 
@@ -101,10 +102,7 @@ class BrokerQueues:
             again = await pooled_exchange(self.client, [commands[n] for n in missing])
             for n, reply in zip(missing, again, strict=True):
                 replies[n] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return raise_first_error(replies)
 
     async def fetch(self, queue: str, room: int) -> list[Message[Any]]:
         """Up to ``room`` messages off ``queue`` (0: only a heartbeat), now this worker's

@@ -62,6 +62,7 @@ from service.engine.connection import pooled_exchange
 from service.engine.engine import PREMARK_MS
 from service.engine.keys import DELIVERY_KEY_NAMES, KEY_NAMES, delivery_keys, session_keys
 from service.engine.models import Dispatch, SweepResult
+from service.engine.scripts import raise_first_error
 from service.settings import Settings
 from service.worker.backoff import Backoff, one_line
 from service.worker.runners import broker_client, instance_message_id
@@ -307,11 +308,7 @@ async def asked(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     reply raised."""
     if not commands:
         return []
-    replies = await pooled_exchange(client, commands)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
+    return raise_first_error(await pooled_exchange(client, commands))
 
 
 class SweeperMiddleware(Middleware):
