@@ -447,3 +447,31 @@ async def test_index_drops_sessions_that_no_longer_exist(engine: Engine) -> None
     assert page.sessions == []
     assert await engine.client.zscore(index.key, f"gone:{tag}:old") is None
     assert await engine.client.zscore(index.key, f"gone:{tag}:new") is not None
+
+
+async def test_ids_keep_growing_past_a_later_last_entry(redis_url: str) -> None:
+    """When the last entry's time is ahead of the server's (its clock stepped back), the next
+    entry takes that time and the next count: ids stay decimal "<ms>-<n>" to readers whatever
+    base lib.lua stores them in (n past 35 is two base-36 digits)."""
+    async with engine_on(redis_url, unique_prefix()) as eng:
+        uid = new_uid()
+        await eng.fire(uid, "a")
+        key = events_key(uid, eng.prefix)
+        ahead = int(time.time() * 1000) + 3_600_000
+        base36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+        ms36 = ""
+        value = ahead
+        while value:
+            value, digit = divmod(value, 36)
+            ms36 = base36[digit] + ms36
+        await eng.client.rpush(key, f"{ms36}-z\x1eF\x1fb\x1f2")
+        await eng.fire(uid, "c")
+        events = (await EventLog(eng.client, eng.prefix).page(uid, None, 10)).events
+        assert [(e["type"], e.get("trigger")) for e in events] == [
+            ("fired", "a"),
+            ("fired", "b"),
+            ("fired", "c"),
+        ]
+        assert [e["id"] for e in events[1:]] == [f"{ahead}-35", f"{ahead}-36"]
+        assert events[1]["kwargsBytes"] == 2
+        assert (await eng.client.lindex(key, -1)).startswith(f"{ms36}-10\x1e")

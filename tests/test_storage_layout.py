@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from service.engine import Engine
-from service.engine.events import EventLog
+from service.engine.events import EventLog, _order, _shaped, _split_line
 from service.engine.keys import KEY_NAMES, events_key, is_def_field, session_keys
 from service.engine.records import META_NAMES, TS_NAMES, load_def, load_record
 from tests.conftest import engine_on, unique_prefix
@@ -468,3 +468,40 @@ async def test_bench_memory_json_interface(redis_url: str) -> None:
         assert set(row) == {"name", "value", "unit", "goal"}
         assert isinstance(row["value"], float) and row["unit"] == "B"
     assert orjson.loads(orjson.dumps({"rows": table}))["rows"] == table
+
+
+def decimal_line(line: str) -> str:
+    """A log entry as the layout before text entries wrote it: "<decimal id> <JSON>" (an id
+    "<ms>-0" as "<ms>"), the events as JSON arrays."""
+    entry_id, payload = _split_line(line)
+    if not payload.startswith(("[", "{")):
+        payload = orjson.dumps(_shaped(payload)).decode()
+    return f"{entry_id.removesuffix('-0')} {payload}"
+
+
+async def test_log_entries_of_the_decimal_layout_read_the_same(redis_url: str) -> None:
+    """A log written as "<decimal id> <JSON>" (the layout before text entries with base-36
+    ids) reads as the same events with the same ids; paging by those ids works across both
+    layouts, and the next change appends an entry in the current layout after them."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        uid = "layout:log"
+        await build(engine, uid)
+        log = EventLog(engine.client, engine.prefix)
+        key = events_key(uid, engine.prefix)
+        lines = await engine.client.lrange(key, 0, -1)
+        assert all("\x1e" in line for line in lines)
+        assert any(not line.partition("\x1e")[2].startswith(("[", "{")) for line in lines)
+        before = (await log.page(uid, None, 1000)).events
+        await engine.client.delete(key)
+        await engine.client.rpush(key, *[decimal_line(line) for line in lines])
+        assert (await log.page(uid, None, 1000)).events == before
+        middle = before[len(before) // 2]["id"]
+        assert (await log.page(uid, middle, 1000)).events == [
+            event for event in before if _order(event["id"]) > _order(middle)
+        ]
+        await engine.fire(uid, "page", {"p": 9})
+        after = (await log.page(uid, before[-1]["id"], 1000)).events
+        assert [event["type"] for event in after][:1] == ["fired"]
+        assert _order(after[0]["id"]) > _order(before[-1]["id"])
+        assert "\x1e" in await engine.client.lindex(key, -1)
+        assert (await log.page(uid, None, 1000)).events == before + after

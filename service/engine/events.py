@@ -1,10 +1,13 @@
 """Reading a session's event log (the list lua/includes/lib.lua writes, key 14).
 
-Scripts append one entry per change: ``"<id> <events>"``, or ``"<id> {"at", "a", "e"}"`` when
-the change's time differs from the id's or an API key made it (lib.lua log_line); <events> is
-a JSON list, each event an array by position when it has a common shape (``EVENT_SHAPES``),
-else an object with coded names (``_expanded`` gives both whole names). The id is
-shaped like a stream id, ``<ms>-<n>``, and only grows along the log. An instance's event is
+Scripts append one entry per change (lib.lua log_line): ``"<id>\x1e<events>"``, the id
+``<ms>[-<n>]`` in base 36. When every event of the change has a common shape (``EVENT_SHAPES``)
+they are text: events separated by RS (``\x1e``), the fields of each, by position, by US
+(``\x1f``); names hold no control character. Otherwise a JSON list, each event an array by
+position or an object with coded names (``_expanded`` gives both whole names), or
+``{"at", "a", "e"}`` when the change's time differs from the id's or an API key made it. The
+earlier layout's entries are ``"<decimal id> <JSON>"``. Readers see every id shaped like a
+stream id, ``<ms>-<n>`` in decimal, and it only grows along the log. An instance's event is
 stored without its ``task`` (the part of the instance name before "#"); it is added back here,
 so every reader sees it. Readers see each event on its own, carrying its entry's id: the id is
 the cursor (``Last-Event-ID``, ``since``, ``next``), so a reader resumes after a whole change.
@@ -130,16 +133,41 @@ def _expanded(item: dict[str, Any] | list[Any]) -> dict[str, Any]:
     return event
 
 
+_RS, _US = "\x1e", "\x1f"
+
+
+def _split_line(line: str) -> tuple[str, str]:
+    """A stored entry's id, in the stream shape and decimal, and its payload (either layout:
+    lib.lua leaves out an id's "-0")."""
+    head, separator, payload = line.partition(_RS)
+    if separator:
+        ms, _, n = head.partition("-")
+        return f"{int(ms, 36)}-{int(n, 36) if n else 0}", payload
+    head, _, payload = line.partition(" ")
+    return (head if "-" in head else head + "-0"), payload
+
+
 def _entry_id(line: str) -> str:
-    """The id of a stored entry, in the stream shape (lib.lua stores "<ms>-0" as "<ms>")."""
-    entry_id = line.partition(" ")[0]
-    return entry_id if "-" in entry_id else entry_id + "-0"
+    return _split_line(line)[0]
+
+
+def _shaped(text: str) -> list[list[Any]]:
+    """Events stored as text (lib.lua log_line) as the arrays ``_expanded`` reads."""
+    events: list[list[Any]] = []
+    for event in text.split(_RS):
+        fields: list[Any] = event.split(_US)
+        shape = EVENT_SHAPES.get(EVENT_VALUE_NAMES.get(fields[0], fields[0]), ())
+        for position, name in enumerate(shape, 1):
+            if name == "kwargsBytes" and position < len(fields):
+                fields[position] = int(fields[position])
+        events.append(fields)
+    return events
 
 
 def decode_line(line: str) -> tuple[str, list[dict[str, Any]]]:
     """One log entry (lib.lua log_line) as its id and the events it holds."""
-    entry_id, payload = _entry_id(line), line.partition(" ")[2]
-    decoded = orjson.loads(payload)
+    entry_id, payload = _split_line(line)
+    decoded: Any = orjson.loads(payload) if payload[:1] in ("[", "{") else _shaped(payload)
     at, actor = _order(entry_id)[0], None
     if isinstance(decoded, dict):
         at, actor = int(decoded.get("at") or at), decoded.get("a")
