@@ -116,6 +116,18 @@ def array_record(raw: str) -> str:
     return orjson.dumps(stored).decode()
 
 
+def earlier_index(defs: dict[str, str]) -> dict[str, list[str]]:
+    """The trigger index the earlier layouts kept for every configuration, however small:
+    trigger -> the tasks whose after (with andEvery) or unless name it."""
+    index: dict[str, list[str]] = {}
+    for name, raw in defs.items():
+        if is_def_field(name):
+            definition = load_def(raw)
+            for trigger in dict.fromkeys([*definition["after"], *definition["unless"]]):
+                index.setdefault(trigger, []).append(name)
+    return index
+
+
 async def to_earlier_layout(engine: Engine, uid: str, records: str = "object") -> None:
     """Rewrites the stored records (``records``: "object", the earliest layout, or "array",
     the earlier compact one), defs and task configurations in the earlier layout."""
@@ -132,12 +144,11 @@ async def to_earlier_layout(engine: Engine, uid: str, records: str = "object") -
         if is_def_field(field):
             continue
         await client.hdel(keys["defs"], field)
-        if field.startswith("#@"):
-            continue  # a short rest: the earlier layout has the whole configuration in tasks
-        if field.startswith("##"):
-            await client.hset(keys["trig"], field[2:], raw)
-        else:
-            await client.hset(keys["counts"], field[1:], raw)
+        if field.startswith(("#@", "##")):
+            continue  # the earlier layout: the configuration in tasks, the index below
+        await client.hset(keys["counts"], field[1:], raw)
+    for trigger, tasks in earlier_index(await client.hgetall(keys["defs"])).items():
+        await client.hset(keys["trig"], trigger, orjson.dumps(tasks).decode())
     for name in ("trig", "counts"):
         if ttl > 0:
             await client.pexpire(keys[name], ttl)
@@ -304,7 +315,7 @@ async def test_a_long_remainder_stays_out_of_defs(redis_url: str) -> None:
         assert {task.name for task in tasks} == {"t", "u"}
         await engine.configure(uid, {"tasks": {"v": short}}, replace=True)
         assert await engine.client.exists(keys["tasks"]) == 0
-        assert sorted(await engine.client.hkeys(keys["defs"])) == ["##a", "#@v", "v"]
+        assert sorted(await engine.client.hkeys(keys["defs"])) == ["#@v", "v"]  # no index
 
 
 @pytest.mark.parametrize("records", ["object", "array"])
@@ -505,3 +516,93 @@ async def test_log_entries_of_the_decimal_layout_read_the_same(redis_url: str) -
         assert _order(after[0]["id"]) > _order(before[-1]["id"])
         assert "\x1e" in await engine.client.lindex(key, -1)
         assert (await log.page(uid, None, 1000)).events == before + after
+
+
+SCAN_TASKS = 8  # lib.lua: the trigger index is kept past this many tasks
+FEW: dict[str, Any] = {
+    "a1": {"after": ["go"], "run": "P"},
+    "a2": {"after": ["go", "side/one"], "run": "P", "unless": ['quote"d']},
+    "a3": {"after": ["a1"], "andEvery": "page", "run": "P"},
+    "a4": {"after": ["side/one"], "run": "P"},
+    "a5": {"after": ["go"], "run": "P", "unless": ["stop"]},
+    "a6": {"after": ['quote"d'], "run": "P"},
+    "a7": {"after": ["gone"], "run": "P"},  # "go" is a prefix of its trigger, not its trigger
+    "a8": {"after": ["a5", "page"], "run": "P"},
+}
+FIRES = ["gone", "page", "go", "side/one", "page", 'quote"d', "stop", "page"]
+
+
+async def index_fields(engine: Engine, uid: str) -> dict[str, list[str]]:
+    """The trigger index as stored ("##" the mark, with no list), lists sorted."""
+    defs = await engine.client.hgetall(keys_of(engine, uid)["defs"])
+    return {
+        field[2:]: sorted(orjson.loads(raw)) if field != "##" else []
+        for field, raw in defs.items()
+        if field.startswith("##")
+    }
+
+
+async def fire_all(engine: Engine, uid: str) -> list[Any]:
+    """What each fire of FIRES scheduled and abandoned (tasks of FEW only)."""
+    outcomes = []
+    for trigger in FIRES:
+        fired = await engine.fire(uid, trigger, {"t": trigger})
+        outcomes.append(
+            [sorted(n for n in fired.scheduled if n[:2] in FEW), sorted(fired.abandoned)]
+        )
+    return outcomes
+
+
+async def test_trigger_index_only_past_a_few_tasks(redis_url: str) -> None:
+    """A configuration of at most SCAN_TASKS tasks keeps no trigger index (its defs are scanned,
+    also for names JSON writers escape); one past it keeps the index with its mark, built whole
+    when a merge takes it past; both answer every fire the same."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        assert len(FEW) == SCAN_TASKS
+        await engine.configure("index:scan", {"tasks": FEW})
+        assert await index_fields(engine, "index:scan") == {}
+        more = {**FEW, "z": {"after": ["elsewhere"], "run": "P"}}
+        await engine.configure("index:kept", {"tasks": more})
+        defs = await engine.client.hgetall(keys_of(engine, "index:kept")["defs"])
+        whole = {t: sorted(names) for t, names in earlier_index(defs).items()}
+        assert await index_fields(engine, "index:kept") == {"": [], **whole}
+        scanned, indexed = (
+            await fire_all(engine, "index:scan"),
+            await fire_all(engine, "index:kept"),
+        )
+        assert scanned == indexed
+        assert scanned[2][0] == ["a1#0", "a5#0"] and scanned[3][0] == ["a2#0", "a4#0"]
+        # a merge past SCAN_TASKS builds the whole index; a replace down to a few drops it
+        await engine.configure("index:scan", {"tasks": {"z": more["z"]}})
+        assert await index_fields(engine, "index:scan") == await index_fields(engine, "index:kept")
+        fresh = {"b": {"after": ["fresh"], "run": "P"}}
+        await engine.configure("index:scan", {"tasks": fresh}, replace=True)
+        assert await index_fields(engine, "index:scan") == {}
+        assert (await engine.fire("index:scan", "fresh")).scheduled == ["b#0"]
+
+
+async def test_an_unmarked_index_of_the_earlier_layout_is_used_and_marked(
+    redis_url: str,
+) -> None:
+    """Earlier layouts kept the index without the mark, for every configuration: a session of
+    that layout fires the same (its defs are scanned once, and the index marked: it is
+    complete); its next configure keeps or drops the index by the number of tasks."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        more = {**FEW, "z": {"after": ["elsewhere"], "run": "P"}}
+        for uid in ("index:old", "index:new"):
+            await engine.configure(uid, {"tasks": more})
+        await engine.client.hdel(keys_of(engine, "index:old")["defs"], "##")
+        kept = await index_fields(engine, "index:new")
+        assert await fire_all(engine, "index:old") == await fire_all(engine, "index:new")
+        assert await index_fields(engine, "index:old") == kept
+        small = "index:old-small"
+        for uid in (small, "index:scan-ref"):
+            await engine.configure(uid, {"tasks": FEW})
+        defs = await engine.client.hgetall(keys_of(engine, small)["defs"])
+        for trigger, names in earlier_index(defs).items():
+            await engine.client.hset(
+                keys_of(engine, small)["defs"], f"##{trigger}", orjson.dumps(names).decode()
+            )
+        assert await fire_all(engine, small) == await fire_all(engine, "index:scan-ref")
+        await engine.configure(small, {"tasks": {"a1": FEW["a1"]}})
+        assert await index_fields(engine, small) == {}

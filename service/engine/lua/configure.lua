@@ -2,7 +2,7 @@
 configure: merge (PATCH) or replace (PUT) the session's task configuration (B1, B9).
 
 Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs (the defs, short
-remainders and the trigger index; counts and trig only when it moves a session of the earlier
+remainders and, past SCAN_TASKS tasks, the trigger index; counts and trig only when it moves a session of the earlier
 layout, adopt_config_layout). The configuration is stored once: the def (what the scripts need,
 encode_def) in `defs`, the remainder of each task's configuration beside it when short, in
 `tasks` when long (rest_of); answers rebuild it (config_text).
@@ -28,7 +28,9 @@ Cost: linear in the stored and given configuration. Each given def is decoded on
 one only when a given task replaces it or it has an andEvery link; the ring check
 walks each andEvery link once (memoised); the trigger index is changed in one pass:
 replace rebuilds it from the given tasks alone; merge groups the additions and removals of
-every given task per trigger, and reads and writes each trigger touched once.
+every given task per trigger, and reads and writes each trigger touched once (a merge that
+takes a configuration past SCAN_TASKS tasks builds it whole, once; one of at most SCAN_TASKS
+keeps none).
 ]=]
 local replayed = replayed_answer()
 if replayed then return replayed end
@@ -48,7 +50,7 @@ for i = 1, #stored, 2 do
   if is_def_field(stored[i]) then
     current[stored[i]] = stored[i + 1]
   elseif string.sub(stored[i], 1, 2) == '##' then
-    indexed[#indexed + 1] = stored[i] -- the trigger index, dropped whole by a replace
+    indexed[#indexed + 1] = stored[i] -- the trigger index, dropped whole when rebuilt
   end
 end
 
@@ -254,8 +256,37 @@ in_chunks('HDEL', K.tasks, short_rests)
 in_chunks('HDEL', K.defs, long_rests)
 if npos ~= first_npos then redis.call('HSET', K.meta, 'npos', npos) end
 
-if mode == 'replace' then in_chunks('HDEL', K.defs, indexed) end
+-- The trigger index of the configuration as it will be, built whole (lists of a merge hold
+-- only the triggers it touches).
+local function whole_index()
+  local all = {}
+  local function add(name, def)
+    for trigger in pairs(triggers_of(def)) do
+      all[trigger] = all[trigger] or {}
+      all[trigger][#all[trigger] + 1] = name
+    end
+  end
+  for name, raw in pairs(current) do
+    if not is_given[name] then add(name, decode_def(raw)) end
+  end
+  for i, entry in ipairs(given) do add(entry[1], new_defs[i]) end
+  return all
+end
+
+-- The trigger index (lib.lua SCAN_TASKS): none for a small configuration (scanned instead);
+-- built whole when a configuration grows past SCAN_TASKS, or keeps an earlier layout's index
+-- that was never marked (tasks_of_trigger marks one it reads, so the mark is read here, after
+-- the reads); else changed trigger by trigger.
 local trig_fields, emptied = {}, {}
+if total <= SCAN_TASKS then
+  indexed[#indexed + 1] = INDEX_MARK
+  in_chunks('HDEL', K.defs, indexed)
+  lists = {}
+elseif mode == 'replace' or redis.call('HEXISTS', K.defs, INDEX_MARK) == 0 then
+  if mode == 'merge' then lists = whole_index() end
+  in_chunks('HDEL', K.defs, indexed)
+  trig_fields = {INDEX_MARK, '1'}
+end
 for trigger, list in pairs(lists) do
   if #list == 0 then
     emptied[#emptied + 1] = '##' .. trigger

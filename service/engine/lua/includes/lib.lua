@@ -24,7 +24,8 @@ unchanged on Redis Cluster):
                          using, pos, v; the configuration is stored once, across defs and
                          tasks. "#<task>" -> instances created so far (the next instance
                          number). "##<trigger>" -> cjson list of the tasks that use it
-                         (after/andEvery/unless). "#@<task>" -> the rest of the task's
+                         (after/andEvery/unless), and "##" -> "1", only for a configuration
+                         of more than SCAN_TASKS tasks (smaller ones are scanned). "#@<task>" -> the rest of the task's
                          configuration when it is short (see KEYS[2]). Task names have no
                          "#" and never start with "@", so these never meet; only count_of,
                          next_number, tasks_of_trigger, rest_of and is_def_field know them
@@ -671,11 +672,47 @@ local function next_number(task)
   return redis.call('HINCRBY', K.defs, '#' .. task, 1) - 1
 end
 
--- The names of the tasks that use `trigger` (after/andEvery/unless), or nil.
+-- The trigger index ("##<trigger>" fields of defs: the tasks that use each trigger) is kept
+-- only for a configuration of more than SCAN_TASKS tasks, marked by the field "##" (no
+-- trigger is named ""); configure.lua builds, keeps or drops it. A smaller configuration is
+-- scanned instead: its defs hold at most a few fields per task, and a session stores ~50
+-- bytes less (issue 11 item 4). Earlier layouts kept the index for every configuration,
+-- without the mark: the scan finds its fields and marks it, so a big session of that layout
+-- is scanned once (a pure change of representation: that index is complete).
+local SCAN_TASKS = 8
+local INDEX_MARK = '##'
+
+-- The names of the tasks that use `trigger` (after/andEvery/unless), or nil; when defs were
+-- scanned, also their stored defs (raw), in the same order.
 local function tasks_of_trigger(trigger)
   adopt_config_layout()
-  local raw = redis.call('HGET', K.defs, '##' .. trigger)
-  return raw and cjson.decode(raw) or nil
+  if redis.call('HEXISTS', K.defs, INDEX_MARK) == 1 then
+    local raw = redis.call('HGET', K.defs, '##' .. trigger)
+    return raw and cjson.decode(raw) or nil
+  end
+  -- A def can use the trigger only if its text holds the quoted name; a name with a
+  -- character JSON writers escape differently (cjson writes "/" as "\/") is looked for in
+  -- every def.
+  local flat = redis.call('HGETALL', K.defs)
+  local quoted = not string.find(trigger, '[/"\\]') and ('"' .. trigger .. '"')
+  local names, raws, indexed = {}, {}, false
+  for i = 1, #flat, 2 do
+    local field, raw = flat[i], flat[i + 1]
+    if is_def_field(field) then
+      if not quoted or string.find(raw, quoted, 1, true) then -- decode to be sure
+        local def = decode_def(raw)
+        if contains(def.after, trigger) or contains(def.unless, trigger) then
+          names[#names + 1] = field
+          raws[#names] = raw
+        end
+      end
+    elseif string.sub(field, 1, 2) == '##' then
+      indexed = true
+    end
+  end
+  if indexed then redis.call('HSET', K.defs, INDEX_MARK, '1') end
+  if #names == 0 then return nil end
+  return names, raws
 end
 
 -- Instance events: created (with the status it starts in), then its status, named by what
@@ -938,9 +975,9 @@ end
 
 -- The tasks a trigger is relevant to (D3), in configuration order (D4).
 local function relevant_tasks(trigger)
-  local names = tasks_of_trigger(trigger)
+  local names, raws = tasks_of_trigger(trigger)
   if not names then return {} end
-  local defs = hmget_all(K.defs, names)
+  local defs = raws or hmget_all(K.defs, names)
   local tasks = {}
   for i, name in ipairs(names) do
     if defs[i] then tasks[#tasks + 1] = {name = name, def = decode_def(defs[i])} end
