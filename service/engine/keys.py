@@ -24,7 +24,8 @@ COUNT_MARK = "#"
 """A field ``#<task>`` of ``defs`` holds the task's instance count (lib.lua count_of)."""
 TRIGGER_MARK = "##"
 """A field ``##<trigger>`` of ``defs`` holds the tasks that use the trigger (lib.lua
-tasks_of_trigger). Task names have no "#", so a def's field never starts with either mark, and
+tasks_of_trigger), kept only for a configuration of more than lib.lua SCAN_TASKS tasks, marked
+by the field ``##`` itself (smaller ones are scanned). Task names have no "#", so a def's field never starts with either mark, and
 a count's field never with this one. The earlier layout kept both in hashes of their own
 (``counts``, ``trig``); a session's first change that needs them moves them into ``defs``."""
 
