@@ -37,7 +37,7 @@ def tasks(count: int, after: list[str] | None = None, first: int = 0) -> dict[st
 
 
 async def version(engine: Engine, uid: str) -> int | None:
-    raw = await engine.client.hget(f"{engine.prefix}:{{{uid}}}:meta", "version")
+    raw = await engine.client.hget(f"{engine.prefix}:{{{uid}}}:meta", "v")
     return None if raw is None else int(raw)
 
 

@@ -17,9 +17,18 @@ import orjson
 import pytest
 
 from service.engine import Engine
+from service.engine.engine import iso_time
 from service.engine.events import EventLog, _order, _shaped, _split_line
-from service.engine.keys import KEY_NAMES, events_key, is_def_field, session_keys
+from service.engine.index import SessionIndex
+from service.engine.keys import (
+    KEY_NAMES,
+    SESSION_FIELDS,
+    events_key,
+    is_def_field,
+    session_keys,
+)
 from service.engine.records import META_NAMES, TS_NAMES, load_def, load_record
+from service.webhooks.runner import session_id
 from tests.conftest import engine_on, unique_prefix
 
 BIG = 9007199254740993  # 2**53 + 1: a double (Lua's number, cjson) would round it
@@ -116,6 +125,17 @@ def array_record(raw: str) -> str:
     return orjson.dumps(stored).decode()
 
 
+async def to_earlier_meta(engine: Engine, uid: str) -> None:
+    """Renames the session's own meta fields as the earlier layout named them (whole names,
+    times in decimal)."""
+    key = keys_of(engine, uid)["meta"]
+    for field, raw in (await engine.client.hgetall(key)).items():
+        if field in SESSION_FIELDS:
+            value = str(int(raw, 36)) if field in ("c", "u") else raw
+            await engine.client.hdel(key, field)
+            await engine.client.hset(key, SESSION_FIELDS[field], value)
+
+
 def earlier_index(defs: dict[str, str]) -> dict[str, list[str]]:
     """The trigger index the earlier layouts kept for every configuration, however small:
     trigger -> the tasks whose after (with andEvery) or unless name it."""
@@ -156,6 +176,7 @@ async def to_earlier_layout(engine: Engine, uid: str, records: str = "object") -
         if field.startswith("#"):  # the latest kwargs, in a hash of their own
             await client.hdel(keys["meta"], field)
             await client.hset(keys["latest"], field[1:], raw)
+    await to_earlier_meta(engine, uid)
     await to_stream_log(engine, uid)
     for name, raw in (await client.hgetall(keys["defs"])).items():
         definition = load_def(raw)
@@ -606,3 +627,38 @@ async def test_an_unmarked_index_of_the_earlier_layout_is_used_and_marked(
         assert await fire_all(engine, small) == await fire_all(engine, "index:scan-ref")
         await engine.configure(small, {"tasks": {"a1": FEW["a1"]}})
         assert await index_fields(engine, small) == {}
+
+
+async def test_meta_of_the_earlier_layout_read_and_renamed(redis_url: str) -> None:
+    """A session whose meta has the earlier layout's names (version, created, updated in
+    decimal, cfgv, npos, sid) reads the same, is listed with its updated time, keeps its
+    sessionId, and its next change renames the fields (created and sessionId kept, version
+    counted on); one made before sessionIds existed gets one then."""
+    async with engine_on(redis_url, unique_prefix()) as engine:
+        uid = "meta:old"
+        await build(engine, uid)
+        before = await engine.snapshot(uid)
+        key = keys_of(engine, uid)["meta"]
+        assert set(await engine.client.hkeys(key)) >= {"v", "c", "u", "g", "n", "s"}
+        await to_earlier_meta(engine, uid)
+        assert await engine.client.hget(key, "created") == str(before.created)
+        assert (await engine.snapshot(uid)).model_dump() == before.model_dump()
+        index = SessionIndex(engine.client, engine.prefix)
+        listed = await index.page(allowed=[], prefix="meta:")
+        assert [(item.uid, item.updated) for item in listed.sessions] == [
+            (uid, iso_time(before.updated))
+        ]
+        assert await session_id(engine, uid) == before.sessionId
+        await engine.configure(uid, {"tasks": {"t_new": {"after": ["go"], "run": "N"}}})
+        after = await engine.snapshot(uid)
+        assert set(await engine.client.hkeys(key)).isdisjoint(SESSION_FIELDS.values())
+        assert (after.created, after.sessionId) == (before.created, before.sessionId)
+        assert after.version == before.version + 1 and after.updated >= before.updated
+        assert after.tasks["t_new"].after == ["go"]
+        positions = [name for name in after.tasks]
+        assert positions[-1] == "t_new"  # the next position was kept (npos)
+        await engine.client.hdel(key, "s")
+        await to_earlier_meta(engine, uid)
+        await engine.fire(uid, "page", {"p": 5})
+        renewed = await engine.snapshot(uid)
+        assert renewed.sessionId and renewed.sessionId != before.sessionId

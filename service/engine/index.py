@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from service.engine.engine import iso_time
 from service.engine.errors import InvalidError
-from service.engine.keys import session_keys, sessions_index_key
+from service.engine.keys import session_keys, sessions_index_key, updated_ms
 from service.engine.scripts import RedisClient
 
 Status = Literal["active", "finalized"]
@@ -99,7 +99,7 @@ class SessionIndex:
                     continue
                 finalized = meta[1] == "1"
                 if status is None or (status == "finalized") == finalized:
-                    chosen.append(IndexedSession(uid, iso_time(int(meta[0])), finalized))
+                    chosen.append(IndexedSession(uid, iso_time(meta[0]), finalized))
                     if len(chosen) == limit:
                         break
         more = not exhausted and last is not None and await self._batch(last, 1) != []
@@ -129,14 +129,15 @@ class SessionIndex:
                 entries = [(str(uid), int(score)) for uid, score in lower]
         return entries[:count]
 
-    async def _metas(self, uids: list[str]) -> list[tuple[str | None, str | None]]:
+    async def _metas(self, uids: list[str]) -> list[tuple[int | None, str | None]]:
+        """Each session's updated time (None: it no longer exists) and finalized field."""
         if not uids:
             return []
         pipe: Any = self.client.pipeline()
-        for uid in uids:
-            pipe.hmget(session_keys(uid, self.prefix)[0], "updated", "finalized")
+        for uid in uids:  # "updated": the earlier layout's name (keys.py SESSION_FIELDS)
+            pipe.hmget(session_keys(uid, self.prefix)[0], "u", "updated", "finalized")
         answers = await pipe.execute()
-        return [(a[0], a[1]) for a in answers]
+        return [(updated_ms(a[0], a[1]), a[2]) for a in answers]
 
     async def _forget(self, uid: str, score: int) -> None:
         """Drop the entry of a session that no longer exists, unless it is recent."""

@@ -25,15 +25,46 @@ COUNT_MARK = "#"
 TRIGGER_MARK = "##"
 """A field ``##<trigger>`` of ``defs`` holds the tasks that use the trigger (lib.lua
 tasks_of_trigger), kept only for a configuration of more than lib.lua SCAN_TASKS tasks, marked
-by the field ``##`` itself (smaller ones are scanned). Task names have no "#", so a def's field never starts with either mark, and
-a count's field never with this one. The earlier layout kept both in hashes of their own
-(``counts``, ``trig``); a session's first change that needs them moves them into ``defs``."""
+by the field ``##`` itself (smaller ones are scanned). Task names have no "#", so a def's field
+never starts with either mark, and a count's field never with this one. The earlier layout
+kept both in hashes of their own (``counts``, ``trig``); a session's first change that needs
+them moves them into ``defs``."""
 
 
 LATEST_MARK = "#"
 """A field ``#<trigger>`` of ``meta`` holds the kwargs of the trigger's latest fire (lib.lua
 set_latest; no other field of meta starts with "#"). The earlier layout kept them in a hash of
 their own (``latest``); a session's first change that needs them moves them into ``meta``."""
+
+
+SESSION_FIELDS = {
+    "v": "version", "c": "created", "u": "updated", "g": "cfgv", "n": "npos", "s": "sid",
+}  # fmt: skip
+"""The session's own fields of ``meta``, stored under one letter, ``created`` and ``updated``
+in base 36 (lib.lua touch); the earlier layout used the whole names, times in decimal, until
+the session's next change renames them."""
+_SESSION_TIMES = ("c", "u")
+
+
+def whole_meta(own: dict[str, str]) -> dict[str, str]:
+    """``meta``'s own fields (``latest_fields``) by whole name, times as decimal ms, whichever
+    layout stored them."""
+    whole: dict[str, str] = {}
+    for field, value in own.items():
+        name = SESSION_FIELDS.get(field)
+        if name is None:
+            whole.setdefault(field, value)
+        else:
+            whole[name] = str(int(value, 36)) if field in _SESSION_TIMES else value
+    return whole
+
+
+def updated_ms(stored: str | None, earlier: str | None) -> int | None:
+    """A session's ``updated`` time from its field ``u`` (base 36), or the earlier layout's
+    ``updated`` (decimal); None when the session does not exist."""
+    if stored is not None:
+        return int(stored, 36)
+    return None if earlier is None else int(earlier)
 
 
 def latest_fields(meta: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:

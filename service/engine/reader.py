@@ -34,6 +34,7 @@ from service.engine.keys import (
     is_def_field,
     latest_fields,
     session_keys,
+    whole_meta,
 )
 from service.engine.models import TaskConfig, UnresolvedInstance, UnresolvedTask
 from service.engine.records import instance_fields, load_def, load_record, task_config
@@ -158,7 +159,7 @@ class SessionReader:
         )
         meta, latest = latest_fields(_pairs(flat_meta))
         return Head(
-            meta=meta,
+            meta=whole_meta(meta),
             tasks=list(_pairs(tasks).items()),  # in configuration order (readSession)
             latest=None if earlier is None else {**_pairs(earlier), **latest},
             instance_count=int(count),

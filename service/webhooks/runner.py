@@ -41,7 +41,8 @@ def delivery_id(uid: str, session_id: str, member: str, url: str) -> str:
 async def session_id(engine: Engine, uid: str) -> str:
     """The sessionId of the session's current incarnation (one field of its meta hash)."""
     meta_key = session_keys(uid, engine.prefix)[0]
-    return str(await engine.client.hget(meta_key, "sid") or "")
+    stored, earlier = await engine.client.hmget(meta_key, "s", "sid")  # keys.SESSION_FIELDS
+    return str(stored or earlier or "")
 
 
 class WebhookRunner:

@@ -87,4 +87,4 @@ save_instance(name, rec, old)
 redis.call('ZADD', K.leases, NOW + lease_ms, name)
 apply_ttl()
 return reply({state = 'claimed', token = token, attempt = attempt, expires = NOW + lease_ms,
-  sessionId = redis.call('HGET', K.meta, 'sid')}, redis.call('HGET', K.inst, name), config)
+  sessionId = redis.call('HGET', K.meta, 's')}, redis.call('HGET', K.inst, name), config)

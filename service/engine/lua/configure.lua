@@ -209,8 +209,8 @@ end
 
 -- Writes.
 touch()
-local cfgv = redis.call('HINCRBY', K.meta, 'cfgv', 1)
-local npos = tonumber(redis.call('HGET', K.meta, 'npos')) or 0
+local cfgv = redis.call('HINCRBY', K.meta, 'g', 1)
+local npos = tonumber(redis.call('HGET', K.meta, 'n')) or 0
 local first_npos = npos
 
 -- One command per CHUNK arguments rather than one per field (unpack stays bounded).
@@ -254,7 +254,7 @@ in_chunks('HSET', K.defs, def_fields)
 in_chunks('HSET', K.tasks, task_fields)
 in_chunks('HDEL', K.tasks, short_rests)
 in_chunks('HDEL', K.defs, long_rests)
-if npos ~= first_npos then redis.call('HSET', K.meta, 'npos', npos) end
+if npos ~= first_npos then redis.call('HSET', K.meta, 'n', npos) end
 
 -- The trigger index of the configuration as it will be, built whole (lists of a merge hold
 -- only the triggers it touches).

@@ -16,8 +16,9 @@ NOT_FOUND for an unknown session.
 ]=]
 if not session_exists() then return fail_with('NOT_FOUND', 'session does not exist') end
 local page = tonumber(ARGV[5]) or 1000
-local META_FIELDS = {
-  'version', 'created', 'updated', 'cfgv', 'npos', 'finalized', 'finalizedAt', 'webhooks', 'sid',
+local META_FIELDS = { -- both layouts' names (lib.lua touch)
+  'v', 'c', 'u', 'g', 'n', 's', 'finalized', 'finalizedAt', 'webhooks',
+  'version', 'created', 'updated', 'cfgv', 'npos', 'sid',
 }
 local count = redis.call('HLEN', K.inst)
 local meta, latest, instances = nil, false, false
