@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service.engine import ConflictError, Engine, InvalidError, Outcome
+from service.engine.keys import KEY_NAMES, session_keys
 from service.redis_server import RedisClusterServer
 from tests.reference_model import (
     Fire,
@@ -47,6 +48,9 @@ from tests.reference_model import (
 T = TypeVar("T")
 
 TRIGGERS = ["A", "B", "C", "D"]
+PADDING = {f"pad_{i}": {"after": ["never fired"], "run": "P"} for i in range(8)}
+"""Inert tasks that take a session past lib.lua SCAN_TASKS (8), so that its fires use the
+trigger index rather than a scan of its defs (the machine's own configurations are smaller)."""
 TASK_NAMES = ["t_x", "t_y", "t_z"]
 ALPHABET = TRIGGERS + TASK_NAMES  # task names are the cascade triggers (B10, F4)
 
@@ -121,6 +125,8 @@ class EngineVersusModel(RuleBasedStateMachine):
 
     loop: asyncio.AbstractEventLoop
     engine: Engine
+    padded = False
+    """Whether each session also holds PADDING (configured before its first configuration)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,6 +134,7 @@ class EngineVersusModel(RuleBasedStateMachine):
         self.model = Model()
         self.tokens: dict[str, str] = {}  # lease tokens of running instances
         self.seq = 0  # every fire, result and replacement carries a distinct value
+        self.padding: set[str] = set()  # PADDING, once configured
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -146,6 +153,9 @@ class EngineVersusModel(RuleBasedStateMachine):
         """Optionally fire before any configuration (N9, D12), then configure."""
         for trigger in early:
             self.do_fire(trigger)
+        if self.padded:
+            self.run(self.engine.configure(self.uid, {"tasks": PADDING}))
+            self.padding = set(PADDING)
         self.do_configure(tasks)
 
     @rule(tasks=configurations(1, 2))
@@ -261,8 +271,12 @@ class EngineVersusModel(RuleBasedStateMachine):
                 self.run(self.engine.configure(self.uid, {"tasks": tasks}))
         else:
             config = self.run(self.engine.configure(self.uid, {"tasks": tasks}))
-            assert list(config.tasks) == list(self.model.tasks), "configuration order"
+            order = [name for name in config.tasks if name not in PADDING]
+            assert order == list(self.model.tasks), "configuration order"
             self.check_tasks(config.tasks)
+            if self.padding:  # past SCAN_TASKS: the session keeps the index, with its mark
+                defs = session_keys(self.uid, self.engine.prefix)[KEY_NAMES.index("defs")]
+                assert self.run(self.engine.client.hexists(defs, "##"))
         if self.model.latest or self.model.tasks:
             self.check()
 
@@ -303,7 +317,7 @@ class EngineVersusModel(RuleBasedStateMachine):
     # -- the comparison -----------------------------------------------------------------------
 
     def check_tasks(self, tasks: dict[str, Any]) -> None:
-        assert set(tasks) == set(self.model.tasks)
+        assert set(tasks) == set(self.model.tasks) | self.padding
         for name, task in self.model.tasks.items():
             stored = tasks[name]
             assert (stored.after, stored.unless, stored.andEvery) == (
@@ -330,8 +344,11 @@ class EngineVersusModel(RuleBasedStateMachine):
         assert not snap.finalized
 
 
-def make_machine(loop: asyncio.AbstractEventLoop, engine: Engine) -> type[EngineVersusModel]:
-    return type("Machine", (EngineVersusModel,), {"loop": loop, "engine": engine})
+def make_machine(
+    loop: asyncio.AbstractEventLoop, engine: Engine, padded: bool = False
+) -> type[EngineVersusModel]:
+    attributes = {"loop": loop, "engine": engine, "padded": padded}
+    return type("Machine", (EngineVersusModel,), attributes)
 
 
 @contextmanager
@@ -366,6 +383,17 @@ def test_engine_matches_model(redis_url: str) -> None:
         engine,
     ):
         run_state_machine_as_test(make_machine(loop, engine), settings=machine_settings(150, 40))
+
+
+def test_engine_with_a_trigger_index_matches_model(redis_url: str) -> None:
+    """The same machine on sessions past SCAN_TASKS tasks: their fires and cascades find their
+    tasks through the trigger index, which configure keeps, rather than by a scan."""
+    with engine_on_own_loop(lambda: Redis.from_url(redis_url, decode_responses=True)) as (
+        loop,
+        engine,
+    ):
+        machine = make_machine(loop, engine, padded=True)
+        run_state_machine_as_test(machine, settings=machine_settings(60, 40))
 
 
 def test_engine_matches_model_on_cluster(redis_cluster: RedisClusterServer) -> None:

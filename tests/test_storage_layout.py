@@ -5,8 +5,10 @@ earlier layout (full JSON objects: a deployed Redis may hold them) read and chan
 The earlier layout is made here by rewriting a session's stored values into it (instance
 records as the whole record object, or as the compact JSON array of the layout after it, defs
 with full field names, ``tasks`` holding the whole task configuration, instance counts, the
-trigger index and the latest kwargs in hashes of their own, a status index however few the
-instances, the event log a stream), which is exactly what the earlier scripts wrote.
+trigger index (however few the tasks) and the latest kwargs in hashes of their own, a status
+index however few the instances, meta's own fields by whole name with decimal times, the event
+log a stream, or a list of "<decimal id> <JSON>" entries), which is exactly what the earlier
+scripts wrote.
 """
 
 from __future__ import annotations
