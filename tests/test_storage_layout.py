@@ -608,8 +608,9 @@ async def test_an_unmarked_index_of_the_earlier_layout_is_used_and_marked(
     redis_url: str,
 ) -> None:
     """Earlier layouts kept the index without the mark, for every configuration: a session of
-    that layout fires the same (its defs are scanned once, and the index marked: it is
-    complete); its next configure keeps or drops the index by the number of tasks."""
+    that layout fires the same (its defs are scanned once, and a big one's index marked: it is
+    complete; a small one stays scanned); its next configure keeps or drops the index by the
+    number of tasks."""
     async with engine_on(redis_url, unique_prefix()) as engine:
         more = {**FEW, "z": {"after": ["elsewhere"], "run": "P"}}
         for uid in ("index:old", "index:new"):
@@ -627,6 +628,7 @@ async def test_an_unmarked_index_of_the_earlier_layout_is_used_and_marked(
                 keys_of(engine, small)["defs"], f"##{trigger}", orjson.dumps(names).decode()
             )
         assert await fire_all(engine, small) == await fire_all(engine, "index:scan-ref")
+        assert "" not in await index_fields(engine, small)  # small: still scanned, not marked
         await engine.configure(small, {"tasks": {"a1": FEW["a1"]}})
         assert await index_fields(engine, small) == {}
 

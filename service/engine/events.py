@@ -1,11 +1,12 @@
 """Reading a session's event log (the list lua/includes/lib.lua writes, key 14).
 
 Scripts append one entry per change (lib.lua log_line): ``"<id>\x1e<events>"``, the id
-``<ms>[-<n>]`` in base 36. When every event of the change has a common shape (``EVENT_SHAPES``)
-they are text: events separated by RS (``\x1e``), the fields of each, by position, by US
-(``\x1f``); names hold no control character. Otherwise a JSON list, each event an array by
-position or an object with coded names (``_expanded`` gives both whole names), or
-``{"at", "a", "e"}`` when the change's time differs from the id's or an API key made it. The
+``<ms>[-<n>]`` in base 36. When every event of the change has a common shape (``EVENT_SHAPES``),
+the change's time is the id's and no API key made it, they are text: events separated by RS
+(``\x1e``), the fields of each, by position, by US (``\x1f``); names hold no control
+character. Otherwise a JSON list, each event an array by position or an object with coded
+names (``_expanded`` gives both whole names), wrapped as ``{"at", "a", "e"}`` when the change's
+time differs from the id's or an API key made it. The
 earlier layout's entries are ``"<decimal id> <JSON>"``. Readers see every id shaped like a
 stream id, ``<ms>-<n>`` in decimal, and it only grows along the log. An instance's event is
 stored without its ``task`` (the part of the instance name before "#"); it is added back here,
@@ -112,8 +113,9 @@ EVENT_SHAPES: dict[str, tuple[str, ...]] = {
         "skipped", "abandoned",
     )},
 }  # fmt: skip
-"""The commonest events are stored as arrays: [kind code, then these fields by position,
-trailing absent ones left out] (lib.lua log_shaped); others as objects with coded names."""
+"""The commonest events are stored by position: [kind code, then these fields, trailing absent
+ones left out], as text or as JSON arrays (lib.lua log_shaped, log_line); others as objects
+with coded names."""
 
 
 def _expanded(item: dict[str, Any] | list[Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ the kwargs are the instance's, spliced from their raw JSON texts (Lua never deco
 cjson would round numbers to 14 digits and turn [] into {}). When the task has withParams it
 answers `merge` (nothing written) and the worker merges in Python and claims again with them.
 Returns {answer, record, config, version}: answer is cjson {state = ...}:
-  claimed    -> token, attempt (1 for the first run), expires (ms), sessionId (meta sid: the
+  claimed    -> token, attempt (1 for the first run), expires (ms), sessionId (meta s: the
                 incarnation of the session, part of the HTTP task's Idempotency-Key);
                 record = the instance record after the claim (its meta.actualKwargs is what the
                 task receives), config = the task's raw configuration (false: not configured)

@@ -2,10 +2,10 @@
 configure: merge (PATCH) or replace (PUT) the session's task configuration (B1, B9).
 
 Keys: all session keys (see includes/lib.lua); writes meta, tasks, defs (the defs, short
-remainders and, past SCAN_TASKS tasks, the trigger index; counts and trig only when it moves a session of the earlier
-layout, adopt_config_layout). The configuration is stored once: the def (what the scripts need,
-encode_def) in `defs`, the remainder of each task's configuration beside it when short, in
-`tasks` when long (rest_of); answers rebuild it (config_text).
+remainders and, past SCAN_TASKS tasks, the trigger index; counts and trig only when it moves
+a session of the earlier layout, adopt_config_layout). The configuration is stored once: the
+def (what the scripts need, encode_def) in `defs`, the remainder of each task's configuration
+beside it when short, in `tasks` when long (rest_of); answers rebuild it (config_text).
 ARGV[5] mode: "merge" (tasks named replace those of the same name, others stay) or "replace"
         (the configuration becomes exactly the tasks given)
 ARGV[6] cjson array of [name, def {after, unless, every?, maxRetries, using}], one per task

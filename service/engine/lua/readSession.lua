@@ -22,7 +22,8 @@ local META_FIELDS = { -- both layouts' names (lib.lua touch)
 }
 local count = redis.call('HLEN', K.inst)
 local meta, latest, instances = nil, false, false
-if redis.call('HLEN', K.meta) + redis.call('HLEN', K.latest) <= page + #META_FIELDS then
+local OWN_FIELDS = 9 -- a meta holds at most this many of them (one layout's)
+if redis.call('HLEN', K.meta) + redis.call('HLEN', K.latest) <= page + OWN_FIELDS then
   meta, latest = redis.call('HGETALL', K.meta), redis.call('HGETALL', K.latest)
 else
   local values = redis.call('HMGET', K.meta, unpack(META_FIELDS))

@@ -26,9 +26,10 @@ unchanged on Redis Cluster):
                          using, pos, v; the configuration is stored once, across defs and
                          tasks. "#<task>" -> instances created so far (the next instance
                          number). "##<trigger>" -> cjson list of the tasks that use it
-                         (after/andEvery/unless), and "##" -> "1", only for a configuration
-                         of more than SCAN_TASKS tasks (smaller ones are scanned). "#@<task>" -> the rest of the task's
-                         configuration when it is short (see KEYS[2]). Task names have no
+                         (after/andEvery/unless), and "##" -> "1", only for a
+                         configuration of more than SCAN_TASKS tasks (smaller ones are
+                         scanned). "#@<task>" -> the rest of the task's configuration when
+                         it is short (see KEYS[2]). Task names have no
                          "#" and never start with "@", so these never meet; only count_of,
                          next_number, tasks_of_trigger, rest_of and is_def_field know them
   KEYS[4]  trig    hash  earlier layout only: the "##" fields of defs (adopt_config_layout)
@@ -685,8 +686,10 @@ end
 -- trigger is named ""); configure.lua builds, keeps or drops it. A smaller configuration is
 -- scanned instead: its defs hold at most a few fields per task, and a session stores ~50
 -- bytes less (issue 11 item 4). Earlier layouts kept the index for every configuration,
--- without the mark: the scan finds its fields and marks it, so a big session of that layout
--- is scanned once (a pure change of representation: that index is complete).
+-- without the mark: the scan finds its fields and, past SCAN_TASKS tasks, marks it, so a big
+-- session of that layout is scanned once (a pure change of representation: that index is
+-- complete); a small one keeps being scanned, its index left until its next configure drops
+-- it.
 local SCAN_TASKS = 8
 local INDEX_MARK = '##'
 
@@ -703,10 +706,11 @@ local function tasks_of_trigger(trigger)
   -- every def.
   local flat = redis.call('HGETALL', K.defs)
   local quoted = not string.find(trigger, '[/"\\]') and ('"' .. trigger .. '"')
-  local names, raws, indexed = {}, {}, false
+  local names, raws, indexed, tasks = {}, {}, false, 0
   for i = 1, #flat, 2 do
     local field, raw = flat[i], flat[i + 1]
     if is_def_field(field) then
+      tasks = tasks + 1
       if not quoted or string.find(raw, quoted, 1, true) then -- decode to be sure
         local def = decode_def(raw)
         if contains(def.after, trigger) or contains(def.unless, trigger) then
@@ -718,7 +722,7 @@ local function tasks_of_trigger(trigger)
       indexed = true
     end
   end
-  if indexed then redis.call('HSET', K.defs, INDEX_MARK, '1') end
+  if indexed and tasks > SCAN_TASKS then redis.call('HSET', K.defs, INDEX_MARK, '1') end
   if #names == 0 then return nil end
   return names, raws
 end
@@ -742,8 +746,8 @@ end
 -- (issue 11 item 4). Without it, a script reads every record's status once
 -- (STATUS_SCAN.read, name -> status, kept in step by save_instance); the instance that passes
 -- INDEX_FROM builds the index from them, and from then on it is kept as before (it never
--- empties: instances stay). A session whose index exists (all of the earlier layout's) keeps it, whatever its
--- size. service/engine/reader.py reads the same way.
+-- empties: instances stay). A session whose index exists (all of the earlier layout's) keeps
+-- it, whatever its size. service/engine/reader.py reads the same way.
 local STATUS_SCAN = {kept = nil, read = nil, count = 0}
 
 -- Whether the session keeps its status index; when it does not, STATUS_SCAN.read is read:
