@@ -6,9 +6,9 @@ the change's time is the id's and no API key made it, they are text: events sepa
 (``\x1e``), the fields of each, by position, by US (``\x1f``); names hold no control
 character. Otherwise a JSON list, each event an array by position or an object with coded
 names (``_expanded`` gives both whole names), wrapped as ``{"at", "a", "e"}`` when the change's
-time differs from the id's or an API key made it. The
-earlier layout's entries are ``"<decimal id> <JSON>"``. Readers see every id shaped like a
-stream id, ``<ms>-<n>`` in decimal, and it only grows along the log. An instance's event is
+time differs from the id's or an API key made it. The earlier layout's entries are
+``"<decimal id> <JSON>"``. Readers see every id shaped like a stream id, ``<ms>-<n>`` in
+decimal, and it only grows along the log. An instance's event is
 stored without its ``task`` (the part of the instance name before "#"); it is added back here,
 so every reader sees it. Readers see each event on its own, carrying its entry's id: the id is
 the cursor (``Last-Event-ID``, ``since``, ``next``), so a reader resumes after a whole change.
