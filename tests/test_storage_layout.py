@@ -619,6 +619,16 @@ async def test_an_unmarked_index_of_the_earlier_layout_is_used_and_marked(
         kept = await index_fields(engine, "index:new")
         assert await fire_all(engine, "index:old") == await fire_all(engine, "index:new")
         assert await index_fields(engine, "index:old") == kept
+        # a big one whose first change is a merge: rebuilt whole, the new task included
+        extra = {"y": {"after": ["go", "elsewhere"], "run": "P"}}
+        for uid in ("index:old-merged", "index:new-merged"):
+            await engine.configure(uid, {"tasks": more})
+            if uid == "index:old-merged":
+                await engine.client.hdel(keys_of(engine, uid)["defs"], "##")
+            await engine.configure(uid, {"tasks": extra})
+        merged = await index_fields(engine, "index:new-merged")
+        assert merged["go"] == ["a1", "a2", "a5", "y"] and merged["elsewhere"] == ["y", "z"]
+        assert await index_fields(engine, "index:old-merged") == merged
         small = "index:old-small"
         for uid in (small, "index:scan-ref"):
             await engine.configure(uid, {"tasks": FEW})

@@ -43,7 +43,7 @@ local max_per_trigger = tonumber(ARGV[9]) or 0
 -- The stored definitions, as raw cjson text: most are never decoded. Their position and
 -- andEvery link are found by plain matches: a quote inside a cjson string is always escaped,
 -- so '"pos":' and '"every":' can only be keys of the def itself.
-local current, indexed = {}, {}
+local current, indexed, marked = {}, {}, false
 adopt_config_layout()
 local stored = redis.call('HGETALL', K.defs)
 for i = 1, #stored, 2 do
@@ -51,6 +51,7 @@ for i = 1, #stored, 2 do
     current[stored[i]] = stored[i + 1]
   elseif string.sub(stored[i], 1, 2) == '##' then
     indexed[#indexed + 1] = stored[i] -- the trigger index, dropped whole when rebuilt
+    if stored[i] == INDEX_MARK then marked = true end -- kept (lib.lua SCAN_TASKS)
   end
 end
 
@@ -128,6 +129,27 @@ local function triggers_of(def)
   return all
 end
 
+-- Adds task `name` to the lists of `index` (trigger -> tasks) of the triggers `def` uses.
+local function index_task(index, name, def)
+  for trigger in pairs(triggers_of(def)) do
+    index[trigger] = index[trigger] or {}
+    index[trigger][#index[trigger] + 1] = name
+  end
+end
+
+-- The stored tasks that use `trigger`: the index when the session keeps one (marked), else
+-- the stored defs read above, grouped once (tasks_of_trigger would read and scan defs again
+-- for every trigger touched).
+local grouped = nil
+local function stored_tasks_of(trigger)
+  if marked then return tasks_of_trigger(trigger) end
+  if not grouped then
+    grouped = {}
+    for name, raw in pairs(current) do index_task(grouped, name, decode_def(raw)) end
+  end
+  return grouped[trigger]
+end
+
 -- The new list of every trigger whose list changes: lists[trigger] = {task, ...} (empty: drop
 -- it). Replace: the whole index is rebuilt from the given tasks (no stored list is read).
 -- Merge: the additions and removals of every given task are grouped per trigger, and each
@@ -174,7 +196,7 @@ else
   for trigger in pairs(touched) do
     local gone = drop[trigger] or {}
     local list, present = {}, {}
-    for _, name in ipairs(tasks_of_trigger(trigger) or {}) do
+    for _, name in ipairs(stored_tasks_of(trigger) or {}) do
       if not gone[name] and not present[name] then
         list[#list + 1] = name
         present[name] = true
@@ -260,29 +282,21 @@ if npos ~= first_npos then redis.call('HSET', K.meta, 'n', npos) end
 -- only the triggers it touches).
 local function whole_index()
   local all = {}
-  local function add(name, def)
-    for trigger in pairs(triggers_of(def)) do
-      all[trigger] = all[trigger] or {}
-      all[trigger][#all[trigger] + 1] = name
-    end
-  end
   for name, raw in pairs(current) do
-    if not is_given[name] then add(name, decode_def(raw)) end
+    if not is_given[name] then index_task(all, name, decode_def(raw)) end
   end
-  for i, entry in ipairs(given) do add(entry[1], new_defs[i]) end
+  for i, entry in ipairs(given) do index_task(all, entry[1], new_defs[i]) end
   return all
 end
 
 -- The trigger index (lib.lua SCAN_TASKS): none for a small configuration (scanned instead);
 -- built whole when a configuration grows past SCAN_TASKS, or keeps an earlier layout's index
--- that was never marked (tasks_of_trigger marks one it reads, so the mark is read here, after
--- the reads); else changed trigger by trigger.
+-- that was never marked; else changed trigger by trigger.
 local trig_fields, emptied = {}, {}
 if total <= SCAN_TASKS then
-  indexed[#indexed + 1] = INDEX_MARK
   in_chunks('HDEL', K.defs, indexed)
   lists = {}
-elseif mode == 'replace' or redis.call('HEXISTS', K.defs, INDEX_MARK) == 0 then
+elseif mode == 'replace' or not marked then
   if mode == 'merge' then lists = whole_index() end
   in_chunks('HDEL', K.defs, indexed)
   trig_fields = {INDEX_MARK, '1'}
